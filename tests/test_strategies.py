@@ -153,7 +153,30 @@ def test_slot_closed_form_adam_equals_autograd(tiny):
             opt.zero_grad()
             loss.backward()
             opt.step()
-        assert torch.allclose(fast[i], delta.detach(), atol=1e-5)
+        # Adam moves every coordinate by about lr whatever the gradient's size, so a coordinate
+        # whose gradient is near zero carries the rounding of the two summation orders (~3e-5).
+        assert torch.allclose(fast[i], delta.detach(), atol=1e-4)
+
+
+def test_slot_inside_the_scoring_pass_equals_a_separate_pass(ctx):
+    """The packed pass fits the same deltas as a separate padded pass over the contexts."""
+    from coral_env.backend.scoring import SlotSpec, score_continuations
+    from coral_env.tasks import build_requests
+
+    context, splits = ctx
+    requests = [build_requests(ex, context.style, context.tokenizer, task=context.task)
+                for ex in splits.validation]
+    contexts = list(dict.fromkeys(c for reqs in requests for c, _ in reqs))
+    owner_ctx = torch.tensor([contexts.index(c) for reqs in requests for c, _ in reqs])
+    deltas = optimise_deltas(context.model, context.tokenizer, contexts, steps=3, lr=0.1)
+    assert deltas.abs().sum() > 0
+    separate = score_continuations(context.model, context.tokenizer, requests,
+                                   head_delta=lambda owner: deltas[owner_ctx[owner]])
+    inside = score_continuations(context.model, context.tokenizer, requests,
+                                 head_delta=SlotSpec(3, 0.1))
+    plain = score_continuations(context.model, context.tokenizer, requests)
+    np.testing.assert_allclose(torch.stack(inside), torch.stack(separate), atol=1e-4)
+    assert not torch.allclose(torch.stack(inside), torch.stack(plain), atol=1e-4)
 
 
 def test_tts_with_one_batch_equals_that_adapter(ctx):

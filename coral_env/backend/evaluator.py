@@ -10,7 +10,7 @@ import torch
 
 from ..tasks import Example, answers_match, build_generation_prompt, build_requests, get_task, stop_sequences
 from .metrics import auc, balanced_accuracy, wilson_ci
-from .scoring import HeadDelta, ScoringConfig, generate_greedy, score_continuations
+from .scoring import HeadDelta, ScoringConfig, SlotSpec, generate_greedy, score_continuations
 
 METRICS = ("accuracy", "acc_norm", "balanced_accuracy", "auc")
 
@@ -110,7 +110,7 @@ def mc_result(task: str, examples: list[Example], logprobs: list[torch.Tensor | 
 
 def evaluate(model, tokenizer, examples: list[Example], *, task: str = "", style: str = "plain",
              scoring: ScoringConfig | None = None, generation: GenerationConfig | None = None,
-             head_delta: HeadDelta | None = None) -> EvalResult:
+             head_delta: HeadDelta | SlotSpec | None = None) -> EvalResult:
     """Score ``examples`` with ``model`` (its current adapter, if any).
 
     Multiple choice: log-likelihood of each choice continuation. Generative: greedy decoding,

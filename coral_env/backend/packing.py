@@ -44,6 +44,14 @@ class PackedBatch:
     targets: torch.Tensor  # (K,) long
     owner: torch.Tensor  # (K,) long
     real_tokens: int
+    # SLOT: one segment per group (context) in the batch. ``ctx_*``: the context positions that
+    # predict the context's next token; ``segment``: the group of each gathered position.
+    ctx_rows: torch.Tensor | None = None  # (P,) long
+    ctx_cols: torch.Tensor | None = None  # (P,) long
+    ctx_targets: torch.Tensor | None = None  # (P,) long
+    ctx_segment: torch.Tensor | None = None  # (P,) long
+    segment: torch.Tensor | None = None  # (K,) long
+    n_segments: int = 0
 
 
 def pack_rows(groups: list[Group], row_len: int) -> list[list[int]]:
@@ -76,12 +84,18 @@ def build_batch(groups: list[Group], rows: list[list[int]], key_index: dict[tupl
     ids = torch.full((n, width), pad_id, dtype=torch.long)
     pos = torch.zeros((n, width), dtype=torch.long)
     mask = torch.zeros((n, 1, width, width), dtype=torch.bool)
-    g_rows, g_cols, tgts, owners = [], [], [], []
+    g_rows, g_cols, tgts, owners, segs = [], [], [], [], []
+    c_rows, c_cols, c_tgts, c_segs = [], [], [], []
+    n_seg = 0
     for b, row in enumerate(rows):
         at = 0
         for g in row:
             group = groups[g]
             ctx_len = len(group.context)
+            c_rows.extend([b] * (ctx_len - 1))
+            c_cols.extend(range(at, at + ctx_len - 1))
+            c_tgts.extend(group.context[1:])
+            c_segs.extend([n_seg] * (ctx_len - 1))
             ids[b, at:at + ctx_len] = torch.tensor(group.context)
             pos[b, at:at + ctx_len] = torch.arange(ctx_len)
             mask[b, 0, at:at + ctx_len, at:at + ctx_len] = _tril(ctx_len)
@@ -99,13 +113,20 @@ def build_batch(groups: list[Group], rows: list[list[int]], key_index: dict[tupl
                 g_cols.extend(cols)
                 tgts.extend(cont)
                 owners.extend([key_index[key]] * len(cols))
+                segs.extend([n_seg] * len(cols))
                 seg += body
             at = seg
+            n_seg += 1
         if at < width:  # padding attends to itself only, so SDPA never sees an empty row
             idx = torch.arange(at, width)
             mask[b, 0, idx, idx] = True
+    long = dict(dtype=torch.long)
     return PackedBatch(ids, pos, mask, torch.tensor(g_rows), torch.tensor(g_cols),
-                       torch.tensor(tgts), torch.tensor(owners), real_tokens=sum(lengths))
+                       torch.tensor(tgts), torch.tensor(owners), real_tokens=sum(lengths),
+                       ctx_rows=torch.tensor(c_rows, **long), ctx_cols=torch.tensor(c_cols, **long),
+                       ctx_targets=torch.tensor(c_tgts, **long),
+                       ctx_segment=torch.tensor(c_segs, **long), segment=torch.tensor(segs, **long),
+                       n_segments=n_seg)
 
 
 _TRIL: dict[int, torch.Tensor] = {}

@@ -19,6 +19,18 @@ before the output layer (SLOT). Applied as logits + delta @ W^T in fp32, so a sm
 not rounded away by a bf16 hidden state."""
 
 
+@dataclass(frozen=True)
+class SlotSpec:
+    """SLOT inside the scoring pass: one delta per distinct context, ``steps`` Adam steps at ``lr``
+    on the context's own next-token loss, fitted on the hidden states of the same decoder pass
+    that scores the choices (the delta only touches the output layer, so nothing is recomputed)."""
+
+    steps: int
+    lr: float
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+
+
 @dataclass
 class ScoringConfig:
     """Packing shape of log-likelihood scoring (PERF-NOTES.md: 4 rows x 256 tokens was fastest)."""
@@ -81,13 +93,14 @@ def make_groups(encoded: list[tuple[list[int], list[int]]], keys: list[tuple[int
 @torch.no_grad()
 def score_continuations(model, tokenizer, requests: list[list[tuple[str, str]]],
                         config: ScoringConfig | None = None,
-                        head_delta: HeadDelta | None = None) -> list[torch.Tensor]:
+                        head_delta: HeadDelta | SlotSpec | None = None) -> list[torch.Tensor]:
     """Summed log-probability of each continuation given its context.
 
     Args:
         requests: per question, a list of (context, continuation) pairs (one per choice).
         head_delta: optional per-request vectors added to the final hidden states at the scored
-            positions (SLOT's per-sample delta).
+            positions (SLOT's per-sample delta), or a ``SlotSpec`` to fit one delta per context
+            inside this pass.
     Returns:
         per question, a float32 tensor (n_choices,) of summed log-probabilities.
     """
@@ -104,7 +117,7 @@ def score_continuations(model, tokenizer, requests: list[list[tuple[str, str]]],
     decoder, head = decoder_and_head(model)
     device = head.weight.device
     totals = torch.zeros(len(keys), dtype=torch.float64)
-    head_t = head.weight.float().T if head_delta is not None else None
+    head_t = head.weight.float().T.contiguous() if head_delta is not None else None
     calls = range(0, len(rows), config.rows_per_call)
     for start in tqdm(calls, desc="scoring", disable=not config.progress, leave=False):
         batch = build_batch(groups, rows[start:start + config.rows_per_call], key_index,
@@ -114,7 +127,10 @@ def score_continuations(model, tokenizer, requests: list[list[tuple[str, str]]],
                          position_ids=batch.position_ids.to(device)).last_hidden_state
         picked = hidden[batch.gather_rows.to(device), batch.gather_cols.to(device)]
         logits = head(picked).float()
-        if head_delta is not None:
+        if isinstance(head_delta, SlotSpec):
+            deltas = fit_slot_deltas(hidden, batch, head, head_t, head_delta)
+            logits = logits + (deltas @ head_t)[batch.segment.to(device)]
+        elif head_delta is not None:
             logits = logits + head_delta(batch.owner).to(device) @ head_t
         logprobs = torch.log_softmax(logits, dim=-1)
         chosen = logprobs.gather(1, batch.targets.to(device)[:, None])[:, 0]
@@ -124,6 +140,49 @@ def score_continuations(model, tokenizer, requests: list[list[tuple[str, str]]],
         out.append(totals[i:i + len(reqs)].float())
         i += len(reqs)
     return out
+
+
+def slot_adam(base_logits: torch.Tensor, segment: torch.Tensor, targets: torch.Tensor,
+              n_segments: int, head_t: torch.Tensor, spec: SlotSpec) -> torch.Tensor:
+    """Closed-form Adam on one delta per segment: loss = mean NLL of the segment's positions.
+
+    ``base_logits`` (P, V) fp32 are the cached logits H W^T of the positions; logits with delta
+    are base + delta W^T, so the gradient is W^T (sum_i softmax_i - onehot_i) / n_segment.
+    Returns (n_segments, hidden) fp32; a segment without positions keeps delta 0.
+    """
+    device = base_logits.device
+    hidden_size, vocab = head_t.shape
+    delta = torch.zeros(n_segments, hidden_size, device=device)
+    if spec.steps == 0 or base_logits.shape[0] == 0:
+        return delta
+    counts = torch.zeros(n_segments, device=device).index_add_(
+        0, segment, torch.ones(len(segment), device=device)).clamp(min=1)
+    onehot_sum = torch.zeros(n_segments, vocab, device=device)
+    onehot_sum.index_put_((segment, targets), torch.ones(len(segment), device=device), accumulate=True)
+    m, v = torch.zeros_like(delta), torch.zeros_like(delta)
+    b1, b2 = spec.betas
+    probs = torch.empty_like(base_logits)
+    for t in range(1, spec.steps + 1):
+        torch.add(base_logits, (delta @ head_t)[segment], out=probs)
+        torch.softmax(probs, dim=-1, out=probs)
+        residual = torch.zeros(n_segments, vocab, device=device).index_add_(0, segment, probs)
+        grad = ((residual - onehot_sum) @ head_t.T) / counts[:, None]
+        m.mul_(b1).add_(grad, alpha=1 - b1)
+        v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
+        delta -= spec.lr * (m / (1 - b1 ** t)) / ((v / (1 - b2 ** t)).sqrt() + spec.eps)
+    return delta
+
+
+def fit_slot_deltas(hidden: torch.Tensor, batch, head, head_t: torch.Tensor,
+                    spec: SlotSpec) -> torch.Tensor:
+    """One SLOT delta per group of a packed batch, from that batch's decoder hidden states."""
+    device = hidden.device
+    if batch.ctx_rows.numel() == 0 or spec.steps == 0:
+        return torch.zeros(batch.n_segments, head_t.shape[0], device=device)
+    ctx_hidden = hidden[batch.ctx_rows.to(device), batch.ctx_cols.to(device)]
+    base_logits = head(ctx_hidden).float()
+    return slot_adam(base_logits, batch.ctx_segment.to(device), batch.ctx_targets.to(device),
+                     batch.n_segments, head_t, spec)
 
 
 @torch.no_grad()
