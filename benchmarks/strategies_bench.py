@@ -51,7 +51,9 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=Path("runs/strategies"))
+    p.add_argument("--only", default=None, help="run only the strategies whose name contains this text")
     args = p.parse_args()
+    strategies = {k: v for k, v in STRATEGIES.items() if not args.only or args.only in k}
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -74,7 +76,7 @@ def main() -> None:
         t = time.perf_counter()
         runtime.adapter_for_prompts(args.task, [ex.question for ex in state.splits.support[:8]])
         generation.append(time.perf_counter() - t)
-        for name, strategy in STRATEGIES.items():
+        for name, strategy in strategies.items():
             outcome = execute(strategy, ctx, examples)
             timings.setdefault(name, []).append(outcome.cost["seconds"])
             results[name] = outcome
@@ -96,13 +98,13 @@ def main() -> None:
             "accuracy": outcome.result.accuracy, "ci95": wilson_ci(int(outcome.result.correct.sum()), len(diff)),
             "delta": float(diff.mean()), "delta_ci95": (lo, hi), "cost": outcome.cost,
         })
-    ttl_name = next(n for n in STRATEGIES if n.startswith("TTL"))
-    ttl_steps = STRATEGIES[ttl_name].ttl_steps
+    ttl_name = next((n for n in strategies if n.startswith("TTL")), None)
     summary = {
         "task": args.task, "n": len(examples), "runs": args.runs, "threads": args.threads,
         "plain_eval_s": plain_s, "base_accuracy": base.accuracy, "base_ci95": base.ci95,
         "adapter_source": state.source, "adapter_generation_s": gen_s,
-        "ttl_seconds_per_step": (statistics.median(timings[ttl_name]) - plain_s) / ttl_steps,
+        "ttl_seconds_per_step": ((statistics.median(timings[ttl_name]) - plain_s) / strategies[ttl_name].ttl_steps
+                                 if ttl_name else None),
         "rows": rows, "timings": timings,
     }
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))

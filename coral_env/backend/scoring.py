@@ -146,8 +146,13 @@ def slot_adam(base_logits: torch.Tensor, segment: torch.Tensor, targets: torch.T
               n_segments: int, head_t: torch.Tensor, spec: SlotSpec) -> torch.Tensor:
     """Closed-form Adam on one delta per segment: loss = mean NLL of the segment's positions.
 
-    ``base_logits`` (P, V) fp32 are the cached logits H W^T of the positions; logits with delta
-    are base + delta W^T, so the gradient is W^T (sum_i softmax_i - onehot_i) / n_segment.
+    ``base_logits`` (P, V) fp32 are the logits H W^T of the positions (overwritten: this
+    function owns them). With delta the logits are base + delta W^T, so the gradient is
+    W^T (sum_i softmax_i - onehot_i) / n_segment. The softmax is never recomputed: with
+    E_i = exp(base_i - max) (computed once) and u = exp(delta W^T - max),
+    softmax_i = E_i * u / (E_i . u), so a segment's summed probabilities are
+    u * E_s^T (1 / (E_s u)): two matrix-vector products over E per step instead of
+    rebuilding, normalising and summing a (P, V) tensor.
     Returns (n_segments, hidden) fp32; a segment without positions keeps delta 0.
     """
     device = base_logits.device
@@ -155,18 +160,28 @@ def slot_adam(base_logits: torch.Tensor, segment: torch.Tensor, targets: torch.T
     delta = torch.zeros(n_segments, hidden_size, device=device)
     if spec.steps == 0 or base_logits.shape[0] == 0:
         return delta
-    counts = torch.zeros(n_segments, device=device).index_add_(
-        0, segment, torch.ones(len(segment), device=device)).clamp(min=1)
+    if segment.numel() > 1 and bool((segment[1:] < segment[:-1]).any()):
+        order = torch.argsort(segment, stable=True)
+        base_logits, segment, targets = base_logits[order], segment[order], targets[order]
+    counts = torch.bincount(segment, minlength=n_segments)
+    bounds = [0] + torch.cumsum(counts, 0).tolist()
     onehot_sum = torch.zeros(n_segments, vocab, device=device)
     onehot_sum.index_put_((segment, targets), torch.ones(len(segment), device=device), accumulate=True)
+    exp_base = base_logits.sub_(base_logits.max(dim=1, keepdim=True).values).exp_()
+    denom = counts.clamp(min=1).to(torch.float32)[:, None]
     m, v = torch.zeros_like(delta), torch.zeros_like(delta)
     b1, b2 = spec.betas
-    probs = torch.empty_like(base_logits)
+    probs_sum = torch.zeros(n_segments, vocab, device=device)
     for t in range(1, spec.steps + 1):
-        torch.add(base_logits, (delta @ head_t)[segment], out=probs)
-        torch.softmax(probs, dim=-1, out=probs)
-        residual = torch.zeros(n_segments, vocab, device=device).index_add_(0, segment, probs)
-        grad = ((residual - onehot_sum) @ head_t.T) / counts[:, None]
+        offsets = delta @ head_t
+        u = offsets.sub_(offsets.max(dim=1, keepdim=True).values).exp_()  # (S, V)
+        for s in range(n_segments):
+            lo, hi = bounds[s], bounds[s + 1]
+            if hi == lo:
+                continue
+            block = exp_base[lo:hi]
+            probs_sum[s] = torch.mv(block.T, torch.mv(block, u[s]).reciprocal_()).mul_(u[s])
+        grad = ((probs_sum - onehot_sum) @ head_t.T) / denom
         m.mul_(b1).add_(grad, alpha=1 - b1)
         v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
         delta -= spec.lr * (m / (1 - b1 ** t)) / ((v / (1 - b2 ** t)).sqrt() + spec.eps)
