@@ -68,7 +68,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 TRAINER_COMMANDS = {"restem": "train the LLM policy with ReST^EM (resumable; see coral restem --help)",
-                    "sb3": "train a stable-baselines3 agent on the wrapped env (see coral sb3 --help)"}
+                    "sb3": "train a stable-baselines3 agent on the wrapped env (see coral sb3 --help)",
+                    "demo": "the whole pipeline end to end on built-in tasks, then the report (the main job)",
+                    "report": "Table 2 and figures from a run folder (see coral report --help)"}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -146,6 +146,11 @@ def test_info_and_test_accuracy(make):
     _, _, _, _, info = env.step(LORA)
     assert 0 <= info["test_accuracy"] <= 1 and json.loads(info["strategy"])["lambda"] == 0.5
     assert set(info["timings"]) == {"step"}
+    env.reset()
+    _, _, _, _, bad = env.step("not json")
+    env.reset()
+    _, _, _, _, plain = env.step('{"family": "LORA", "lambda": 0.0}')
+    assert "error" in bad and bad["test_accuracy"] == plain["test_accuracy"]  # unchanged adapter
 
 
 def test_bad_arguments_are_clear(make, tmp_path):

@@ -1,4 +1,5 @@
-"""CLI subcommands ``coral restem`` and ``coral sb3`` (and the ``python -m trainers.*`` entry points).
+"""CLI subcommands ``coral restem``, ``coral sb3``, ``coral demo`` and ``coral report`` (and the
+``python -m trainers.*`` entry points).
 
 ``register(subparsers)`` adds both to the ``coral`` parser. Every config field becomes a flag
 (``train_tasks`` -> ``--train-tasks a,b``; booleans get ``--x/--no-x``) whose help is the
@@ -88,6 +89,49 @@ def sb3_parser(prog: str | None = None, parser: argparse.ArgumentParser | None =
     return parser
 
 
+def demo_parser(prog: str | None = None, parser: argparse.ArgumentParser | None = None):
+    from .demo import DemoConfig
+
+    parser = parser or argparse.ArgumentParser(prog=prog)
+    parser.description = ("Run the whole pipeline end to end and write a report: collect checkpoints, train the "
+                          "generator and the CVAE, run the zero-shot LLM policy, one ReST^EM iteration, the "
+                          "baselines, then `coral report`. Offline on built-in synthetic tasks by default; "
+                          "--data-dir switches to the benchmarks. Resumes from --out.")
+    add_config_arguments(parser, DemoConfig)
+    parser.set_defaults(func=run_demo_command)
+    return parser
+
+
+def report_parser(prog: str | None = None, parser: argparse.ArgumentParser | None = None):
+    parser = parser or argparse.ArgumentParser(prog=prog)
+    parser.description = ("Write report.md (the papers' Table 2 layout: methods x tasks, in-domain / "
+                          "out-of-domain averages, 95%% CIs) and PNG figures (agent contribution, strategy "
+                          "choice) from a run folder written by `coral demo`.")
+    parser.add_argument("--run", default="runs/demo", help="run folder (default: %(default)s)")
+    parser.add_argument("--out", default=None, help="where to write the report (default: the run folder)")
+    parser.add_argument("--title", default="Coral results", help="report title")
+    parser.set_defaults(func=run_report_command)
+    return parser
+
+
+def run_demo_command(args: argparse.Namespace) -> int:
+    from .demo import DemoConfig, run_demo
+
+    report = run_demo(config_from_args(DemoConfig, args))
+    print(report.read_text())
+    print(f"report: {report} (figures beside it)")
+    return 0
+
+
+def run_report_command(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    report = write_report(args.run, args.out, title=args.title)
+    print(report.read_text())
+    print(f"report: {report}")
+    return 0
+
+
 def run_restem_command(args: argparse.Namespace) -> int:
     from .evaluation import comparison_table, family_table
     from .restem import RestemConfig, train_restem
@@ -125,12 +169,12 @@ def register(subparsers) -> None:
 
 
 def run(command: str, argv: list[str] | None = None, prog: str | None = None) -> int:
-    """Parse ``argv`` for ``command`` (``restem`` or ``sb3``) and run it: for a CLI that defers even
+    """Parse ``argv`` for ``command`` (``restem``, ``sb3``, ``demo`` or ``report``) and run it: for a CLI that defers even
     the parser to the handler (``coral restem ARGS...`` -> ``run("restem", ARGS)``). Errors a user
     can fix (bad settings, unknown tasks, missing artifacts) print one line and return 2."""
     import sys
 
-    builders = {"restem": restem_parser, "sb3": sb3_parser}
+    builders = {"restem": restem_parser, "sb3": sb3_parser, "demo": demo_parser, "report": report_parser}
     if command not in builders:
         raise ValueError(f"unknown trainer command {command!r}; choose one of {', '.join(builders)}")
     args = builders[command](prog or f"coral {command}").parse_args(argv)

@@ -48,6 +48,11 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
     _atomic(Path(path), lambda tmp: Path(tmp).write_text(text))
 
 
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write a text file atomically."""
+    _atomic(Path(path), lambda tmp: Path(tmp).write_text(text))
+
+
 def atomic_save_safetensors(path: str | Path, tensors: dict[str, torch.Tensor],
                             metadata: dict[str, str] | None = None) -> None:
     """Save tensors as safetensors atomically (contiguous copies, metadata values as strings)."""

@@ -70,7 +70,8 @@ class CoralEnv(gym.Env[dict, str]):
     ``info`` has ``task``, ``metric``, ``metric_before``/``metric_after``, ``accuracy_before``/
     ``accuracy_after``, ``strategy`` (canonical JSON), ``notes`` (defaults filled, aliases
     read), ``cost`` and ``timings`` (seconds), ``memo_hit``, ``error`` (invalid actions only),
-    and ``test_accuracy`` when ``eval_test=True``.
+    and ``test_accuracy`` when ``eval_test=True`` (after an invalid action: the unchanged
+    adapter's).
 
     ## Arguments
 
@@ -177,6 +178,7 @@ class CoralEnv(gym.Env[dict, str]):
             state.done = True
             info |= {"error": str(exc), "metric_after": state.metric, "accuracy_after": state.accuracy,
                      "timings": {"step": time.perf_counter() - start}}
+            self._add_test_accuracy(info, None)
             self._last_info = info
             return self._observation(), 0.0, True, False, info
         strategy = parsed.strategy
@@ -186,6 +188,7 @@ class CoralEnv(gym.Env[dict, str]):
             state.done = True
             info |= {"error": str(exc), "strategy": strategy.canonical_json(), "metric_after": state.metric,
                      "accuracy_after": state.accuracy, "timings": {"step": time.perf_counter() - start}}
+            self._add_test_accuracy(info, None)
             self._last_info = info
             return self._observation(), 0.0, True, False, info
         after = evaluation.result.metric(state.metric_name)
@@ -197,9 +200,7 @@ class CoralEnv(gym.Env[dict, str]):
         info |= {"strategy": strategy.canonical_json(), "notes": parsed.notes + evaluation.notes,
                  "metric_after": after, "accuracy_after": evaluation.result.accuracy,
                  "cost": dict(evaluation.cost), "memo_hit": hit}
-        if self.eval_test:
-            test, _ = self.runtime.evaluate(state.task, state.adapter, strategy, split="test")
-            info["test_accuracy"] = test.result.accuracy
+        self._add_test_accuracy(info, strategy)
         state.step += 1
         if evaluation.adapter is not None:
             state.adapter = evaluation.adapter
@@ -208,6 +209,13 @@ class CoralEnv(gym.Env[dict, str]):
         info["timings"] = {"step": time.perf_counter() - start}
         self._last_info = info
         return self._observation(), reward, state.done, False, info
+
+    def _add_test_accuracy(self, info: dict, strategy) -> None:
+        """With ``eval_test``: test accuracy after ``strategy`` on the current adapter; an
+        invalid action changes nothing, so it reports the unchanged adapter's test accuracy."""
+        if self.eval_test:
+            test, _ = self.runtime.evaluate(self._state.task, self._state.adapter, strategy, split="test")
+            info["test_accuracy"] = test.result.accuracy
 
     def render(self) -> str | None:
         if self.render_mode != "ansi" or self._state is None:

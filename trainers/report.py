@@ -1,0 +1,227 @@
+"""``coral report``: the papers' Table 2 layout and figures from a run folder.
+
+A run folder (``coral demo --out DIR`` writes one) holds two JSONL files:
+
+* ``methods.jsonl``: one row per (method, task) test result:
+  ``{"method", "label", "task", "accuracy", "n", "ci95": [lo, hi]}`` (more keys are kept);
+* ``episodes.jsonl``: environment episodes of the policies (``trainers.evaluation`` rows), for
+  the strategy-choice figure.
+
+``write_report`` turns them into ``report.md`` (methods x tasks, in-domain / out-of-domain /
+synthetic averages, 95% CIs), ``agent_contribution.png`` (base -> generator -> +alignment ->
++policy per task) and ``strategy_choice.png`` (family chosen per policy and task).
+
+Averages are the mean of the task accuracies; their 95% CI is the normal interval with the
+per-task binomial variances added (tasks are independent samples).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+METHODS_FILE = "methods.jsonl"
+EPISODES_FILE = "episodes.jsonl"
+
+# Row order of the table; methods not listed here follow in first-seen order.
+METHOD_ORDER = ("base", "no_meta_lora", "union_lora", "maml_fo", "abmll_fo", "coral_generator",
+                "coral_aligned", "coral_policy_zero_shot")
+# The agent-contribution chain; the policy step is the last ReST^EM iteration when present.
+CHAIN = ("base", "coral_generator", "coral_aligned")
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def task_group(task: str) -> str:
+    """``in-domain``, ``out-of-domain`` or ``synthetic`` (user tasks count as out-of-domain)."""
+    from coral_env.tasks import IN_DOMAIN
+
+    if task in IN_DOMAIN:
+        return "in-domain"
+    return "synthetic" if task.startswith("syn_") else "out-of-domain"
+
+
+def _ordered_methods(rows: list[dict]) -> list[str]:
+    seen = list(dict.fromkeys(r["method"] for r in rows))
+    first = [m for m in METHOD_ORDER if m in seen]
+    policy = sorted((m for m in seen if m.startswith("coral_policy_restem")), key=_iteration)
+    return first + policy + [m for m in seen if m not in first and m not in policy]
+
+
+def _iteration(method: str) -> int:
+    tail = method.rsplit("_", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
+
+
+def group_average(cells: list[dict]) -> tuple[float, float] | None:
+    """(mean accuracy, 95% half-width) over tasks; None when empty."""
+    if not cells:
+        return None
+    acc = np.array([c["accuracy"] for c in cells], dtype=float)
+    var = sum(c["accuracy"] * (1 - c["accuracy"]) / max(c["n"], 1) for c in cells) / len(cells) ** 2
+    return float(acc.mean()), 1.96 * math.sqrt(var)
+
+
+def table(rows: list[dict]) -> str:
+    """Markdown Table 2: methods x tasks (accuracy in %, 95% CI), then per-group averages."""
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    groups = ("in-domain", "out-of-domain", "synthetic")
+    tasks.sort(key=lambda t: groups.index(task_group(t)))
+    present = [g for g in groups if any(task_group(t) == g for t in tasks)]
+    header = ["method"] + [f"{t}" for t in tasks] + [f"{g} avg" for g in present]
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    cell = {(r["method"], r["task"]): r for r in rows}
+    for method in _ordered_methods(rows):
+        label = next(r.get("label", method) for r in rows if r["method"] == method)
+        parts = [label]
+        for task in tasks:
+            r = cell.get((method, task))
+            if r is None:
+                parts.append("-")
+            else:
+                lo, hi = r.get("ci95", (r["accuracy"], r["accuracy"]))
+                parts.append(f"{100 * r['accuracy']:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]")
+        for g in present:
+            mine = [cell[(method, t)] for t in tasks if task_group(t) == g and (method, t) in cell]
+            avg = group_average(mine) if len(mine) == sum(task_group(t) == g for t in tasks) else None
+            parts.append("-" if avg is None else f"{100 * avg[0]:.1f} ± {100 * avg[1]:.1f}")
+        lines.append("| " + " | ".join(parts) + " |")
+    return "\n".join(lines)
+
+
+def _policy_step(rows: list[dict]) -> str | None:
+    """The method whose accuracy is the chain's +policy step: the last ReST^EM iteration, else
+    the zero-shot policy."""
+    methods = _ordered_methods(rows)
+    restem = [m for m in methods if m.startswith("coral_policy_restem")]
+    if restem:
+        return restem[-1]
+    return "coral_policy_zero_shot" if "coral_policy_zero_shot" in methods else None
+
+
+def contribution_plot(rows: list[dict], path: Path) -> Path:
+    """Grouped bars per task (and their average): base, generator, +alignment, +policy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    chain = [m for m in CHAIN if any(r["method"] == m for r in rows)]
+    policy = _policy_step(rows)
+    if policy:
+        chain.append(policy)
+    tasks = list(dict.fromkeys(r["task"] for r in rows if r["method"] in chain))
+    cell = {(r["method"], r["task"]): r for r in rows}
+    labels = {m: next(r.get("label", m) for r in rows if r["method"] == m) for m in chain}
+    x = np.arange(len(tasks) + 1)
+    width = 0.8 / max(len(chain), 1)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(x) + 2), 4.2))
+    colors = ["#8c8c8c", "#4c72b0", "#55a868", "#c44e52", "#8172b3"]
+    for i, method in enumerate(chain):
+        vals, errs = [], [[], []]
+        for task in tasks:
+            r = cell.get((method, task))
+            acc = r["accuracy"] if r else np.nan
+            lo, hi = r.get("ci95", (acc, acc)) if r else (np.nan, np.nan)
+            vals.append(acc)
+            errs[0].append(acc - lo)
+            errs[1].append(hi - acc)
+        mine = [cell[(method, t)] for t in tasks if (method, t) in cell]
+        avg = group_average(mine) if len(mine) == len(tasks) else None
+        vals.append(avg[0] if avg else np.nan)
+        errs[0].append(avg[1] if avg else 0)
+        errs[1].append(avg[1] if avg else 0)
+        ax.bar(x + (i - (len(chain) - 1) / 2) * width, vals, width, yerr=errs, capsize=2,
+               label=labels[method], color=colors[i % len(colors)])
+    ax.set_xticks(x, tasks + ["average"], rotation=20)
+    ax.set_ylabel("test accuracy (95% CI)")
+    ax.set_ylim(0, 1)
+    ax.set_title("Agent contribution: base -> generator -> +alignment -> +policy")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def choice_plot(episodes: list[dict], path: Path) -> Path:
+    """Stacked bars: share of each strategy family per (policy, task)."""
+    from .evaluation import FAMILY_ORDER, comparison_plot, summarize  # noqa: F401
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pairs = list(dict.fromkeys((e["policy"], e["task"]) for e in episodes))
+    colors = {"TTL": "#4c72b0", "LORA": "#dd8452", "TTS": "#55a868", "Latent": "#c44e52", "invalid": "#999999"}
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(pairs) + 1.5))
+    y = np.arange(len(pairs))
+    left = np.zeros(len(pairs))
+    counts = [Counter(e["family"] for e in episodes if (e["policy"], e["task"]) == p) for p in pairs]
+    for fam in FAMILY_ORDER:
+        share = np.array([c.get(fam, 0) / max(sum(c.values()), 1) for c in counts])
+        ax.barh(y, share, left=left, color=colors[fam], label=fam)
+        left += share
+    ax.set_yticks(y, [f"{p} | {t}" for p, t in pairs], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("strategy family chosen (share of episodes)")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.set_title("Strategy choice per task")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write_report(run_dir: str | Path, out: str | Path | None = None, title: str = "Coral results",
+                 notes: list[str] | None = None) -> Path:
+    """Write ``report.md`` and the two PNGs into ``out`` (default: the run folder); returns the md."""
+    from coral_env.backend.io import atomic_write_text
+
+    from .evaluation import family_table, summarize
+
+    run_dir = Path(run_dir)
+    rows = read_jsonl(run_dir / METHODS_FILE)
+    if not rows:
+        raise FileNotFoundError(
+            f"no results in {run_dir / METHODS_FILE}; run `coral demo --out {run_dir}` (or point --run at "
+            f"a folder that a demo run wrote)")
+    episodes = read_jsonl(run_dir / EPISODES_FILE)
+    out = Path(out) if out else run_dir
+    contribution_plot(rows, out / "agent_contribution.png")
+    parts = [f"# {title}", ""]
+    meta_path = run_dir / "run.json"
+    if meta_path.exists():
+        meta = json.loads(meta_path.read_text())
+        parts += [f"Run: `{meta.get('command', '')}` ({meta.get('machine', '')}; "
+                  f"{meta.get('minutes', '?')} min; {meta.get('date', '')}).", ""]
+    parts += ["Test accuracy in %, 95% CI in brackets (Wilson for a task; for an average, the normal "
+              "interval of the mean of task accuracies). Leave-one-out: every method was trained "
+              "without the task it is scored on.", "", table(rows), ""]
+    parts += ["![agent contribution](agent_contribution.png)", ""]
+    if episodes:
+        choice_plot(episodes, out / "strategy_choice.png")
+        parts += ["## Strategy choice per task (validation episodes)", "",
+                  family_table(summarize(episodes)), "", "![strategy choice](strategy_choice.png)", ""]
+    if notes:
+        parts += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
+    md = out / "report.md"
+    atomic_write_text(md, "\n".join(parts))
+    return md
+
+
+__all__ = ["METHODS_FILE", "EPISODES_FILE", "table", "task_group", "group_average", "contribution_plot",
+           "choice_plot", "write_report", "read_jsonl"]
