@@ -54,6 +54,21 @@ def test_sb3_check_env_on_wrapped_envs(make):
     assert factored.action_masks().shape == (int(sum(factored.action_space.nvec)),)
 
 
+def test_written_context_ends_with_the_answer_format_and_is_cached(make, tiny_artifacts):
+    from coral_env.env.contexts import format_line
+    from coral_env.env.runtime import default_context_model
+    from coral_env.tasks import load_task
+
+    env = make(task="syn_parity")
+    context = env.reset(seed=0)[0]["context"]
+    assert context.endswith("Answer format: multiple choice, 2 options, scored by log-likelihood.")
+    cached = list((tiny_artifacts / "tiny" / "contexts").glob("syn_parity-*.json"))
+    assert cached and json.loads(cached[0].read_text())["context"] == context
+    assert json.loads(cached[0].read_text())["model"] == "tiny"  # the tiny preset writes its own
+    assert default_context_model("tiny", "tiny") == "tiny"
+    assert format_line(load_task("syn_count", seed=0)).startswith("Answer format: a free-form answer")
+
+
 def test_module_prefixed_id_and_vector_env(tiny_artifacts):
     env = gym.make("coral_env:Coral-v0", task="syn_add", preset="tiny", artifacts=str(tiny_artifacts))
     assert env.reset(seed=0)[0]["context"]

@@ -52,6 +52,12 @@ OFFLINE_PACKAGES: dict[str, OfflinePackage] = {
 }
 
 
+def offline_package_installed(name: str) -> bool:
+    """Whether every PyPI package of the offline model ``name`` is installed (nothing is loaded)."""
+    pkg = OFFLINE_PACKAGES.get(name)
+    return pkg is not None and all(_package_dir(m) is not None for m in pkg.modules)
+
+
 class ModelNotFoundError(FileNotFoundError):
     """The requested model is not a known offline name, a folder, a GGUF file, nor loadable by Hub id."""
 

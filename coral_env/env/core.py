@@ -79,6 +79,8 @@ class CoralEnv(gym.Env[dict, str]):
     ``seed``, ``reward_mode``, ``reward_metric``, ``tie_reward``, ``max_adaptation_steps``,
     ``eval_test``, ``context`` (str or {task: str}: your own task descriptions),
     ``use_alignment``, ``auto_setup`` (run ``coral setup`` for missing artifacts),
+    ``context_model`` (the instruct model that writes contexts; default: the env's model, or
+    the packaged Qwen2.5-Coder-0.5B at the cpu preset when installed),
     ``render_mode`` (``"ansi"``).
 
     ## Version History
@@ -93,7 +95,8 @@ class CoralEnv(gym.Env[dict, str]):
                  reward_mode: str = "binary", reward_metric: str = "auto", tie_reward: float = 0.0,
                  max_adaptation_steps: int = 1, eval_test: bool = False,
                  context: str | dict[str, str] | None = None, use_alignment: bool = True,
-                 auto_setup: bool = False, render_mode: str | None = None) -> None:
+                 auto_setup: bool = False, context_model: str | None = None,
+                 render_mode: str | None = None) -> None:
         self.tasks = [task] if isinstance(task, str) else list(task)
         if not self.tasks:
             raise ValueError("task must name at least one task")
@@ -110,7 +113,8 @@ class CoralEnv(gym.Env[dict, str]):
         for name in self.tasks:
             get_task(name)  # unknown names fail here, listing the known ones
         self.config = EnvConfig(preset=preset, model=model, artifacts=artifacts, data_dir=data_dir,
-                                seed=seed, use_alignment=use_alignment, auto_setup=auto_setup)
+                                seed=seed, use_alignment=use_alignment, auto_setup=auto_setup,
+                                context_model=context_model)
         self.runtime = CoralRuntime.get(self.config)
         if isinstance(context, str):
             if len(self.tasks) != 1:

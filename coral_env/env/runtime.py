@@ -45,6 +45,8 @@ class EnvConfig:
         seed: split seed and the seed of every sampled choice inside strategies.
         use_alignment: align generated adapters with the CVAE when one exists.
         auto_setup: run ``coral setup`` for missing artifacts instead of raising.
+        context_model: the instruct model that writes task contexts (``None``: the preset's
+            choice, see ``default_context_model``).
     """
 
     preset: str = "cpu"
@@ -54,6 +56,7 @@ class EnvConfig:
     seed: int = 0
     use_alignment: bool = True
     auto_setup: bool = False
+    context_model: str | None = None
 
     def __post_init__(self) -> None:
         check_preset(self.preset)
@@ -64,7 +67,21 @@ class EnvConfig:
 
     def key(self) -> tuple:
         return (self.preset, self.model, str(self.root.resolve()), self.data_dir, self.seed,
-                self.use_alignment)
+                self.use_alignment, self.context_model)
+
+
+def default_context_model(preset: str, env_model: str) -> str:
+    """The model that writes task contexts when none is named.
+
+    At the cpu preset the env's SmolLM2-135M writes incoherent descriptions (it copies or
+    invents example content), so the packaged Qwen2.5-Coder-0.5B-Instruct writes them when it
+    is installed; otherwise, and at the other presets, the env's own model does.
+    """
+    from ..backend.models import offline_package_installed
+
+    if preset == "cpu" and offline_package_installed("qwen2.5-coder-0.5b-instruct"):
+        return "qwen2.5-coder-0.5b-instruct"
+    return env_model
 
 
 @dataclass
@@ -130,6 +147,7 @@ class CoralRuntime:
         self._vectorizer = None
         self.memo: dict[tuple, Evaluation] = {}
         self.contexts: dict[str, str] = {}
+        self._context_writer: tuple[object, object] | None = None
 
     # ----- artifacts ---------------------------------------------------------------------
     def setup_command(self) -> str:
@@ -231,6 +249,20 @@ class CoralRuntime:
         from .contexts import task_context
 
         return task_context(self, name, splits)
+
+    @property
+    def context_model_name(self) -> str:
+        return self.config.context_model or default_context_model(self.config.preset, self.backend.model)
+
+    def context_writer(self) -> tuple[object, object]:
+        """(model, tokenizer) that writes task contexts: the env's own model, or another loaded
+        on first need (kept until every missing context of this process is written)."""
+        name = self.context_model_name
+        if name == self.backend.model:
+            return self.model, self.tokenizer
+        if self._context_writer is None:
+            self._context_writer = load_model(name, self.backend.dtype, self.backend.device)
+        return self._context_writer
 
     def strategy_context(self, state: TaskState) -> StrategyContext:
         generator = self.generator_for(state.name)
