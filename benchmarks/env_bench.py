@@ -42,6 +42,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--llm", default=None, help="policy model (default: policies.llm.default_policy_model())")
     p.add_argument("--out", type=Path, default=Path("runs/env_bench"))
+    p.add_argument("--no-episodes", action="store_true", help="timings only (skip part 3)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -79,6 +80,9 @@ def main() -> None:
               "ratio": statistics.median(step_s) / statistics.median(direct_s),
               "memo_median_ms": statistics.median(memo) * 1e3, "step_s": step_s, "direct_s": direct_s}
     print(json.dumps(timing))
+    if args.no_episodes:
+        (args.out / "summary.json").write_text(json.dumps({"timing": timing}, indent=2))
+        return
 
     # 3. one episode per policy per task
     from policies.llm import LLMPolicy, default_policy_model

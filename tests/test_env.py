@@ -141,6 +141,17 @@ def test_episodes_do_not_leak_and_memo_serves_repeats(make):
     assert again["memo_hit"] is True and again["metric_after"] == first["metric_after"]
 
 
+def test_adapter_key_is_cached_per_tensor_and_notices_in_place_changes(make):
+    import torch
+
+    runtime = make(task="syn_add").unwrapped.runtime
+    adapter = torch.randn(runtime.layout.size)
+    key = runtime.adapter_key(adapter)
+    assert key == adapter_hash(adapter) and runtime.adapter_key(adapter) == key
+    adapter.add_(1.0)  # an in-place change must not be served the stale hash
+    assert runtime.adapter_key(adapter) == adapter_hash(adapter) != key
+
+
 def test_chained_steps_and_delta_reward(make):
     env = make(task="syn_add", max_adaptation_steps=2, reward_mode="delta")
     obs, info = env.reset(seed=0)

@@ -8,6 +8,7 @@ The model, tokenizer, LoRA layout, prompt encoder, generators and CVAEs are buil
 from __future__ import annotations
 
 import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -148,6 +149,7 @@ class CoralRuntime:
         self.memo: dict[tuple, Evaluation] = {}
         self.contexts: dict[str, str] = {}
         self._context_writer: tuple[object, object] | None = None
+        self._hash_cache: dict[int, tuple] = {}
 
     # ----- artifacts ---------------------------------------------------------------------
     def setup_command(self) -> str:
@@ -273,10 +275,23 @@ class CoralRuntime:
             prompts_per_batch=generator.config.num_prompts, seed=self.config.seed)
 
     # ----- evaluation memo -------------------------------------------------------------------
+    def adapter_key(self, adapter: torch.Tensor) -> str:
+        """``adapter_hash(adapter)``, computed once per tensor (hashing a 1M-float adapter takes
+        ~2 ms, more than the rest of a memo hit); an in-place change to the tensor is noticed
+        through its version counter."""
+        entry = self._hash_cache.get(id(adapter))
+        if entry is not None and entry[0]() is adapter and entry[1] == adapter._version:
+            return entry[2]
+        if len(self._hash_cache) > 4096:  # drop entries of freed tensors
+            self._hash_cache = {k: v for k, v in self._hash_cache.items() if v[0]() is not None}
+        value = adapter_hash(adapter)
+        self._hash_cache[id(adapter)] = (weakref.ref(adapter), adapter._version, value)
+        return value
+
     def evaluate(self, state: TaskState, adapter: torch.Tensor, strategy: Strategy | None,
                  split: str = "validation") -> tuple[Evaluation, bool]:
         """Evaluate ``adapter`` on ``split`` after ``strategy`` (None: as is). Returns (evaluation, hit)."""
-        key = (state.name, split, adapter_hash(adapter),
+        key = (state.name, split, self.adapter_key(adapter),
                strategy.canonical_json() if strategy is not None else "")
         if key in self.memo:
             return self.memo[key], True
