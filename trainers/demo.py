@@ -26,7 +26,7 @@ from typing import Any
 from .commands import documented
 
 DEMO_TASKS = (["syn_add", "syn_compare", "syn_sequence"], ["syn_parity"])
-BENCHMARK_TASKS = (["arc_easy", "piqa", "boolq", "winogrande"], ["arc_challenge", "hellaswag"])
+BENCHMARK_TASKS = (["arc_easy", "piqa", "boolq", "winogrande"], ["arc_challenge", "hellaswag", "social_i_qa"])
 
 
 @documented
@@ -44,7 +44,11 @@ class DemoConfig:
         "help": "tasks the generator, CVAE, policy and baselines train on (default: three synthetic "
                 "tasks; with --data-dir: arc_easy,piqa,boolq,winogrande)"})
     eval_tasks: list[str] | None = field(default=None, metadata={
-        "help": "held-out tasks of the report (default: syn_parity; with --data-dir: arc_challenge,hellaswag)"})
+        "help": "held-out tasks of the report (default: syn_parity; with --data-dir: arc_challenge,hellaswag,"
+                "social_i_qa)"})
+    skip_setup: bool = field(default=False, metadata={
+        "help": "use the artifacts as they are (e.g. the leave-one-out generators and CVAEs of `coral setup "
+                "--holdout T`) instead of training stage 1/2 on the train tasks"})
     collect_steps: int = field(default=24, metadata={"help": "checkpoint-collection steps per task (2/3 at the "
                                                              "phase-1 rate, 1/3 at phase 2)"})
     generator_steps: int = field(default=120, metadata={"help": "generator training steps"})
@@ -53,7 +57,7 @@ class DemoConfig:
     iterations: int = field(default=1, metadata={"help": "ReST^EM iterations"})
     eval_samples_per_task: int = field(default=3, metadata={"help": "policy episodes per held-out task"})
     baselines: list[str] = field(default_factory=lambda: ["no_meta_lora", "union_lora", "maml_fo", "abmll_fo"],
-                                 metadata={"help": "baseline methods to run (empty: none)"})
+                                 metadata={"help": "baseline methods to run (a subset of no_meta_lora, union_lora, maml_fo, abmll_fo)"})
     baseline_meta_steps: int = field(default=20, metadata={"help": "meta-training steps of the baselines"})
     baseline_finetune_steps: int = field(default=12, metadata={"help": "target-support fine-tuning steps"})
     policy_model: str | None = field(default=None, metadata={
@@ -129,7 +133,8 @@ def run_demo(config: DemoConfig) -> Path:
 
     # ----- 1. stage 1/2: collection, generator, CVAE (trained without the held-out tasks) ------
     stage("setup")
-    _setup(config)
+    if not config.skip_setup:
+        _setup(config)
     done("setup")
 
     # ----- 2+3. zero-shot LLM policy episodes and one ReST^EM iteration -----------------------
@@ -160,6 +165,7 @@ def run_demo(config: DemoConfig) -> Path:
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "minutes": minutes,
         "stage_seconds": timings, "config": dataclasses.asdict(config)})
     notes = [
+        f"Stage 1/2 artifacts: {'existing ones in ' + config.artifacts_root + ' (for each task the generator and CVAE trained without it where one exists, else the ones trained on all setup tasks)' if config.skip_setup else 'trained by this run on the train tasks only'}.",
         f"Train tasks: {', '.join(config.train_tasks)}; held-out: {', '.join(config.eval_tasks)}. "
         f"Preset {config.preset}; schedules: collection {config.collect_steps} steps/task, "
         f"CVAE {config.cvae_steps or 'preset'} meta-steps, generator {config.generator_steps or 'preset'} "
