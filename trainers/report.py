@@ -156,9 +156,9 @@ def contribution_plot(rows: list[dict], path: Path) -> Path:
 
 def choice_plot(episodes: list[dict], path: Path) -> Path:
     """Stacked bars: share of each strategy family per (policy, task)."""
-    from .evaluation import FAMILY_ORDER, comparison_plot, summarize  # noqa: F401
-
     import matplotlib
+
+    from .evaluation import FAMILY_ORDER
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
