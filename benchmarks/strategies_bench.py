@@ -22,7 +22,6 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from coral_env.backend.metrics import bootstrap_ci, wilson_ci  # noqa: E402

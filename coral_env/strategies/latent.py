@@ -15,7 +15,7 @@ import torch
 
 from ..backend.evaluator import generative_result
 from ..backend.scoring import SlotSpec, decoder_and_head, generate_greedy, slot_adam
-from ..tasks import build_requests, stop_sequences
+from ..tasks import stop_sequences
 from .runtime import StrategyContext, StrategyOutcome
 from .schema import LatentStrategy
 
