@@ -96,3 +96,20 @@ def test_cli_flags_map_to_configs():
     assert config.policy_model == "tiny" and "down_proj" in config.lora_targets
     with pytest.raises(ValueError, match="held-out"):
         RestemConfig.from_preset("tiny", train_tasks=["a"], eval_tasks=["a"])
+
+
+def test_cpu_preset_catalogue_drops_the_twenty_adapter_ensembles():
+    from coral_env.env.wrappers import DiscreteStrategies
+
+    config = SB3Config.from_preset("cpu")
+    assert config.max_prompt_batches == 4 and SB3Config.from_preset("paper").max_prompt_batches is None
+
+    import gymnasium as gym
+
+    class Env(gym.Env):
+        observation_space = gym.spaces.Discrete(1)
+        action_space = gym.spaces.Discrete(1)
+
+    assert DiscreteStrategies(Env(), max_prompt_batches=4).action_space.n == 25
+    assert DiscreteStrategies(Env()).action_space.n == 30
+

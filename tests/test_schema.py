@@ -371,6 +371,12 @@ def test_describe_families_and_policy_prompt():
 # ------------------------------------------------------------------------------- catalogue
 
 
+def test_catalogue_without_costly_ensembles():
+    small = catalogue(max_prompt_batches=4)
+    assert len(small) == 25 and small == [s for s in catalogue() if getattr(s, "num_prompt_batches", 0) <= 4]
+    assert {s.family for s in small} == {"TTL", "LORA", "TTS", "Latent"}
+
+
 def test_catalogue():
     cat = catalogue()
     assert 24 <= len(cat) <= 40

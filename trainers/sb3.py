@@ -69,6 +69,9 @@ class SB3Config:
     exploration_final_eps: float = field(default=0.05, metadata={"help": "DQN final epsilon"})
     target_update_interval: int = field(default=250, metadata={"help": "DQN target network update period"})
     train_freq: int = field(default=1, metadata={"help": "DQN steps per gradient step"})
+    max_prompt_batches: int | None = field(default=None, metadata={
+        "help": "Discrete catalogue: leave out TTS entries with more prompt batches (cpu preset: 4, "
+                "dropping the 20-adapter ensembles that cost 20 evaluations each)"})
     eval_samples_per_task: int = field(default=1, metadata={"help": "episodes per held-out task"})
     deterministic_eval: bool = field(default=True, metadata={"help": "greedy actions when evaluating"})
     eval_test: bool = field(default=False, metadata={"help": "also report test accuracy in the evaluation rows"})
@@ -81,7 +84,7 @@ class SB3Config:
         presets = {
             "tiny": dict(train_tasks=["syn_add", "syn_compare"], eval_tasks=["syn_parity"], auto_setup=True,
                          total_timesteps=256),
-            "cpu": dict(total_timesteps=2000),
+            "cpu": dict(total_timesteps=2000, max_prompt_batches=4),
             "paper": dict(total_timesteps=20_000, net_arch=[256, 256], eval_samples_per_task=1),
         }
         if name not in presets:
@@ -131,12 +134,12 @@ def hyperparameters(config: SB3Config) -> dict[str, Any]:
                      "n_epochs": config.n_epochs, "ent_coef": config.ent_coef}
 
 
-def wrap_env(env, algo: str, encoder=None):
+def wrap_env(env, algo: str, encoder=None, max_prompt_batches: int | None = None):
     """``Coral-v0`` (or a look-alike) -> the Box/Discrete (or MultiDiscrete) env SB3 trains on."""
     from coral_env.env.wrappers import DiscreteStrategies, EmbedObservation, FactoredStrategies
 
     env = EmbedObservation(env, encoder=encoder)
-    return FactoredStrategies(env) if algo == "maskable_ppo" else DiscreteStrategies(env)
+    return FactoredStrategies(env) if algo == "maskable_ppo" else DiscreteStrategies(env, max_prompt_batches)
 
 
 def train_sb3(config: SB3Config, make_env: Callable[[list[str]], Any] | None = None,
@@ -176,7 +179,7 @@ def train_sb3(config: SB3Config, make_env: Callable[[list[str]], Any] | None = N
     atomic_write_json(out / "config.json", config)
 
     # ----- train (or reload a finished run) ----------------------------------------------------
-    train_env = wrap_env(make_env(config.train_tasks), config.algo, encoder)
+    train_env = wrap_env(make_env(config.train_tasks), config.algo, encoder, config.max_prompt_batches)
     encoder = train_env.get_wrapper_attr("encoder")  # the held-out env must embed the same way
     policy_dir = out / "policy"
     started = time.perf_counter()
@@ -193,7 +196,8 @@ def train_sb3(config: SB3Config, make_env: Callable[[list[str]], Any] | None = N
 
     # ----- evaluate on held-out tasks ------------------------------------------------------------
     eval_env = make_env(config.eval_tasks)
-    policy = SB3Policy(model, wrap_env(eval_env, config.algo, encoder), deterministic=config.deterministic_eval,
+    policy = SB3Policy(model, wrap_env(eval_env, config.algo, encoder, config.max_prompt_batches),
+                       deterministic=config.deterministic_eval,
                        name=config.algo)
     rows = evaluate_policy_on_tasks(eval_env, policy, config.eval_tasks, config.eval_samples_per_task,
                                     name=config.algo, seed=config.seed, progress=config.progress)
@@ -265,7 +269,7 @@ def save_sb3(model, folder: str | Path, config: SB3Config) -> Path:
             "observation_space": _space_spec(model.observation_space),
             "action_space": _space_spec(model.action_space), "config": dataclasses.asdict(config)}
     if meta["action_space"]["type"] == "Discrete":
-        meta["catalogue"] = [s.canonical_json() for s in catalogue()]
+        meta["catalogue"] = [s.canonical_json() for s in catalogue(config.max_prompt_batches)]
     (tmp / "config.json").write_text(json.dumps(meta, indent=2))
     if folder.exists():
         shutil.rmtree(folder)
@@ -275,7 +279,7 @@ def save_sb3(model, folder: str | Path, config: SB3Config) -> Path:
 
 def _check_same_agent(folder: Path, config: SB3Config) -> None:
     saved = json.loads((folder / "config.json").read_text())
-    keys = ("algo", "preset", "train_tasks", "total_timesteps")
+    keys = ("algo", "preset", "train_tasks", "total_timesteps", "max_prompt_batches")
     now = {k: getattr(config, k) for k in keys} | {"hyperparameters": json.loads(json.dumps(hyperparameters(config)))}
     before = {k: saved["config"].get(k) for k in keys} | {"hyperparameters": saved["hyperparameters"]}
     if changed := sorted(k for k in now if before.get(k) != now[k]):
@@ -293,7 +297,8 @@ def load_sb3(folder: str | Path):
 
     folder = Path(folder)
     meta = json.loads((folder / "config.json").read_text())
-    if meta.get("catalogue") not in (None, [s.canonical_json() for s in catalogue()]):
+    expected = catalogue(meta.get("config", {}).get("max_prompt_batches"))
+    if meta.get("catalogue") not in (None, [s.canonical_json() for s in expected]):
         raise ValueError(f"{folder} was trained on a different strategy catalogue; its actions would be misread")
 
     class SpacesOnly(gym.Env):  # lets SB3 build the networks without the Coral env

@@ -50,11 +50,12 @@ class EmbedObservation(gym.ObservationWrapper):
 
 
 class DiscreteStrategies(gym.ActionWrapper):
-    """``Discrete(len(catalogue()))``: action i is ``catalogue()[i]`` as JSON."""
+    """``Discrete(len(catalogue(max_prompt_batches)))``: action i is that catalogue's i-th
+    strategy as JSON (``max_prompt_batches`` drops costlier TTS entries; None keeps all 30)."""
 
-    def __init__(self, env: gym.Env) -> None:
+    def __init__(self, env: gym.Env, max_prompt_batches: int | None = None) -> None:
         super().__init__(env)
-        self.strategies = catalogue()
+        self.strategies = catalogue(max_prompt_batches)
         self.action_space = spaces.Discrete(len(self.strategies))
 
     def action(self, action) -> str:

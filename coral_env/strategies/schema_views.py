@@ -151,10 +151,17 @@ def _catalogue() -> tuple[Strategy, ...]:
     return tuple(out)
 
 
-def catalogue() -> list[Strategy]:
+def catalogue(max_prompt_batches: int | None = None) -> list[Strategy]:
     """A deterministic grid of representative strategies, every family (product of each
-    field's ``grid`` values from the table; LORA lambda 0 is the no-op)."""
-    return list(_catalogue())
+    field's ``grid`` values from the table; LORA lambda 0 is the no-op).
+
+    ``max_prompt_batches`` leaves out TTS entries with more prompt batches (an ensemble over m
+    adapters costs m evaluations; the cpu preset's SB3 runs drop m=20).
+    """
+    items = list(_catalogue())
+    if max_prompt_batches is not None:
+        items = [s for s in items if getattr(s, "num_prompt_batches", 0) <= max_prompt_batches]
+    return items
 
 
 def catalogue_index(strategy: Strategy) -> int:
