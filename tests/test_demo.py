@@ -49,7 +49,8 @@ def test_report_command_rewrites_the_report(demo_run, tmp_path, capsys):
 
     out, _, _ = demo_run
     assert main(["report", "--run", str(out), "--out", str(tmp_path), "--title", "Again"]) == 0
-    assert (tmp_path / "report.md").read_text().startswith("# Again")
+    rewritten = (tmp_path / "report.md").read_text()
+    assert rewritten.startswith("# Again") and "## Notes" in rewritten and "first-order" in rewritten
     assert (tmp_path / "agent_contribution.png").exists()
     assert "report:" in capsys.readouterr().out
 

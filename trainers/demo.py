@@ -158,14 +158,11 @@ def run_demo(config: DemoConfig) -> Path:
 
     _write_jsonl(out / METHODS_FILE, rows)
     _write_jsonl(out / EPISODES_FILE, restem["episodes"])
-    minutes = round((time.perf_counter() - began) / 60, 1)
-    atomic_write_json(out / "run.json", {
-        "command": "coral " + " ".join(sys.argv[1:]) if sys.argv and "coral" in sys.argv[0] else "coral demo",
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "minutes": minutes,
-        "stage_seconds": timings, "config": dataclasses.asdict(config)})
+    artifacts_note = (f"existing ones in {config.artifacts_root} (for each task the generator and CVAE "
+                      "trained without it where one exists, else the ones trained on all setup tasks)"
+                      if config.skip_setup else "trained by this run on the train tasks only")
     notes = [
-        f"Stage 1/2 artifacts: {'existing ones in ' + config.artifacts_root + ' (for each task the generator and CVAE trained without it where one exists, else the ones trained on all setup tasks)' if config.skip_setup else 'trained by this run on the train tasks only'}.",
+        f"Stage 1/2 artifacts: {artifacts_note}.",
         f"Train tasks: {', '.join(config.train_tasks)}; held-out: {', '.join(config.eval_tasks)}. "
         f"Preset {config.preset}; schedules: collection {config.collect_steps} steps/task, "
         f"CVAE {config.cvae_steps or 'preset'} meta-steps, generator {config.generator_steps or 'preset'} "
@@ -176,8 +173,14 @@ def run_demo(config: DemoConfig) -> Path:
         "MAML-en-LLM and ABMLL are first-order variants (no second derivatives; ABMLL keeps its "
         "Gaussian prior over LoRA weights but not its amortised variational objective); see "
         "coral_env/setup/baselines.py.",
-        f"Stage times (s): {json.dumps(timings)}; total {minutes} min.",
+        f"Stage times (s): {json.dumps(timings)}.",
     ]
+    minutes = round((time.perf_counter() - began) / 60, 1)
+    atomic_write_json(out / "run.json", {
+        "command": "coral " + " ".join(sys.argv[1:]) if sys.argv and "coral" in sys.argv[0] else "coral demo",
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "minutes": minutes,
+        "stage_seconds": timings, "config": dataclasses.asdict(config), "notes": notes})
     return write_report(out, title="Coral demo report" if not config.data_dir else "Coral results", notes=notes)
 
 

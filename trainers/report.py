@@ -124,7 +124,7 @@ def contribution_plot(rows: list[dict], path: Path) -> Path:
     labels = {m: next(r.get("label", m) for r in rows if r["method"] == m) for m in chain}
     x = np.arange(len(tasks) + 1)
     width = 0.8 / max(len(chain), 1)
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(x) + 2), 4.2))
+    fig, ax = plt.subplots(figsize=(max(9.0, 1.3 * len(x) + 5), 4.2))
     colors = ["#8c8c8c", "#4c72b0", "#55a868", "#c44e52", "#8172b3"]
     for i, method in enumerate(chain):
         vals, errs = [], [[], []]
@@ -145,7 +145,7 @@ def contribution_plot(rows: list[dict], path: Path) -> Path:
     ax.set_xticks(x, tasks + ["average"], rotation=20)
     ax.set_ylabel("test accuracy (95% CI)")
     ax.set_ylim(0, 1)
-    ax.set_title("Agent contribution: base -> generator -> +alignment -> +policy")
+    ax.set_title("Agent contribution: base -> generator -> +alignment -> +policy", fontsize=10)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -206,6 +206,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, title: str 
     meta_path = run_dir / "run.json"
     if meta_path.exists():
         meta = json.loads(meta_path.read_text())
+        notes = notes if notes is not None else meta.get("notes")
         parts += [f"Run: `{meta.get('command', '')}` ({meta.get('machine', '')}; "
                   f"{meta.get('minutes', '?')} min; {meta.get('date', '')}).", ""]
     parts += ["Test accuracy in %, 95% CI in brackets (Wilson for a task; for an average, the normal "
