@@ -158,16 +158,17 @@ def run_demo(config: DemoConfig) -> Path:
 
     _write_jsonl(out / METHODS_FILE, rows)
     _write_jsonl(out / EPISODES_FILE, restem["episodes"])
+    stage_schedule = ("" if config.skip_setup else
+                      f"schedules: collection {config.collect_steps} steps/task, generator "
+                      f"{config.generator_steps or 'preset'} steps, CVAE {config.cvae_steps or 'preset'} meta-steps; ")
     artifacts_note = (f"existing ones in {config.artifacts_root} (for each task the generator and CVAE "
                       "trained without it where one exists, else the ones trained on all setup tasks)"
                       if config.skip_setup else "trained by this run on the train tasks only")
     notes = [
         f"Stage 1/2 artifacts: {artifacts_note}.",
         f"Train tasks: {', '.join(config.train_tasks)}; held-out: {', '.join(config.eval_tasks)}. "
-        f"Preset {config.preset}; schedules: collection {config.collect_steps} steps/task, "
-        f"CVAE {config.cvae_steps or 'preset'} meta-steps, generator {config.generator_steps or 'preset'} "
-        f"steps, ReST^EM K={config.samples_per_task} x {config.iterations} iteration(s), "
-        f"{config.eval_samples_per_task} policy episodes per held-out task.",
+        f"Preset {config.preset}; {stage_schedule}ReST^EM K={config.samples_per_task} x "
+        f"{config.iterations} iteration(s), {config.eval_samples_per_task} policy episodes per held-out task.",
         "+policy rows: the mean test accuracy after the strategies the policy sampled in its held-out "
         "episodes (its CI is the test set's, not the policy's sampling spread).",
         "MAML-en-LLM and ABMLL are first-order variants (no second derivatives; ABMLL keeps its "
