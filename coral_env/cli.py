@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("eval", help="evaluate a model (and adapter) on a task split",
-                       description="Evaluate a model on a task: accuracy with a 95%% Wilson CI "
+                       description="Evaluate a model on a task: accuracy with a 95% Wilson CI "
                                    "(plus acc_norm; balanced accuracy and AUC for two-answer tasks).")
     _add_model_args(p)
     _add_data_args(p)

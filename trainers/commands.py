@@ -105,7 +105,7 @@ def demo_parser(prog: str | None = None, parser: argparse.ArgumentParser | None 
 def report_parser(prog: str | None = None, parser: argparse.ArgumentParser | None = None):
     parser = parser or argparse.ArgumentParser(prog=prog)
     parser.description = ("Write report.md (the papers' Table 2 layout: methods x tasks, in-domain / "
-                          "out-of-domain averages, 95%% CIs) and PNG figures (agent contribution, strategy "
+                          "out-of-domain averages, 95% CIs) and PNG figures (agent contribution, strategy "
                           "choice) from a run folder written by `coral demo`.")
     parser.add_argument("--run", default="runs/demo", help="run folder (default: %(default)s)")
     parser.add_argument("--out", default=None, help="where to write the report (default: the run folder)")
