@@ -56,7 +56,7 @@ def run(args: argparse.Namespace, make_env=None, encoder=None, make_policy=None)
     from policies import FixedRulePolicy, RandomPolicy
     from trainers.evaluation import (comparison_plot, comparison_table, env_factory, evaluate_policy_on_tasks,
                                      family_table, summarize)
-    from trainers.restem import RestemConfig, train_restem
+    from trainers.restem import RestemConfig, evaluation_rows, train_restem
     from trainers.sb3 import SB3Config, train_sb3
 
     if args.threads:
@@ -92,8 +92,7 @@ def run(args: argparse.Namespace, make_env=None, encoder=None, make_policy=None)
         start = time.perf_counter()
         train_restem(restem_cfg, make_env=make_env, make_policy=make_policy)
         timings["restem (all iterations, incl. evaluations)"] = time.perf_counter() - start
-        for folder in sorted((run_dir / "restem").glob("iter_*/eval.json")):
-            rows += json.loads(folder.read_text())["rows"]
+        rows += evaluation_rows(run_dir / "restem")
     if "sb3" not in skip:
         algos = [a for a in args.algos.split(",") if a] + (["maskable_ppo"] if args.maskable else [])
         for algo in algos:

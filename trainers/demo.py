@@ -203,7 +203,7 @@ def _setup(config: DemoConfig) -> None:
 
 
 def _restem(config: DemoConfig) -> dict[str, Any]:
-    from .restem import RestemConfig, train_restem
+    from .restem import RestemConfig, evaluation_rows, train_restem
 
     restem_config = RestemConfig.from_preset(
         config.preset, out=str(Path(config.out) / "restem"), train_tasks=config.train_tasks,
@@ -212,11 +212,7 @@ def _restem(config: DemoConfig) -> dict[str, Any]:
         keep_per_task=max(1, config.samples_per_task // 2), eval_samples_per_task=config.eval_samples_per_task,
         eval_test=True, seed=config.seed, threads=config.threads, progress=config.progress)
     result = train_restem(restem_config)
-    episodes = []
-    for folder in sorted(Path(restem_config.out).glob("iter_*"), key=lambda p: int(p.name.split("_")[1])):
-        if (folder / "eval.json").exists():
-            episodes += json.loads((folder / "eval.json").read_text())["rows"]
-    return {"result": result, "episodes": episodes}
+    return {"result": result, "episodes": evaluation_rows(restem_config.out)}
 
 
 def _runtime(config: DemoConfig):
@@ -226,10 +222,14 @@ def _runtime(config: DemoConfig):
                                       data_dir=config.data_dir, seed=config.seed))
 
 
-def _result_row(method: str, label: str, task: str, result) -> dict[str, Any]:
+def _metrics(result) -> dict[str, Any]:
+    """Accuracy, n and Wilson 95% CI of an ``EvalResult``, as JSON-ready values."""
     lo, hi = result.ci95
-    return {"method": method, "label": label, "task": task, "accuracy": float(result.accuracy),
-            "n": int(result.n), "ci95": [float(lo), float(hi)]}
+    return {"accuracy": float(result.accuracy), "n": int(result.n), "ci95": [float(lo), float(hi)]}
+
+
+def _result_row(method: str, label: str, task: str, result) -> dict[str, Any]:
+    return {"method": method, "label": label, "task": task, **_metrics(result)}
 
 
 def pipeline_rows(runtime, tasks: list[str]) -> list[dict[str, Any]]:
@@ -285,9 +285,7 @@ def baseline_rows(runtime, config: DemoConfig) -> list[dict[str, Any]]:
 
     def evaluate_test(task: str, adapter):
         evaluation, _ = runtime.evaluate(runtime.task(task), adapter, None, split="test")
-        lo, hi = evaluation.result.ci95
-        return {"accuracy": float(evaluation.result.accuracy), "n": int(evaluation.result.n),
-                "ci95": [float(lo), float(hi)]}
+        return _metrics(evaluation.result)
 
     try:
         rows = run_baselines(runtime.model, runtime.tokenizer, runtime.layout, init, bconfig,

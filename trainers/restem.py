@@ -248,6 +248,14 @@ def train_restem(config: RestemConfig, make_env: Callable[[list[str]], Any] | No
     return {"iterations": results, "summaries": summaries}
 
 
+def evaluation_rows(out: str | Path) -> list[dict]:
+    """Every held-out evaluation row a run folder holds, iteration 0 (zero-shot) first, in
+    numeric iteration order."""
+    folders = sorted(Path(out).glob("iter_*"), key=lambda p: int(p.name.split("_")[1]))
+    return [row for f in folders if (f / "eval.json").exists()
+            for row in json.loads((f / "eval.json").read_text())["rows"]]
+
+
 # ----- E-step helpers ------------------------------------------------------------------------------
 
 
