@@ -167,6 +167,24 @@ def _families_sorted(fams: dict) -> list[str]:
     return sorted(fams, key=lambda f: rank.get(f, len(rank)))
 
 
+FAMILY_COLORS = {"TTL": "#4c72b0", "LORA": "#dd8452", "TTS": "#55a868", "Latent": "#c44e52", "invalid": "#999999"}
+
+
+def family_share_bars(ax, labels: list[str], counts: list[dict], fontsize: int = 8) -> None:
+    """Horizontal stacked bars on ``ax``: per label, the share of each family in its counts."""
+    y = np.arange(len(labels))
+    left = np.zeros(len(labels))
+    for fam in FAMILY_ORDER:
+        share = np.array([c.get(fam, 0) / max(sum(c.values()), 1) for c in counts])
+        ax.barh(y, share, left=left, color=FAMILY_COLORS[fam], label=fam)
+        left += share
+    ax.set_yticks(y, labels, fontsize=fontsize)
+    ax.invert_yaxis()
+    ax.set_xlabel("family chosen (share of episodes)")
+    ax.set_xlim(0, 1)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=fontsize)
+
+
 def comparison_plot(summaries: list[dict], path: str | Path, title: str = "Held-out tasks") -> Path:
     """PNG: success rate and mean accuracy gain per policy (95% CI bars), and the share of each
     strategy family per policy and task (stacked bars)."""
@@ -192,18 +210,8 @@ def comparison_plot(summaries: list[dict], path: str | Path, title: str = "Held-
         ax.axvline(0, color="black", linewidth=0.8)
     axes[0].set_xlim(0, 1)
     axes[1].set_yticklabels([])
-    colors = {"TTL": "#4c72b0", "LORA": "#dd8452", "TTS": "#55a868", "Latent": "#c44e52", "invalid": "#999999"}
-    yy = np.arange(len(pairs))
-    left = np.zeros(len(pairs))
-    for fam in FAMILY_ORDER:
-        share = np.array([s["per_task"][t]["families"].get(fam, 0) / s["per_task"][t]["n"] for s, t in pairs])
-        axes[2].barh(yy, share, left=left, color=colors[fam], label=fam)
-        left += share
-    axes[2].set_yticks(yy, [f"{s['policy']} | {t}" for s, t in pairs], fontsize=7)
-    axes[2].invert_yaxis()
-    axes[2].set_xlabel("family chosen (share of episodes)")
-    axes[2].set_xlim(0, 1)
-    axes[2].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7)
+    family_share_bars(axes[2], [f"{s['policy']} | {t}" for s, t in pairs],
+                      [s["per_task"][t]["families"] for s, t in pairs], fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()
     path = Path(path)

@@ -158,26 +158,15 @@ def choice_plot(episodes: list[dict], path: Path) -> Path:
     """Stacked bars: share of each strategy family per (policy, task)."""
     import matplotlib
 
-    from .evaluation import FAMILY_ORDER
+    from .evaluation import family_share_bars
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     pairs = list(dict.fromkeys((e["policy"], e["task"]) for e in episodes))
-    colors = {"TTL": "#4c72b0", "LORA": "#dd8452", "TTS": "#55a868", "Latent": "#c44e52", "invalid": "#999999"}
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(pairs) + 1.5))
-    y = np.arange(len(pairs))
-    left = np.zeros(len(pairs))
     counts = [Counter(e["family"] for e in episodes if (e["policy"], e["task"]) == p) for p in pairs]
-    for fam in FAMILY_ORDER:
-        share = np.array([c.get(fam, 0) / max(sum(c.values()), 1) for c in counts])
-        ax.barh(y, share, left=left, color=colors[fam], label=fam)
-        left += share
-    ax.set_yticks(y, [f"{p} | {t}" for p, t in pairs], fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xlim(0, 1)
-    ax.set_xlabel("strategy family chosen (share of episodes)")
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    family_share_bars(ax, [f"{p} | {t}" for p, t in pairs], counts)
     ax.set_title("Strategy choice per task")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
