@@ -73,6 +73,19 @@ def append_jsonl(path: str | Path, record: dict) -> None:
         os.fsync(fh.fileno())
 
 
+def read_state(path: str | Path, config_hash: str, mismatch: str) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """(metadata, tensors) of a resumable safetensors state; ``ValueError(mismatch)`` when it was
+    written under another ``config_hash`` (a run must not resume from another config's state)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as fh:
+        meta = fh.metadata() or {}
+        tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    if meta.get("config_hash") != config_hash:
+        raise ValueError(mismatch)
+    return meta, tensors
+
+
 def load_artifact(directory: str | Path, fmt: str, what: str, made_by: str) -> tuple[dict, dict[str, torch.Tensor]]:
     """Read a ``config.json`` + ``model.safetensors`` folder (never pickle): (config, tensors).
 

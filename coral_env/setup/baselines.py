@@ -35,7 +35,7 @@ from typing import Sequence
 import torch
 
 from ..backend.finetune import answer_loss, batch_indices, build_sequences, collate
-from ..backend.io import atomic_save_safetensors, atomic_write_json
+from ..backend.io import atomic_save_safetensors, atomic_write_json, read_state
 
 METHODS = ("no_meta_lora", "union_lora", "maml_fo", "abmll_fo")
 METHOD_LABELS = {
@@ -154,7 +154,6 @@ class BaselineTrainer:
         Resumes from ``folder/state.safetensors``; a finished run is read from
         ``folder/adapter.safetensors``.
         """
-        from safetensors import safe_open
         from tqdm.auto import tqdm
 
         if method not in METHODS:
@@ -167,11 +166,8 @@ class BaselineTrainer:
         done, state_path = folder / "adapter.safetensors", folder / "state.safetensors"
         for path in (done, state_path):
             if path.exists():
-                with safe_open(str(path), framework="pt") as fh:
-                    meta = fh.metadata() or {}
-                    tensors = {k: fh.get_tensor(k) for k in fh.keys()}
-                if meta.get("config_hash") != chash:
-                    raise ValueError(f"{path} was trained with other settings; delete {folder} to retrain")
+                meta, tensors = read_state(path, chash,
+                                           f"{path} was trained with other settings; delete {folder} to retrain")
                 if path == done:
                     return tensors["adapter"]
                 break

@@ -31,7 +31,7 @@ import torch
 from ..backend.config import BackendConfig, check_preset
 from ..backend.finetune import (adamw_state, batch_indices, build_sequences, collate, load_adamw_state,
                                 make_optimizer, train_step)
-from ..backend.io import append_jsonl, atomic_save_safetensors, atomic_write_json
+from ..backend.io import append_jsonl, atomic_save_safetensors, atomic_write_json, read_state
 from ..backend.lora import AdapterLayout, adapter_hash, attach_lora
 from ..tasks import load_task
 from .artifacts import ArtifactPaths
@@ -211,7 +211,6 @@ def collect_task(model, tokenizer, layout: AdapterLayout, init: torch.Tensor, ta
                  config: CollectionConfig, paths: ArtifactPaths, *, callback: StepCallback | None = None,
                  progress: bool = True) -> CollectionResult:
     """Run (or resume, or skip) one task's two-phase collection on a LoRA-wrapped ``model``."""
-    from safetensors import safe_open
     from tqdm.auto import tqdm
 
     chash = config.config_hash()
@@ -235,11 +234,8 @@ def collect_task(model, tokenizer, layout: AdapterLayout, init: torch.Tensor, ta
     start = 0
     state_path = paths.collect_state(task)
     if state_path.exists():
-        with safe_open(str(state_path), framework="pt") as fh:
-            meta = fh.metadata() or {}
-            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
-        if meta.get("config_hash") != chash:
-            raise ValueError(f"{state_path} belongs to another config; delete {paths.collect_dir(task)}")
+        meta, tensors = read_state(state_path, chash,
+                                   f"{state_path} belongs to another config; delete {paths.collect_dir(task)}")
         start = int(meta["step"])
         layout.set_flat(tensors["adapter"])
         load_adamw_state(optimizer, params, tensors)

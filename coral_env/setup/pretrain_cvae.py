@@ -46,7 +46,7 @@ import torch
 from ..agents.cvae import CVAEConfig, ConditionalVAE, kl_divergence
 from ..agents.task_vector import TaskVectorizer
 from ..backend.config import check_preset
-from ..backend.io import append_jsonl, atomic_save_safetensors, atomic_write_json
+from ..backend.io import append_jsonl, atomic_save_safetensors, atomic_write_json, read_state
 from ..backend.lora import AdapterLayout
 from ..tasks import get_task
 from .artifacts import ArtifactPaths, MissingArtifactError
@@ -185,13 +185,8 @@ def _save_state(path: Path, meta: ConditionalVAE, optimizers: dict[str, torch.op
 
 
 def _load_state(path: Path, meta: ConditionalVAE, optimizers: dict[str, torch.optim.Optimizer], chash: str) -> int:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as fh:
-        info = fh.metadata() or {}
-        tensors = {k: fh.get_tensor(k) for k in fh.keys()}
-    if info.get("config_hash") != chash:
-        raise ValueError(f"{path} belongs to another training config; delete {path.parent} to retrain")
+    info, tensors = read_state(path, chash, f"{path} belongs to another training config; delete {path.parent} "
+                                            "to retrain")
     meta.load_state_dict({k.removeprefix("cvae."): v for k, v in tensors.items() if k.startswith("cvae.")})
     for prefix, opt in optimizers.items():
         _load_optimizer(prefix, opt, tensors)

@@ -24,7 +24,7 @@ import torch
 from ..agents.encoder import PromptEncoder
 from ..agents.generator import Generator, GeneratorConfig, HyperConvDecoder
 from ..backend.config import check_preset
-from ..backend.io import append_jsonl, atomic_save_safetensors, atomic_write_json
+from ..backend.io import append_jsonl, atomic_save_safetensors, atomic_write_json, read_state
 from ..backend.lora import AdapterLayout
 from ..tasks import get_task, load_task
 from .artifacts import ArtifactPaths, MissingArtifactError
@@ -260,13 +260,8 @@ def _save_state(path: Path, decoder: HyperConvDecoder, optimizer: torch.optim.Op
 
 
 def _load_state(path: Path, decoder: HyperConvDecoder, optimizer: torch.optim.Optimizer, chash: str) -> int:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as fh:
-        meta = fh.metadata() or {}
-        tensors = {k: fh.get_tensor(k) for k in fh.keys()}
-    if meta.get("config_hash") != chash:
-        raise ValueError(f"{path} belongs to another training config; delete {path.parent} to retrain")
+    meta, tensors = read_state(path, chash, f"{path} belongs to another training config; delete {path.parent} "
+                                            "to retrain")
     decoder.load_state_dict({k.removeprefix("decoder."): v for k, v in tensors.items() if k.startswith("decoder.")})
     params = [p for g in optimizer.param_groups for p in g["params"]]
     for i, p in enumerate(params):
