@@ -48,6 +48,9 @@ def our_phase(limit: int, threads: int) -> dict:
     """In-process: load once, then time `evaluate` (the log-likelihood phase) once."""
     import torch
 
+    from coral_env.backend.allocator import tune_allocator
+
+    tune_allocator()  # as `coral eval` does at start-up
     from coral_env.backend.evaluator import evaluate
     from coral_env.backend.models import load_model
     from coral_env.backend.packing import pack_rows

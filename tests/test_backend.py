@@ -150,3 +150,55 @@ def test_metrics():
     assert auc(labels.astype(bool), np.array([0.9, 0.8, 0.7, 0.1])) == 1.0
     assert auc(labels.astype(bool), np.array([1, 1, 1, 1])) == 0.5
     assert auc(np.array([True, True]), np.array([0.1, 0.2])) is None
+
+
+def _block_mask(batch: int, length: int, block: int) -> torch.Tensor:
+    mask = torch.zeros(batch, 1, length, length, dtype=torch.bool)
+    for b in range(batch):
+        for at in range(0, length, block):
+            n = min(block, length - at)
+            mask[b, 0, at:at + n, at:at + n] = torch.ones(n, n, dtype=torch.bool).tril()
+    return mask
+
+
+@pytest.mark.parametrize("dtype,atol", [(torch.float32, 1e-5), (torch.bfloat16, 3e-2)])
+def test_packed_attention_equals_sdpa_with_grouped_heads(dtype, atol):
+    from types import SimpleNamespace
+
+    from coral_env.backend.attention import packed_attention_forward
+
+    torch.manual_seed(0)
+    q = torch.randn(3, 6, 20, 8).to(dtype)  # 6 query heads share 2 key/value heads
+    k, v = torch.randn(3, 2, 20, 8).to(dtype), torch.randn(3, 2, 20, 8).to(dtype)
+    mask = _block_mask(3, 20, 7)
+    module = SimpleNamespace(is_causal=True, training=False, num_key_value_groups=3)
+    with torch.no_grad():
+        out, weights = packed_attention_forward(module, q, k, v, mask, scaling=0.3)
+    ref = torch.nn.functional.scaled_dot_product_attention(
+        q.float(), k.float(), v.float(), attn_mask=mask, scale=0.3, enable_gqa=True).transpose(1, 2)
+    assert weights is None and out.shape == (3, 20, 6, 8) and out.dtype == dtype
+    assert torch.allclose(out.float(), ref, atol=atol)
+
+
+def test_packed_attention_is_scoped_and_used_by_scoring(tiny, monkeypatch):
+    from coral_env.backend import attention
+
+    model, tok = tiny
+    calls = []
+    real = attention.packed_attention_forward
+    monkeypatch.setattr(attention, "packed_attention_forward",
+                        lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    before = model.config._attn_implementation
+    score_continuations(model, tok, [[("Question: 2+2?\nAnswer:", " 4")]])
+    assert calls and model.config._attn_implementation == before == "sdpa"
+    with pytest.raises(RuntimeError), attention.packed_attention(model):
+        assert model.config._attn_implementation == attention.NAME
+        raise RuntimeError
+    assert model.config._attn_implementation == "sdpa"
+
+
+def test_tune_allocator_is_idempotent():
+    from coral_env.backend.allocator import tune_allocator
+
+    first = tune_allocator()
+    assert isinstance(first, bool) and tune_allocator() == first

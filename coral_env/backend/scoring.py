@@ -11,6 +11,7 @@ from typing import Callable
 
 import torch
 
+from .attention import packed_attention
 from .packing import Group, build_batch, pack_rows
 
 HeadDelta = Callable[[torch.Tensor], torch.Tensor]
@@ -33,10 +34,15 @@ class SlotSpec:
 
 @dataclass
 class ScoringConfig:
-    """Packing shape of log-likelihood scoring (PERF-NOTES.md: 4 rows x 256 tokens was fastest)."""
+    """Packing shape of log-likelihood scoring.
 
-    row_len: int = 256
-    rows_per_call: int = 4
+    PERF-NOTES.md found 4 rows x 256 tokens fastest with PyTorch's SDPA. With the packed
+    attention (attention.py) attention cost grows with the row length while the matmuls only see
+    rows x length, so 16 rows x 64 tokens was faster on the cpu preset (benchmarks/eval.md).
+    """
+
+    row_len: int = 64
+    rows_per_call: int = 16
     progress: bool = False
 
 
@@ -119,22 +125,23 @@ def score_continuations(model, tokenizer, requests: list[list[tuple[str, str]]],
     totals = torch.zeros(len(keys), dtype=torch.float64)
     head_t = head.weight.float().T.contiguous() if head_delta is not None else None
     calls = range(0, len(rows), config.rows_per_call)
-    for start in tqdm(calls, desc="scoring", disable=not config.progress, leave=False):
-        batch = build_batch(groups, rows[start:start + config.rows_per_call], key_index,
-                            tokenizer.pad_token_id)
-        hidden = decoder(input_ids=batch.input_ids.to(device),
-                         attention_mask=batch.attention_mask.to(device),
-                         position_ids=batch.position_ids.to(device)).last_hidden_state
-        picked = hidden[batch.gather_rows.to(device), batch.gather_cols.to(device)]
-        logits = head(picked).float()
-        if isinstance(head_delta, SlotSpec):
-            deltas = fit_slot_deltas(hidden, batch, head, head_t, head_delta)
-            logits = logits + (deltas @ head_t)[batch.segment.to(device)]
-        elif head_delta is not None:
-            logits = logits + head_delta(batch.owner).to(device) @ head_t
-        logprobs = torch.log_softmax(logits, dim=-1)
-        chosen = logprobs.gather(1, batch.targets.to(device)[:, None])[:, 0]
-        totals.index_add_(0, batch.owner, chosen.double().cpu())
+    with packed_attention(model):
+        for start in tqdm(calls, desc="scoring", disable=not config.progress, leave=False):
+            batch = build_batch(groups, rows[start:start + config.rows_per_call], key_index,
+                                tokenizer.pad_token_id)
+            hidden = decoder(input_ids=batch.input_ids.to(device),
+                             attention_mask=batch.attention_mask.to(device),
+                             position_ids=batch.position_ids.to(device)).last_hidden_state
+            picked = hidden[batch.gather_rows.to(device), batch.gather_cols.to(device)]
+            logits = head(picked).float()
+            if isinstance(head_delta, SlotSpec):
+                deltas = fit_slot_deltas(hidden, batch, head, head_t, head_delta)
+                logits = logits + (deltas @ head_t)[batch.segment.to(device)]
+            elif head_delta is not None:
+                logits = logits + head_delta(batch.owner).to(device) @ head_t
+            logprobs = torch.log_softmax(logits, dim=-1)
+            chosen = logprobs.gather(1, batch.targets.to(device)[:, None])[:, 0]
+            totals.index_add_(0, batch.owner, chosen.double().cpu())
     out, i = [], 0
     for reqs in requests:
         out.append(totals[i:i + len(reqs)].float())
