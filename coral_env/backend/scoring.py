@@ -16,8 +16,8 @@ from .packing import Group, build_batch, pack_rows
 
 HeadDelta = Callable[[torch.Tensor], torch.Tensor]
 """owner (K,) flat request index -> (K, hidden) fp32 vectors added to the final hidden states
-before the output layer (SLOT). Applied as logits + delta @ W^T in fp32, so a small delta is
-not rounded away by a bf16 hidden state."""
+before the output layer (SLOT). Applied as fp32 logits + delta @ W^T (the product in the
+model's dtype), so a small delta is not rounded away by a bf16 hidden state."""
 
 
 @dataclass(frozen=True)
@@ -123,7 +123,8 @@ def score_continuations(model, tokenizer, requests: list[list[tuple[str, str]]],
     decoder, head = decoder_and_head(model)
     device = head.weight.device
     totals = torch.zeros(len(keys), dtype=torch.float64)
-    head_t = head.weight.float().T.contiguous() if head_delta is not None else None
+    weight = head.weight  # (V, hidden), the model's dtype
+    buffers = Buffers()
     calls = range(0, len(rows), config.rows_per_call)
     with packed_attention(model):
         for start in tqdm(calls, desc="scoring", disable=not config.progress, leave=False):
@@ -133,13 +134,14 @@ def score_continuations(model, tokenizer, requests: list[list[tuple[str, str]]],
                              attention_mask=batch.attention_mask.to(device),
                              position_ids=batch.position_ids.to(device)).last_hidden_state
             picked = hidden[batch.gather_rows.to(device), batch.gather_cols.to(device)]
-            logits = head(picked).float()
+            logits = head_logits(picked, head, buffers, "scored")
             if isinstance(head_delta, SlotSpec):
-                deltas = fit_slot_deltas(hidden, batch, head, head_t, head_delta)
-                logits = logits + (deltas @ head_t)[batch.segment.to(device)]
+                deltas = fit_slot_deltas(hidden, batch, head, head_delta, buffers)
+                add_segment_rows(logits, vocab_offsets(deltas, weight), batch.segment.to(device))
             elif head_delta is not None:
-                logits = logits + head_delta(batch.owner).to(device) @ head_t
-            logprobs = torch.log_softmax(logits, dim=-1)
+                logits += vocab_offsets(head_delta(batch.owner).to(device), weight)
+            logprobs = torch._log_softmax(logits, -1, False,
+                                          out=buffers.get("logprobs", logits.shape, torch.float32, device))
             chosen = logprobs.gather(1, batch.targets.to(device)[:, None])[:, 0]
             totals.index_add_(0, batch.owner, chosen.double().cpu())
     out, i = [], 0
@@ -150,7 +152,7 @@ def score_continuations(model, tokenizer, requests: list[list[tuple[str, str]]],
 
 
 def slot_adam(base_logits: torch.Tensor, segment: torch.Tensor, targets: torch.Tensor,
-              n_segments: int, head_t: torch.Tensor, spec: SlotSpec) -> torch.Tensor:
+              n_segments: int, weight: torch.Tensor, spec: SlotSpec) -> torch.Tensor:
     """Closed-form Adam on one delta per segment: loss = mean NLL of the segment's positions.
 
     ``base_logits`` (P, V) fp32 are the logits H W^T of the positions (overwritten: this
@@ -159,11 +161,12 @@ def slot_adam(base_logits: torch.Tensor, segment: torch.Tensor, targets: torch.T
     E_i = exp(base_i - max) (computed once) and u = exp(delta W^T - max),
     softmax_i = E_i * u / (E_i . u), so a segment's summed probabilities are
     u * E_s^T (1 / (E_s u)): two matrix-vector products over E per step instead of
-    rebuilding, normalising and summing a (P, V) tensor.
+    rebuilding, normalising and summing a (P, V) tensor. The two products with the head
+    ``weight`` (V, hidden) per step run in its dtype (``vocab_offsets``).
     Returns (n_segments, hidden) fp32; a segment without positions keeps delta 0.
     """
     device = base_logits.device
-    hidden_size, vocab = head_t.shape
+    vocab, hidden_size = weight.shape
     delta = torch.zeros(n_segments, hidden_size, device=device)
     if spec.steps == 0 or base_logits.shape[0] == 0:
         return delta
@@ -180,31 +183,95 @@ def slot_adam(base_logits: torch.Tensor, segment: torch.Tensor, targets: torch.T
     b1, b2 = spec.betas
     probs_sum = torch.zeros(n_segments, vocab, device=device)
     for t in range(1, spec.steps + 1):
-        offsets = delta @ head_t
-        u = offsets.sub_(offsets.max(dim=1, keepdim=True).values).exp_()  # (S, V)
+        if t == 1:  # delta = 0
+            u = torch.ones(n_segments, vocab, device=device)
+        else:
+            offsets = vocab_offsets(delta, weight)
+            u = offsets.sub_(offsets.max(dim=1, keepdim=True).values).exp_()  # (S, V)
         for s in range(n_segments):
             lo, hi = bounds[s], bounds[s + 1]
             if hi == lo:
                 continue
             block = exp_base[lo:hi]
             probs_sum[s] = torch.mv(block.T, torch.mv(block, u[s]).reciprocal_()).mul_(u[s])
-        grad = ((probs_sum - onehot_sum) @ head_t.T) / denom
+        grad = ((probs_sum - onehot_sum).to(weight.dtype) @ weight).float() / denom
         m.mul_(b1).add_(grad, alpha=1 - b1)
         v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
         delta -= spec.lr * (m / (1 - b1 ** t)) / ((v / (1 - b2 ** t)).sqrt() + spec.eps)
     return delta
 
 
-def fit_slot_deltas(hidden: torch.Tensor, batch, head, head_t: torch.Tensor,
-                    spec: SlotSpec) -> torch.Tensor:
+def fit_slot_deltas(hidden: torch.Tensor, batch, head, spec: SlotSpec,
+                    buffers: "Buffers | None" = None) -> torch.Tensor:
     """One SLOT delta per group of a packed batch, from that batch's decoder hidden states."""
     device = hidden.device
     if batch.ctx_rows.numel() == 0 or spec.steps == 0:
-        return torch.zeros(batch.n_segments, head_t.shape[0], device=device)
+        return torch.zeros(batch.n_segments, head.weight.shape[1], device=device)
     ctx_hidden = hidden[batch.ctx_rows.to(device), batch.ctx_cols.to(device)]
-    base_logits = head(ctx_hidden).float()
+    base_logits = head_logits(ctx_hidden, head, buffers or Buffers(), "slot")
     return slot_adam(base_logits, batch.ctx_segment.to(device), batch.ctx_targets.to(device),
-                     batch.n_segments, head_t, spec)
+                     batch.n_segments, head.weight, spec)
+
+
+def vocab_offsets(delta: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """fp32 (n, V) = delta (n, hidden) @ W^T, multiplied in W's dtype: W^T is read once per call,
+    and reading a bf16 head costs half of an fp32 copy (on the cpu preset these products were
+    most of SLOT's optimisation time in fp32). The rounding is relative to delta W^T itself."""
+    return (delta.to(weight.dtype) @ weight.T).float()
+
+
+class Buffers:
+    """Named output buffers reused across the calls of one scoring pass.
+
+    A (positions, vocabulary) logits matrix is tens of MB; allocated afresh at every call it comes
+    back as new pages the kernel faults in one by one, which cost more than the arithmetic on
+    this machine (a log-softmax into a fresh 118 MB tensor took 35 ms, into a reused one 8 ms).
+    """
+
+    def __init__(self) -> None:
+        self._store: dict[str, torch.Tensor] = {}
+
+    def get(self, name: str, shape, dtype: torch.dtype, device) -> torch.Tensor:
+        numel = 1
+        for size in shape:
+            numel *= size
+        buf = self._store.get(name)
+        if buf is None or buf.numel() < numel or buf.dtype != dtype or buf.device != torch.device(device):
+            buf = self._store[name] = torch.empty(numel, dtype=dtype, device=device)
+        return buf[:numel].view(*shape)
+
+
+def head_logits(x: torch.Tensor, head, buffers: Buffers, name: str) -> torch.Tensor:
+    """fp32 (n, vocab) logits of hidden states ``x`` (n, hidden), written into reused buffers."""
+    if not isinstance(head, torch.nn.Linear):  # e.g. an adapter-wrapped head: call it
+        return head(x).float()
+    weight = head.weight
+    shape = (x.shape[0], weight.shape[0])
+    out = buffers.get(name, shape, torch.float32, x.device)
+    target = out if weight.dtype == torch.float32 else buffers.get(name + "/model_dtype", shape,
+                                                                    weight.dtype, x.device)
+    if head.bias is None:
+        torch.mm(x, weight.T, out=target)
+    else:
+        torch.addmm(head.bias, x, weight.T, out=target)
+    if target is not out:
+        out.copy_(target)
+    return out
+
+
+def add_segment_rows(logits: torch.Tensor, offsets: torch.Tensor, segment: torch.Tensor) -> None:
+    """``logits[i] += offsets[segment[i]]`` in place; rows of one segment are contiguous."""
+    if segment.numel() == 0:
+        return
+    if segment.numel() > 1 and bool((segment[1:] < segment[:-1]).any()):
+        logits += offsets[segment]
+        return
+    counts = torch.bincount(segment, minlength=offsets.shape[0]).tolist()
+    at = 0
+    for s, n in enumerate(counts):
+        if n:
+            logits[at:at + n] += offsets[s]
+            at += n
 
 
 @torch.no_grad()

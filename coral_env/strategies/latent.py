@@ -33,7 +33,6 @@ def optimise_deltas(model, tokenizer, prompts: list[str], steps: int, lr: float,
     if steps == 0 or not prompts:
         return deltas
     spec = SlotSpec(steps, lr, betas, eps)
-    head_t = weight.float().T.contiguous()
     for start in range(0, len(prompts), batch_size):
         enc = tokenizer(prompts[start:start + batch_size], return_tensors="pt", padding=True,
                         truncation=True, max_length=max_len, add_special_tokens=False)
@@ -43,7 +42,7 @@ def optimise_deltas(model, tokenizer, prompts: list[str], steps: int, lr: float,
         segment = torch.arange(hidden.shape[0], device=weight.device)[:, None].expand_as(keep)[keep]
         base_logits = head(hidden[keep]).float()
         delta = slot_adam(base_logits, segment, enc["input_ids"][:, 1:][keep], hidden.shape[0],
-                          head_t, spec)
+                          weight, spec)
         deltas[start:start + len(delta)] = delta.cpu()
     return deltas
 
