@@ -202,3 +202,20 @@ def test_tune_allocator_is_idempotent():
 
     first = tune_allocator()
     assert isinstance(first, bool) and tune_allocator() == first
+
+
+@torch.no_grad()
+def test_chunked_output_layer_matches_one_block(tiny, monkeypatch):
+    from coral_env.backend import scoring
+    from coral_env.backend.scoring import SlotSpec
+
+    model, tok = tiny
+    requests = [[("Question: What colour is the sky?\nAnswer:", c) for c in (" blue", " green", " red")],
+                [("The cat sat on the", " mat."), ("The dog sat on the", " mat.")]]
+    whole = [score_continuations(model, tok, requests, head_delta=spec) for spec in (None, SlotSpec(2, 0.1))]
+    monkeypatch.setattr(scoring, "CHUNK_ROWS", 2)  # several blocks per call, SLOT offsets indexed per block
+    chunked = [score_continuations(model, tok, requests, head_delta=spec) for spec in (None, SlotSpec(2, 0.1))]
+    for a, b in zip(whole, chunked):
+        for x, y in zip(a, b):
+            assert torch.allclose(x, y, atol=1e-5)
+    assert not torch.allclose(whole[0][0], whole[1][0], atol=1e-4)  # SLOT moved the scores

@@ -124,25 +124,26 @@ def score_continuations(model, tokenizer, requests: list[list[tuple[str, str]]],
     device = head.weight.device
     totals = torch.zeros(len(keys), dtype=torch.float64)
     weight = head.weight  # (V, hidden), the model's dtype
-    buffers = Buffers()
-    calls = range(0, len(rows), config.rows_per_call)
+    calls = [rows[i:i + config.rows_per_call] for i in range(0, len(rows), config.rows_per_call)]
+    workspace = None
+    if isinstance(head_delta, SlotSpec) and head_delta.steps > 0:
+        # SLOT's (context positions x vocab) matrix, sized once for the largest call.
+        most = max(sum(len(groups[g].context) - 1 for row in call for g in row) for call in calls)
+        workspace = torch.empty(most, weight.shape[0], device=device)
     with packed_attention(model):
-        for start in tqdm(calls, desc="scoring", disable=not config.progress, leave=False):
-            batch = build_batch(groups, rows[start:start + config.rows_per_call], key_index,
-                                tokenizer.pad_token_id)
+        for call in tqdm(calls, desc="scoring", disable=not config.progress, leave=False):
+            batch = build_batch(groups, call, key_index, tokenizer.pad_token_id)
             hidden = decoder(input_ids=batch.input_ids.to(device),
                              attention_mask=batch.attention_mask.to(device),
                              position_ids=batch.position_ids.to(device)).last_hidden_state
             picked = hidden[batch.gather_rows.to(device), batch.gather_cols.to(device)]
-            logits = head_logits(picked, head, buffers, "scored")
-            if isinstance(head_delta, SlotSpec):
-                deltas = fit_slot_deltas(hidden, batch, head, head_delta, buffers)
-                add_segment_rows(logits, vocab_offsets(deltas, weight), batch.segment.to(device))
+            offsets = index = None
+            if isinstance(head_delta, SlotSpec):  # one offset row per group, (segments, V)
+                deltas = fit_slot_deltas(hidden, batch, head, head_delta, workspace)
+                offsets, index = vocab_offsets(deltas, weight), batch.segment.to(device)
             elif head_delta is not None:
-                logits += vocab_offsets(head_delta(batch.owner).to(device), weight)
-            logprobs = torch._log_softmax(logits, -1, False,
-                                          out=buffers.get("logprobs", logits.shape, torch.float32, device))
-            chosen = logprobs.gather(1, batch.targets.to(device)[:, None])[:, 0]
+                offsets = vocab_offsets(head_delta(batch.owner).to(device), weight)
+            chosen = target_logprobs(picked, head, batch.targets.to(device), offsets, index)
             totals.index_add_(0, batch.owner, chosen.double().cpu())
     out, i = [], 0
     for reqs in requests:
@@ -202,13 +203,17 @@ def slot_adam(base_logits: torch.Tensor, segment: torch.Tensor, targets: torch.T
 
 
 def fit_slot_deltas(hidden: torch.Tensor, batch, head, spec: SlotSpec,
-                    buffers: "Buffers | None" = None) -> torch.Tensor:
-    """One SLOT delta per group of a packed batch, from that batch's decoder hidden states."""
+                    workspace: torch.Tensor | None = None) -> torch.Tensor:
+    """One SLOT delta per group of a packed batch, from that batch's decoder hidden states.
+
+    ``workspace``: an fp32 (>= context positions, vocab) buffer to hold the base logits, reused
+    across calls (a fresh matrix this size costs more in page faults than in arithmetic here).
+    """
     device = hidden.device
     if batch.ctx_rows.numel() == 0 or spec.steps == 0:
         return torch.zeros(batch.n_segments, head.weight.shape[1], device=device)
     ctx_hidden = hidden[batch.ctx_rows.to(device), batch.ctx_cols.to(device)]
-    base_logits = head_logits(ctx_hidden, head, buffers or Buffers(), "slot")
+    base_logits = head_logits(ctx_hidden, head, workspace)
     return slot_adam(base_logits, batch.ctx_segment.to(device), batch.ctx_targets.to(device),
                      batch.n_segments, head.weight, spec)
 
@@ -220,58 +225,36 @@ def vocab_offsets(delta: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return (delta.to(weight.dtype) @ weight.T).float()
 
 
-class Buffers:
-    """Named output buffers reused across the calls of one scoring pass.
-
-    A (positions, vocabulary) logits matrix is tens of MB; allocated afresh at every call it comes
-    back as new pages the kernel faults in one by one, which cost more than the arithmetic on
-    this machine (a log-softmax into a fresh 118 MB tensor took 35 ms, into a reused one 8 ms).
-    """
-
-    def __init__(self) -> None:
-        self._store: dict[str, torch.Tensor] = {}
-
-    def get(self, name: str, shape, dtype: torch.dtype, device) -> torch.Tensor:
-        numel = 1
-        for size in shape:
-            numel *= size
-        buf = self._store.get(name)
-        if buf is None or buf.numel() < numel or buf.dtype != dtype or buf.device != torch.device(device):
-            buf = self._store[name] = torch.empty(numel, dtype=dtype, device=device)
-        return buf[:numel].view(*shape)
+CHUNK_ROWS = 128
+"""Rows of (rows, vocab) logits handled at once. A (128, 49k) fp32 block is 25 MB, under glibc's
+32 MB mmap threshold, so freed blocks are reused from the heap; whole (K, vocab) matrices came
+back as fresh pages at every call, and faulting them in cost more than the arithmetic on this
+machine (a log-softmax into a fresh 118 MB tensor: 35 ms; into a reused one: 8 ms)."""
 
 
-def head_logits(x: torch.Tensor, head, buffers: Buffers, name: str) -> torch.Tensor:
-    """fp32 (n, vocab) logits of hidden states ``x`` (n, hidden), written into reused buffers."""
-    if not isinstance(head, torch.nn.Linear):  # e.g. an adapter-wrapped head: call it
-        return head(x).float()
-    weight = head.weight
-    shape = (x.shape[0], weight.shape[0])
-    out = buffers.get(name, shape, torch.float32, x.device)
-    target = out if weight.dtype == torch.float32 else buffers.get(name + "/model_dtype", shape,
-                                                                    weight.dtype, x.device)
-    if head.bias is None:
-        torch.mm(x, weight.T, out=target)
-    else:
-        torch.addmm(head.bias, x, weight.T, out=target)
-    if target is not out:
-        out.copy_(target)
+def head_logits(x: torch.Tensor, head, out: torch.Tensor | None = None) -> torch.Tensor:
+    """fp32 (n, vocab) logits of hidden states ``x`` (n, hidden), block by block into ``out``
+    (its first n rows; allocated when None)."""
+    n = x.shape[0]
+    vocab = head.weight.shape[0]
+    out = torch.empty(n, vocab, device=x.device) if out is None else out[:n]
+    for lo in range(0, n, CHUNK_ROWS):
+        out[lo:lo + CHUNK_ROWS] = head(x[lo:lo + CHUNK_ROWS])
     return out
 
 
-def add_segment_rows(logits: torch.Tensor, offsets: torch.Tensor, segment: torch.Tensor) -> None:
-    """``logits[i] += offsets[segment[i]]`` in place; rows of one segment are contiguous."""
-    if segment.numel() == 0:
-        return
-    if segment.numel() > 1 and bool((segment[1:] < segment[:-1]).any()):
-        logits += offsets[segment]
-        return
-    counts = torch.bincount(segment, minlength=offsets.shape[0]).tolist()
-    at = 0
-    for s, n in enumerate(counts):
-        if n:
-            logits[at:at + n] += offsets[s]
-            at += n
+def target_logprobs(x: torch.Tensor, head, targets: torch.Tensor, offsets: torch.Tensor | None = None,
+                    index: torch.Tensor | None = None) -> torch.Tensor:
+    """log p(targets[i] | x[i]) in fp32, (n,). ``offsets`` (m, vocab) fp32 are added to the logits:
+    row ``index[i]`` to row i, or row i when ``index`` is None."""
+    chosen = torch.empty(x.shape[0], device=x.device)
+    for lo in range(0, x.shape[0], CHUNK_ROWS):
+        hi = lo + CHUNK_ROWS
+        logits = head(x[lo:hi]).float()
+        if offsets is not None:
+            logits += offsets[lo:hi] if index is None else offsets[index[lo:hi]]
+        chosen[lo:hi] = torch.log_softmax(logits, dim=-1).gather(1, targets[lo:hi, None])[:, 0]
+    return chosen
 
 
 @torch.no_grad()
