@@ -49,7 +49,7 @@ def our_phase(limit: int, threads: int) -> dict:
     """In-process: load once, then time `evaluate` (the log-likelihood phase) once."""
     import torch
 
-    from coral_env.backend.allocator import tune_allocator
+    from coral_env.allocator import tune_allocator
 
     tune_allocator()  # as `coral eval` does at start-up
     from coral_env.backend.evaluator import evaluate

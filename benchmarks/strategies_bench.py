@@ -8,7 +8,7 @@ just before it (median of the per-run ratios), and the accuracy change with a pa
 95% CI.
 
 Usage (repository root, after `coral setup --preset cpu --artifacts artifacts`):
-  python benchmarks/strategies_bench.py --artifacts artifacts --runs 3 --out runs/strategies
+  python benchmarks/strategies_bench.py --artifacts artifacts --runs 5 --out runs/strategies
 """
 
 from __future__ import annotations

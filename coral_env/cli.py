@@ -11,6 +11,8 @@ import json
 import os
 import sys
 
+from .allocator import tune_allocator
+
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="smollm2-135m-instruct",
@@ -128,9 +130,6 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # Spinning OpenMP threads collapse when another process shares the cores (PERF-NOTES.md).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    # Imported here: the environment above must be set before torch loads (the backend package does).
-    from .backend.allocator import tune_allocator
-
     tune_allocator()
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in TRAINER_COMMANDS:  # the trainer's own parser takes every argument

@@ -198,7 +198,7 @@ def test_packed_attention_is_scoped_and_used_by_scoring(tiny, monkeypatch):
 
 
 def test_tune_allocator_is_idempotent():
-    from coral_env.backend.allocator import tune_allocator
+    from coral_env.allocator import tune_allocator
 
     first = tune_allocator()
     assert isinstance(first, bool) and tune_allocator() == first
