@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from ..backend.evaluator import generative_result
-from ..backend.scoring import SlotSpec, decoder_and_head, generate_greedy, slot_adam
+from ..backend.scoring import SlotSpec, decoder_and_head, generate_greedy, head_logits, slot_adam
 from ..tasks import stop_sequences
 from .runtime import StrategyContext, StrategyOutcome
 from .schema import LatentStrategy
@@ -40,7 +40,7 @@ def optimise_deltas(model, tokenizer, prompts: list[str], steps: int, lr: float,
         hidden = decoder(**enc).last_hidden_state[:, :-1]  # positions that predict a next token
         keep = enc["attention_mask"][:, 1:].bool()
         segment = torch.arange(hidden.shape[0], device=weight.device)[:, None].expand_as(keep)[keep]
-        base_logits = head(hidden[keep]).float()
+        base_logits = head_logits(hidden[keep], head)
         delta = slot_adam(base_logits, segment, enc["input_ids"][:, 1:][keep], hidden.shape[0],
                           weight, spec)
         deltas[start:start + len(delta)] = delta.cpu()
