@@ -2,7 +2,7 @@
 """Coral-v0 overhead and one episode per policy (benchmarks/env.md).
 
 1. Step overhead: `env.step(action)` wall time vs executing the same strategy directly on the
-   same adapter and validation questions (`strategies.runtime.execute`), interleaved, medians;
+   same adapter and validation questions (`strategies.runners.execute`), interleaved, medians;
    the memo is cleared before each timed step so the step really evaluates.
 2. Memo: a repeated identical action (served from the memo), median over 200 repeats.
 3. One episode per policy (random, fixed rule, zero-shot LLM) on three tasks, as a table.
@@ -28,7 +28,7 @@ import torch  # noqa: E402
 
 import coral_env  # noqa: E402,F401
 from coral_env.strategies import parse_strategy  # noqa: E402
-from coral_env.strategies.runtime import execute  # noqa: E402
+from coral_env.strategies.runners import execute  # noqa: E402
 from policies import FixedRulePolicy, RandomPolicy, run_episode  # noqa: E402
 
 ACTION = '{"family": "LORA", "lambda": 0.5}'

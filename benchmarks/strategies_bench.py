@@ -28,7 +28,7 @@ import torch  # noqa: E402
 from coral_env.backend.metrics import bootstrap_ci, wilson_ci  # noqa: E402
 from coral_env.env.runtime import CoralRuntime, EnvConfig  # noqa: E402
 from coral_env.strategies import LatentStrategy, LoRAStrategy, TTLStrategy, TTSStrategy  # noqa: E402
-from coral_env.strategies.runtime import execute  # noqa: E402
+from coral_env.strategies.runners import execute  # noqa: E402
 
 STRATEGIES = {
     "LORA lambda=0.5": LoRAStrategy(lambda_=0.5),

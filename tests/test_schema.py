@@ -572,3 +572,20 @@ def test_fuzz_only_validation_errors(action):
         if spec.kind in ("int", "float"):
             assert spec.low <= value <= spec.high and math.isfinite(value)
     extract_json(action)  # must not raise either
+
+
+def test_readme_family_table_is_the_generated_one():
+    from pathlib import Path
+
+    from coral_env.strategies.schema_views import family_table_markdown
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    table = "\n".join("  " + line for line in family_table_markdown().splitlines())
+    assert table in readme, "README's family table drifted; paste family_table_markdown()"
+
+
+def test_plot_order_and_colours_come_from_the_table():
+    from trainers.evaluation import FAMILY_COLORS, FAMILY_ORDER
+
+    assert FAMILY_ORDER == (*FAMILY_NAMES, "invalid")
+    assert all(FAMILY_COLORS[f.name] == f.color for f in FAMILIES) and "invalid" in FAMILY_COLORS

@@ -10,7 +10,8 @@ from coral_env.backend.evaluator import GenerationConfig
 from coral_env.backend.lora import adapter_hash
 from coral_env.strategies.latent import optimise_deltas
 from coral_env.strategies.lora_mix import mix_adapter, mixer
-from coral_env.strategies.runtime import StrategyContext, execute
+from coral_env.strategies.context import StrategyContext
+from coral_env.strategies.runners import execute
 from coral_env.strategies.schema import LatentStrategy, LoRAStrategy, TTLStrategy, TTSStrategy
 from coral_env.strategies.tts import route
 from coral_env.tasks import SplitSizes, load_task
@@ -210,3 +211,41 @@ def test_ttl_changes_the_adapter_it_returns(ctx):
     assert outcome.cost["skipped_steps"] == 0
     assert outcome.cost["ttl_loss_last"] < outcome.cost["ttl_loss_first"] * 1.5
     assert torch.equal(context.layout.get_flat(), before)
+
+
+# ----------------------------------------------------------------------------- the family table
+
+_PATCHED_IMPORT = """
+import dataclasses, sys
+import coral_env.strategies.schema as schema
+rows = list(schema.FAMILIES)
+rows[{index}] = dataclasses.replace(rows[{index}], runner={runner!r})
+schema.FAMILIES = tuple(rows)
+import coral_env.strategies.runners
+"""
+
+
+@pytest.mark.parametrize("index,runner,needle", [
+    (3, "coral_env.strategies.latent:no_such_runner", "is not a function"),
+    (0, "coral_env.strategies.no_such_family:run", "cannot import runner module"),
+])
+def test_a_row_without_a_runner_fails_at_import(index, runner, needle):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", _PATCHED_IMPORT.format(index=index, runner=runner)],
+                          capture_output=True, text=True)
+    assert proc.returncode != 0
+    family = ("TTL", "LORA", "TTS", "Latent")[index]
+    assert "RunnerImportError" in proc.stderr and f"strategy family {family!r}" in proc.stderr
+    assert needle in proc.stderr and "Fix: point FAMILIES row" in proc.stderr
+
+
+def test_every_row_has_its_runner_and_an_unknown_strategy_is_a_value_error():
+    from coral_env.strategies import FAMILIES, latent, lora_mix, ttl, tts
+    from coral_env.strategies.runners import RUNNERS
+
+    assert RUNNERS == {"TTL": ttl.run, "LORA": lora_mix.run, "TTS": tts.run, "Latent": latent.run}
+    assert list(RUNNERS) == [f.name for f in FAMILIES]
+    with pytest.raises(ValueError, match="no runner for strategy"):  # the env reports ValueErrors
+        execute(object(), None, [])

@@ -22,7 +22,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-FAMILY_ORDER = ("TTL", "LORA", "TTS", "Latent", "invalid")
+from coral_env.strategies import FAMILIES
+
+FAMILY_ORDER = (*(f.name for f in FAMILIES), "invalid")
+"""Families in table order, then invalid actions (rows, columns and plot stacks follow it)."""
 
 
 def evaluate_policy_on_tasks(env, policy, tasks: list[str], n_per_task: int = 1, name: str | None = None,
@@ -167,7 +170,7 @@ def _families_sorted(fams: dict) -> list[str]:
     return sorted(fams, key=lambda f: rank.get(f, len(rank)))
 
 
-FAMILY_COLORS = {"TTL": "#4c72b0", "LORA": "#dd8452", "TTS": "#55a868", "Latent": "#c44e52", "invalid": "#999999"}
+FAMILY_COLORS = {**{f.name: f.color for f in FAMILIES}, "invalid": "#999999"}
 
 
 def family_share_bars(ax, labels: list[str], counts: list[dict], fontsize: int = 8) -> None:
@@ -203,7 +206,7 @@ def comparison_plot(summaries: list[dict], path: str | Path, title: str = "Held-
         values = np.array([s[key] for s in summaries])
         lo = values - np.array([s[ci][0] for s in summaries])
         hi = np.array([s[ci][1] for s in summaries]) - values
-        ax.barh(y, values, xerr=[lo, hi], color="#4c72b0", capsize=3)
+        ax.barh(y, values, xerr=[lo, hi], color="#4c72b1", capsize=3)
         ax.set_yticks(y, names)
         ax.invert_yaxis()
         ax.set_xlabel(label + " (95% CI)")

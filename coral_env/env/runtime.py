@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import time
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..backend.config import BackendConfig, check_preset
-from ..backend.evaluator import EvalResult
 from ..backend.lora import AdapterLayout, adapter_hash, attach_lora
 from ..backend.models import load_model
 from ..setup.artifacts import ArtifactPaths, MissingArtifactError, default_artifacts_root
-from ..strategies.runtime import StrategyContext, execute
+from ..strategies.context import StrategyContext, StrategyOutcome
+from ..strategies.runners import execute
 from ..strategies.schema import Strategy
 from ..tasks import SplitSizes, TaskSplits, input_prompts, load_task
 
@@ -97,16 +97,6 @@ class TaskState:
     source: str
 
 
-@dataclass
-class Evaluation:
-    """A memoised evaluation: metrics, the adapter the strategy left (for chaining), its cost."""
-
-    result: EvalResult
-    adapter: torch.Tensor | None
-    cost: dict = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-
-
 class _GeneratedAdapters:
     """TTS's adapter source: generate (and align) an adapter per prompt batch; embed texts."""
 
@@ -146,7 +136,7 @@ class CoralRuntime:
         self._tasks: dict[str, TaskState] = {}
         self._splits: dict[str, TaskSplits] = {}
         self._vectorizer = None
-        self.memo: dict[tuple, Evaluation] = {}
+        self.memo: dict[tuple, StrategyOutcome] = {}
         self.contexts: dict[str, str] = {}
         self._context_writer: tuple[object, object] | None = None
         self._hash_cache: dict[int, tuple] = {}
@@ -289,8 +279,9 @@ class CoralRuntime:
         return value
 
     def evaluate(self, state: TaskState, adapter: torch.Tensor, strategy: Strategy | None,
-                 split: str = "validation") -> tuple[Evaluation, bool]:
-        """Evaluate ``adapter`` on ``split`` after ``strategy`` (None: as is). Returns (evaluation, hit)."""
+                 split: str = "validation") -> tuple[StrategyOutcome, bool]:
+        """Evaluate ``adapter`` on ``split`` after ``strategy`` (None: as is). Returns (outcome, hit):
+        the metrics, the adapter the strategy left (for chaining) and its cost, memoised."""
         key = (state.name, split, self.adapter_key(adapter),
                strategy.canonical_json() if strategy is not None else "")
         if key in self.memo:
@@ -302,10 +293,9 @@ class CoralRuntime:
             self.layout.set_flat(adapter)
             ctx = self.strategy_context(state)
             if strategy is None:
-                evaluation = Evaluation(ctx.evaluate(examples), adapter, {"evaluations": 1})
+                evaluation = StrategyOutcome(ctx.evaluate(examples), adapter, {"evaluations": 1})
             else:
-                outcome = execute(strategy, ctx, examples)
-                evaluation = Evaluation(outcome.result, outcome.adapter, outcome.cost, outcome.notes)
+                evaluation = execute(strategy, ctx, examples)
         finally:
             self.layout.set_flat(snapshot)
         evaluation.cost.setdefault("seconds", time.perf_counter() - start)

@@ -1,11 +1,18 @@
-"""Adaptation strategies: the action schema (the family modules that execute strategies live
-beside it and are imported on their own, so that this package import stays light: no torch)."""
+"""Adaptation strategies: the action contract and the four family runners.
 
+The contract (importing it loads no torch): ``schema`` (the family table and the strategy
+dataclasses), ``values`` (field coercion, the error type), ``parse`` (action -> strategy),
+``extract`` (the JSON object in free LLM text) and ``schema_views`` (JSON Schema, prompt,
+catalogue, encodings). The runners (``ttl``, ``lora_mix``, ``tts``, ``latent``, named by the
+table and resolved by ``runners``) import torch and are imported on their own.
+"""
+
+from .extract import extract_json
+from .parse import ParsedStrategy, parse_strategy
 from .schema import (
     ENSEMBLE_METHODS,
     FAMILIES,
     FAMILY_NAMES,
-    MAX_ACTION_CHARS,
     ROUTING_METHODS,
     TTS_METHODS,
     BaseStrategy,
@@ -13,15 +20,11 @@ from .schema import (
     FieldSpec,
     LatentStrategy,
     LoRAStrategy,
-    ParsedStrategy,
     Strategy,
-    StrategyValidationError,
     TTLStrategy,
     TTSStrategy,
     default_strategy,
-    extract_json,
     family_spec,
-    parse_strategy,
     strategy_class,
 )
 from .schema_views import (
@@ -34,6 +37,7 @@ from .schema_views import (
     policy_prompt,
     sample_strategy,
 )
+from .values import MAX_ACTION_CHARS, StrategyValidationError
 
 __all__ = [
     "ENSEMBLE_METHODS",

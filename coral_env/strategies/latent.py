@@ -16,7 +16,7 @@ import torch
 from ..backend.evaluator import generative_result
 from ..backend.scoring import SlotSpec, decoder_and_head, generate_greedy, head_logits, slot_adam
 from ..tasks import stop_sequences
-from .runtime import StrategyContext, StrategyOutcome
+from .context import StrategyContext, StrategyOutcome
 from .schema import LatentStrategy
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .runtime import StrategyContext, StrategyOutcome
+from .context import StrategyContext, StrategyOutcome
 from .schema import LoRAStrategy
 
 

@@ -19,10 +19,10 @@ from .schema import (
     FAMILIES,
     FAMILY_KEY,
     FAMILY_NAMES,
-    FamilySpec,
-    FieldSpec,
     STRATEGY_CLASSES,
     BaseStrategy,
+    FamilySpec,
+    FieldSpec,
     Strategy,
     StrategyValidationError,
     fmt_number,
@@ -116,6 +116,30 @@ def _family_block(index: int, fam: FamilySpec) -> str:
 def describe_families() -> str:
     """The four families for a policy LLM, in the paper's E.6 style (format, ranges, meaning)."""
     return "\n\n".join(_family_block(i, fam) for i, fam in enumerate(FAMILIES, start=1))
+
+
+def family_table_markdown() -> str:
+    """The README's family table (family, fields with ranges and aliases), from ``FAMILIES``.
+
+    >>> print(family_table_markdown().splitlines()[3])
+    | `LORA` | `lambda` 0-1 |
+    """
+
+    def cell(spec: FieldSpec) -> str:
+        text = f"`{spec.name}`"
+        if spec.kind in ("int", "float"):
+            text += f" {fmt_number(spec.low)}-{fmt_number(spec.high)}"
+        elif spec.kind == "enum":
+            text += " " + ", ".join(spec.choices)
+        if spec.aliases and spec.attr not in spec.aliases:
+            text += " (alias " + ", ".join(f"`{a}`" for a in spec.aliases) + ")"
+        return text
+
+    lines = ["| family | fields (ranges) |", "|---|---|"]
+    for fam in FAMILIES:
+        alias = " (alias " + ", ".join(f"`{a}`" for a in fam.aliases) + ")" if fam.aliases else ""
+        lines.append(f"| `{fam.name}`{alias} | " + ", ".join(cell(f) for f in fam.fields) + " |")
+    return "\n".join(lines)
 
 
 def policy_prompt(task_context: str, task_name: str | None = None) -> list[dict[str, str]]:

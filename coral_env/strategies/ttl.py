@@ -13,7 +13,7 @@ import random
 import torch
 
 from ..backend.scoring import input_nll
-from .runtime import StrategyContext, StrategyOutcome
+from .context import StrategyContext, StrategyOutcome
 from .schema import TTLStrategy
 
 

@@ -18,7 +18,7 @@ import torch
 
 from ..backend.evaluator import EvalResult, generative_result, mc_result
 from ..tasks import extract_gsm8k_answer, extract_math_answer, get_task
-from .runtime import StrategyContext, StrategyOutcome
+from .context import StrategyContext, StrategyOutcome
 from .schema import TTSStrategy
 
 

@@ -1,14 +1,12 @@
-"""Running a strategy: what it runs against, what it returns, and the guarantee it leaves no trace.
+"""What a strategy runs against (:class:`StrategyContext`) and what it returns
+(:class:`StrategyOutcome`): the two types every family runner takes and gives.
 
-Every family is a bounded transformation (SPEC section 2): ``execute`` snapshots the adapter
-and restores it in a ``finally`` block, so the model and the adapter it was given are exactly as
-before, even when the strategy raises.
+:func:`coral_env.strategies.runners.execute` calls a family's runner and restores the adapter.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -18,7 +16,6 @@ from ..backend.evaluator import EvalResult, GenerationConfig, evaluate
 from ..backend.lora import AdapterLayout
 from ..backend.scoring import ScoringConfig
 from ..tasks import Example, input_prompts
-from .schema import LatentStrategy, LoRAStrategy, Strategy, TTLStrategy, TTSStrategy
 
 
 class AdapterSource(Protocol):
@@ -92,26 +89,3 @@ class StrategyOutcome:
     adapter: torch.Tensor | None
     cost: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
-
-
-def execute(strategy: Strategy, ctx: StrategyContext, examples: list[Example]) -> StrategyOutcome:
-    """Run ``strategy`` on the model's current adapter and evaluate ``examples``.
-
-    The adapter (and with it the whole model: only LoRA weights are ever written) is restored
-    before returning, whatever happens.
-    """
-    from . import latent, lora_mix, ttl, tts
-
-    runners = {TTLStrategy: ttl.run, LoRAStrategy: lora_mix.run, TTSStrategy: tts.run,
-               LatentStrategy: latent.run}
-    snapshot = ctx.layout.get_flat()
-    was_training = ctx.model.training
-    start = time.perf_counter()
-    try:
-        outcome = runners[type(strategy)](strategy, ctx, examples)
-    finally:
-        ctx.layout.set_flat(snapshot)
-        ctx.model.train(was_training)
-        ctx.model.zero_grad(set_to_none=True)
-    outcome.cost["seconds"] = time.perf_counter() - start
-    return outcome
