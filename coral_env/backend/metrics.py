@@ -59,3 +59,37 @@ def bootstrap_ci(values: np.ndarray, n_boot: int = 2000, seed: int = 0,
     idx = rng.integers(0, len(values), size=(n_boot, len(values)))
     stats = np.array([stat(values[i]) for i in idx])
     return (float(np.percentile(stats, 2.5)), float(np.percentile(stats, 97.5)))
+
+
+def mcnemar_improvement_pvalue(before: np.ndarray, after: np.ndarray) -> float:
+    """One-sided exact McNemar p-value that ``after`` answers more questions right than ``before``.
+
+    ``before`` and ``after`` are per-question correctness (bool or 0/1) on the same questions.
+    Only discordant questions count: with b questions fixed (wrong -> right) and c broken
+    (right -> wrong), p = P(X >= b) for X ~ Binomial(b + c, 1/2). No discordant pair gives 1.0.
+    """
+    from scipy.stats import binomtest
+
+    before, after = np.asarray(before).astype(bool), np.asarray(after).astype(bool)
+    if before.shape != after.shape:
+        raise ValueError(f"per-question correctness of different lengths: {before.shape} vs {after.shape}; "
+                         "compare evaluations of the same questions")
+    fixed = int(np.sum(~before & after))
+    broken = int(np.sum(before & ~after))
+    if fixed + broken == 0:
+        return 1.0
+    return float(binomtest(fixed, fixed + broken, 0.5, alternative="greater").pvalue)
+
+
+def paired_bootstrap_ci(before: np.ndarray, after: np.ndarray, n_boot: int = 2000,
+                        seed: int = 0) -> tuple[float, float]:
+    """95% percentile-bootstrap CI of mean(after - before) over the same questions (paired)."""
+    before, after = np.asarray(before, dtype=np.float64), np.asarray(after, dtype=np.float64)
+    if before.shape != after.shape:
+        raise ValueError(f"paired values of different lengths: {before.shape} vs {after.shape}")
+    diff = after - before
+    if len(diff) == 0:
+        return (0.0, 0.0)
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, len(diff), size=(n_boot, len(diff)))].mean(axis=1)
+    return (float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5)))

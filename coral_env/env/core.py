@@ -12,12 +12,13 @@ import torch
 from gymnasium import spaces
 
 from ..backend.evaluator import METRICS
+from ..backend.metrics import mcnemar_improvement_pvalue
 from ..strategies.schema import MAX_ACTION_CHARS, StrategyValidationError, parse_strategy
 from .runtime import CoralRuntime, EnvConfig, TaskState
 from .spaces import AnyText, as_float32
 
 MAX_CONTEXT_CHARS = 4096
-REWARD_MODES = ("binary", "delta")
+REWARD_MODES = ("binary", "delta", "significant")
 
 
 class CoralEnv(gym.Env[dict, str]):
@@ -56,8 +57,14 @@ class CoralEnv(gym.Env[dict, str]):
 
     ``reward_mode="binary"`` (default): 1 if the validation metric after the strategy is higher
     than before, ``tie_reward`` (default 0) if equal, else 0. ``reward_mode="delta"``: the
-    metric difference. ``reward_metric``: ``auto`` (balanced accuracy for two-answer tasks,
-    accuracy otherwise), or one of accuracy, acc_norm, balanced_accuracy, auc.
+    metric difference. ``reward_mode="significant"``: 1 only when the metric rose and the
+    per-question improvement is significant: a one-sided exact McNemar test on the correctness
+    of the same validation questions before and after (questions fixed vs broken) gives
+    p < ``significance_level`` (default 0.05), else 0; ``info["p_value"]`` reports p. A small
+    validation split rewards noise under ``binary`` (benchmarks/landscape.md measures how
+    often); ``significant`` pays only for changes its size can tell apart from noise.
+    ``reward_metric``: ``auto`` (balanced accuracy for two-answer tasks, accuracy otherwise),
+    or one of accuracy, acc_norm, balanced_accuracy, auc.
 
     ## Episode End
 
@@ -69,14 +76,16 @@ class CoralEnv(gym.Env[dict, str]):
 
     ``info`` has ``task``, ``metric``, ``metric_before``/``metric_after``, ``accuracy_before``/
     ``accuracy_after``, ``strategy`` (canonical JSON), ``notes`` (defaults filled, aliases
-    read), ``cost`` and ``timings`` (seconds), ``memo_hit``, ``error`` (invalid actions only),
+    read), ``cost`` and ``timings`` (seconds), ``memo_hit``, ``p_value`` (one-sided McNemar;
+    every valid step), ``error`` (invalid actions only),
     and ``test_accuracy`` when ``eval_test=True`` (after an invalid action: the unchanged
     adapter's).
 
     ## Arguments
 
     ``task`` (name or list), ``preset`` (tiny/cpu/paper), ``model``, ``artifacts``, ``data_dir``,
-    ``seed``, ``reward_mode``, ``reward_metric``, ``tie_reward``, ``max_adaptation_steps``,
+    ``seed``, ``reward_mode``, ``reward_metric``, ``tie_reward``, ``significance_level``
+    (``significant`` mode), ``max_adaptation_steps``,
     ``eval_test``, ``context`` (str or {task: str}: your own task descriptions),
     ``use_alignment``, ``auto_setup`` (run ``coral setup`` for missing artifacts),
     ``context_model`` (the instruct model that writes contexts; default: the env's model, or
@@ -93,6 +102,7 @@ class CoralEnv(gym.Env[dict, str]):
     def __init__(self, task: str | list[str] = "arc_easy", preset: str = "cpu", model: str | None = None,
                  artifacts: str | None = None, data_dir: str | None = None, seed: int = 0,
                  reward_mode: str = "binary", reward_metric: str = "auto", tie_reward: float = 0.0,
+                 significance_level: float = 0.05,
                  max_adaptation_steps: int = 1, eval_test: bool = False,
                  context: str | dict[str, str] | None = None, use_alignment: bool = True,
                  auto_setup: bool = False, context_model: str | None = None,
@@ -102,6 +112,8 @@ class CoralEnv(gym.Env[dict, str]):
             raise ValueError("task must name at least one task")
         if reward_mode not in REWARD_MODES:
             raise ValueError(f"reward_mode must be one of {REWARD_MODES}, got {reward_mode!r}")
+        if not (isinstance(significance_level, (int, float)) and 0.0 < significance_level < 1.0):
+            raise ValueError(f"significance_level must be a number in (0, 1), e.g. 0.05; got {significance_level!r}")
         if reward_metric != "auto" and reward_metric not in METRICS:
             raise ValueError(f"reward_metric must be 'auto' or one of {METRICS}, got {reward_metric!r}")
         if not isinstance(max_adaptation_steps, int) or not 1 <= max_adaptation_steps <= 16:
@@ -122,6 +134,7 @@ class CoralEnv(gym.Env[dict, str]):
             context = {self.tasks[0]: context}
         self.user_contexts = dict(context or {})
         self.reward_mode, self.reward_metric, self.tie_reward = reward_mode, reward_metric, tie_reward
+        self.significance_level = float(significance_level)
         self.max_adaptation_steps, self.eval_test, self.render_mode = max_adaptation_steps, eval_test, render_mode
         dim = self.runtime.observation_dim(self.tasks[0])
         self.observation_space = spaces.Dict({
@@ -160,7 +173,8 @@ class CoralEnv(gym.Env[dict, str]):
         evaluation, _ = self.runtime.evaluate(task, task.start_adapter, None)
         metric = self._metric_name(evaluation.result)
         self._state = _Episode(task, task.start_adapter, task.description, metric,
-                               evaluation.result.metric(metric), evaluation.result.accuracy)
+                               evaluation.result.metric(metric), evaluation.result.accuracy,
+                               evaluation.result.correct)
         info = {"task": name, "metric": metric, "metric_before": self._state.metric,
                 "accuracy_before": evaluation.result.accuracy, "adapter_source": task.source,
                 "timings": {"reset": time.perf_counter() - start}}
@@ -197,18 +211,21 @@ class CoralEnv(gym.Env[dict, str]):
             return self._observation(), 0.0, True, False, info
         after = evaluation.result.metric(state.metric_name)
         delta = after - state.metric
+        p_value = mcnemar_improvement_pvalue(state.correct, evaluation.result.correct)
         if self.reward_mode == "delta":
             reward = float(delta)
+        elif self.reward_mode == "significant":
+            reward = 1.0 if delta > 0 and p_value < self.significance_level else 0.0
         else:
             reward = 1.0 if delta > 0 else (float(self.tie_reward) if delta == 0 else 0.0)
         info |= {"strategy": strategy.canonical_json(), "notes": parsed.notes + evaluation.notes,
                  "metric_after": after, "accuracy_after": evaluation.result.accuracy,
-                 "cost": dict(evaluation.cost), "memo_hit": hit}
+                 "p_value": p_value, "cost": dict(evaluation.cost), "memo_hit": hit}
         self._add_test_accuracy(info, strategy)
         state.step += 1
         if evaluation.adapter is not None:
             state.adapter = evaluation.adapter
-        state.metric, state.accuracy = after, evaluation.result.accuracy
+        state.metric, state.accuracy, state.correct = after, evaluation.result.accuracy, evaluation.result.correct
         state.done = state.step >= self.max_adaptation_steps
         info["timings"] = {"step": time.perf_counter() - start}
         self._last_info = info
@@ -245,5 +262,6 @@ class _Episode:
     metric_name: str
     metric: float
     accuracy: float
+    correct: np.ndarray  # per validation question, for the significance test
     step: int = 0
     done: bool = False
