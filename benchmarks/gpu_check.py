@@ -45,7 +45,8 @@ from coral_env.backend.finetune import IGNORE, TrainSequence, collate, make_opti
 from coral_env.backend.lora import AdapterLayout, LoraSpec, attach_lora  # noqa: E402
 from coral_env.backend.scoring import ScoringConfig  # noqa: E402
 from coral_env.strategies import LatentStrategy, TTLStrategy, TTSStrategy, policy_prompt  # noqa: E402
-from coral_env.strategies.runtime import StrategyContext, execute  # noqa: E402
+from coral_env.strategies.context import StrategyContext  # noqa: E402
+from coral_env.strategies.runners import execute  # noqa: E402
 from coral_env.tasks import Example  # noqa: E402
 
 # Qwen2.5 configs (the Hub's config.json values); the tiny one is the tests' miniature model.
