@@ -281,19 +281,21 @@ def baseline_rows(runtime, config: DemoConfig) -> list[dict[str, Any]]:
     bconfig = BaselineConfig.preset(config.preset, meta_steps=config.baseline_meta_steps,
                                     finetune_steps=config.baseline_finetune_steps, seed=config.seed,
                                     save_every=max(1, config.baseline_meta_steps // 4))
-    snapshot = runtime.layout.get_flat()
 
     def evaluate_test(task: str, adapter):
         evaluation, _ = runtime.evaluate(runtime.task(task), adapter, None, split="test")
         return _metrics(evaluation.result)
 
-    try:
-        rows = run_baselines(runtime.model, runtime.tokenizer, runtime.layout, init, bconfig,
-                             targets=config.eval_tasks, train_tasks=config.train_tasks,
-                             out=Path(config.out) / "baselines", load_splits=runtime.splits,
-                             evaluate_test=evaluate_test, methods=config.baselines, progress=config.progress)
-    finally:
-        runtime.layout.set_flat(snapshot)
+    with runtime.lock:  # the baselines train the runtime's model directly (runtime module docstring)
+        snapshot = runtime.layout.get_flat()
+        try:
+            rows = run_baselines(runtime.model, runtime.tokenizer, runtime.layout, init, bconfig,
+                                 targets=config.eval_tasks, train_tasks=config.train_tasks,
+                                 out=Path(config.out) / "baselines", load_splits=runtime.splits,
+                                 evaluate_test=evaluate_test, methods=config.baselines,
+                                 progress=config.progress)
+        finally:
+            runtime.layout.set_flat(snapshot)
     return rows
 
 

@@ -92,6 +92,16 @@ class CoralEnv(gym.Env[dict, str]):
     the packaged Qwen2.5-Coder-0.5B at the cpu preset when installed),
     ``render_mode`` (``"ansi"``).
 
+    ## Thread safety
+
+    Envs with equal settings in one process share a ``CoralRuntime`` (the model, artifacts and
+    evaluation memo). The runtime serialises access: loading the adapter, running the strategy,
+    restoring the model and writing the memo happen under one lock, so envs stepped from
+    several threads return exactly what a serial run returns (and the memo only holds such
+    results), but their evaluations run one at a time. For parallel evaluation use processes
+    (``gym.make_vec(..., vectorization_mode="async")``). One env instance is not meant to be
+    stepped from two threads at once (its episode state is its own).
+
     ## Version History
 
     * v0: initial version.
@@ -162,6 +172,9 @@ class CoralEnv(gym.Env[dict, str]):
     # ----- Gymnasium API -------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
+        if options is not None and not isinstance(options, dict):
+            raise TypeError(f"options must be a dict such as {{'task': {self.tasks[0]!r}}} or None, "
+                            f"got {type(options).__name__} {options!r}")
         options = options or {}
         name = options.get("task")
         if name is None:

@@ -3,10 +3,18 @@
 The model, tokenizer, LoRA layout, prompt encoder, generators and CVAEs are built once per
 (preset, model, artifacts, data, seed) and reused; evaluations are memoised by
 (task, split, adapter hash, canonical strategy), so a repeated action costs a dict lookup.
+
+Thread safety: one runtime serves every env with the same config in a process, so its public
+methods hold ``CoralRuntime.lock`` (re-entrant) while they load an adapter into the shared
+model, run a strategy, restore the model and write the memo. Envs in different threads are
+safe and give the results of a serial run, but their steps run one at a time; code that uses
+``runtime.model`` or ``runtime.layout`` directly must hold ``runtime.lock`` too.
 """
 
 from __future__ import annotations
 
+import functools
+import threading
 import time
 import weakref
 from dataclasses import dataclass
@@ -110,20 +118,38 @@ class _GeneratedAdapters:
         return self.runtime.generator_for(self.task).encoder.sentence_embeddings(texts)
 
 
+def _serialised(method):
+    """Run ``method`` holding the runtime's lock: the shared model is touched by one thread at a time."""
+
+    @functools.wraps(method)
+    def locked(self, *args, **kwargs):
+        with self.lock:
+            return method(self, *args, **kwargs)
+
+    return locked
+
+
 class CoralRuntime:
-    """The process-wide heavy state behind every ``Coral-v0`` with the same ``EnvConfig``."""
+    """The process-wide heavy state behind every ``Coral-v0`` with the same ``EnvConfig``.
+
+    Every public method that reads or changes the model holds ``lock`` (see the module
+    docstring), so envs in several threads never see each other's adapters.
+    """
 
     _instances: dict[tuple, "CoralRuntime"] = {}
+    _instances_lock = threading.Lock()
 
     @classmethod
     def get(cls, config: EnvConfig) -> "CoralRuntime":
         key = config.key()
-        if key not in cls._instances:
-            cls._instances[key] = cls(config)
-        return cls._instances[key]
+        with cls._instances_lock:  # two threads creating the same runtime must not load it twice
+            if key not in cls._instances:
+                cls._instances[key] = cls(config)
+            return cls._instances[key]
 
     def __init__(self, config: EnvConfig) -> None:
         self.config = config
+        self.lock = threading.RLock()
         self.backend = BackendConfig.preset(config.preset, model=config.model)
         self.paths = ArtifactPaths(config.root, config.preset)
         self._require_artifacts()
@@ -166,6 +192,7 @@ class CoralRuntime:
                 return path
         return None
 
+    @_serialised
     def generator_for(self, task: str):
         from ..agents.generator import Generator
 
@@ -177,6 +204,7 @@ class CoralRuntime:
             self._generators[str(path)] = Generator.from_pretrained(path)
         return self._generators[str(path)]
 
+    @_serialised
     def cvae_for(self, task: str):
         """The CVAE (reconstruction target ``input``, the paper's) trained without ``task``, if any."""
         if not self.config.use_alignment:
@@ -190,12 +218,14 @@ class CoralRuntime:
             self._cvaes[str(path)] = ConditionalVAE.from_pretrained(path)
         return self._cvaes[str(path)]
 
+    @_serialised
     def splits(self, task: str) -> TaskSplits:
         if task not in self._splits:
             self._splits[task] = load_task(task, self.config.data_dir, seed=self.config.seed,
                                            sizes=self.sizes)
         return self._splits[task]
 
+    @_serialised
     def task_vector(self, task: str, adapter: torch.Tensor) -> torch.Tensor:
         """v_T of ``adapter`` on the task's first 16 support prompts (model-facing, no labels)."""
         from ..agents.task_vector import TaskVectorizer
@@ -207,6 +237,7 @@ class CoralRuntime:
         return self._vectorizer(adapter, prompts)
 
     # ----- adapters ------------------------------------------------------------------------
+    @_serialised
     def adapter_for_prompts(self, task: str, prompts: list[str]) -> tuple[torch.Tensor, np.ndarray, str]:
         """Generate an adapter from ``prompts``; align it with the CVAE where one exists.
 
@@ -223,11 +254,13 @@ class CoralRuntime:
         description = cvae.describe(generated, vector).detach().float().numpy().reshape(-1)
         return aligned, description.astype(np.float32), "generated+aligned"
 
+    @_serialised
     def observation_dim(self, task: str) -> int:
         cvae = self.cvae_for(task)
         return int(cvae.config.latent_dim) if cvae is not None else OBS_ADAPTER_DIM
 
     # ----- tasks ---------------------------------------------------------------------------
+    @_serialised
     def task(self, name: str) -> TaskState:
         if name not in self._tasks:
             splits = self.splits(name)
@@ -246,6 +279,7 @@ class CoralRuntime:
     def context_model_name(self) -> str:
         return self.config.context_model or default_context_model(self.config.preset, self.backend.model)
 
+    @_serialised
     def context_writer(self) -> tuple[object, object]:
         """(model, tokenizer) that writes task contexts: the env's own model, or another loaded
         on first need (kept until every missing context of this process is written)."""
@@ -278,6 +312,7 @@ class CoralRuntime:
         self._hash_cache[id(adapter)] = (weakref.ref(adapter), adapter._version, value)
         return value
 
+    @_serialised
     def evaluate(self, state: TaskState, adapter: torch.Tensor, strategy: Strategy | None,
                  split: str = "validation") -> tuple[StrategyOutcome, bool]:
         """Evaluate ``adapter`` on ``split`` after ``strategy`` (None: as is). Returns (outcome, hit):
