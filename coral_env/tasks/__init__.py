@@ -7,6 +7,7 @@ answer extraction. Imports nothing else of ``coral_env`` and no model code (SPEC
 True
 """
 
+from coral_env.tasks import controls as _controls  # noqa: F401  (registers the ctl_* control tasks)
 from coral_env.tasks import synthetic as _synthetic  # noqa: F401  (registers the syn_* tasks)
 from coral_env.tasks.answers import (
     answers_match,
@@ -15,6 +16,12 @@ from coral_env.tasks.answers import (
     extract_math_answer,
     normalize_math_answer,
     normalize_number,
+)
+from coral_env.tasks.controls import (
+    CONTROL_TASKS,
+    GENERATOR_CONTROL,
+    GENERATOR_CONTROL_HELDOUT,
+    GENERATOR_CONTROL_TRAIN,
 )
 from coral_env.tasks.base import Example, PromptStyle, SplitSizes, TaskKind, TaskSplits
 from coral_env.tasks.errors import (
@@ -48,6 +55,10 @@ from coral_env.tasks.synthetic import SYNTHETIC_TASKS
 from coral_env.tasks.user import UserTaskConfig, register_user_task
 
 __all__ = [
+    "CONTROL_TASKS",
+    "GENERATOR_CONTROL",
+    "GENERATOR_CONTROL_HELDOUT",
+    "GENERATOR_CONTROL_TRAIN",
     "DataDirNotFoundError",
     "Domain",
     "Example",
