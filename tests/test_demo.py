@@ -85,6 +85,7 @@ def test_table_layout_groups_and_averages():
     mean, half = group_average(rows[:2])
     assert mean == pytest.approx(0.6) and half == pytest.approx(1.96 * ((.25 / 100 + .21 / 100) ** .5) / 2)
     assert task_group("arc_challenge") == "in-domain" and task_group("jama") == "out-of-domain"
+    assert task_group("syn_add") == task_group("ctl_sub_3") == "synthetic"
 
 
 def test_policy_rows_average_test_accuracy_per_iteration():

@@ -81,7 +81,7 @@ def test_registry_has_the_twelve_paper_tasks() -> None:
     assert list_tasks("in") == list(IN_DOMAIN)
     assert set(list_tasks("out")) == set(OUT_OF_DOMAIN)
     assert len(list_tasks("synthetic")) >= 5
-    assert all(n.startswith("syn_") for n in list_tasks("synthetic"))
+    assert all(n.startswith(("syn_", "ctl_")) for n in list_tasks("synthetic"))
     assert get_task("math").local_dir == "math500"
     assert get_task("math").hf_id == "HuggingFaceH4/MATH-500"
     assert get_task("ARC_Easy").name == "arc_easy"

@@ -42,12 +42,14 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def task_group(task: str) -> str:
-    """``in-domain``, ``out-of-domain`` or ``synthetic`` (user tasks count as out-of-domain)."""
-    from coral_env.tasks import IN_DOMAIN
+    """``in-domain``, ``out-of-domain`` or ``synthetic`` (built-in syn_* and ctl_* tasks; user
+    tasks count as out-of-domain)."""
+    from coral_env.tasks import IN_DOMAIN, SYNTHETIC_TASKS, CONTROL_TASKS
 
     if task in IN_DOMAIN:
         return "in-domain"
-    return "synthetic" if task.startswith("syn_") else "out-of-domain"
+    built_in = {spec.name for spec in (*SYNTHETIC_TASKS, *CONTROL_TASKS)}
+    return "synthetic" if task in built_in else "out-of-domain"
 
 
 def _ordered_methods(rows: list[dict]) -> list[str]:
