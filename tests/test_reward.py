@@ -7,7 +7,7 @@ import pytest
 import coral_env  # noqa: F401  (registers Coral-v0)
 from coral_env.backend.evaluator import EvalResult
 from coral_env.backend.metrics import mcnemar_improvement_pvalue, paired_bootstrap_ci
-from coral_env.env.runtime import Evaluation
+from coral_env.strategies.context import StrategyOutcome
 
 
 def _correct(n_right: int, n: int = 16, fixed_from: int | None = None) -> np.ndarray:
@@ -45,7 +45,7 @@ def _fake_evaluate(monkeypatch, runtime, before: np.ndarray, after: np.ndarray) 
                           np.ones(len(correct)))
 
     def evaluate(state, adapter, strategy, split="validation"):
-        return Evaluation(result(before if strategy is None else after), None, {}), False
+        return StrategyOutcome(result(before if strategy is None else after), None, {}), False
 
     monkeypatch.setattr(runtime, "evaluate", evaluate)
 
