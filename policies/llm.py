@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from coral_env.strategies import StrategyValidationError, extract_json, parse_strategy, policy_prompt
+from coral_env.strategies import action_from_reply, policy_prompt
 
 OFFLINE_DEFAULT = "qwen2.5-coder-0.5b-instruct"
 HUB_DEFAULT = "Qwen/Qwen2.5-0.5B-Instruct"
@@ -98,14 +98,9 @@ class LLMPolicy:
 
     @staticmethod
     def to_action(reply: str) -> tuple[str, bool]:
-        """(action text, valid): the extracted canonical JSON, or the raw reply if invalid."""
-        found = extract_json(reply)
-        if found is None:
-            return reply, False
-        try:
-            return parse_strategy(found).strategy.to_json(), True
-        except StrategyValidationError:
-            return found, False
+        """(action text, valid): the extracted canonical JSON, or the raw reply if invalid
+        (:func:`coral_env.strategies.parse.action_from_reply`, shared with ``reward_of``)."""
+        return action_from_reply(reply)
 
     def act(self, observation: dict, info: dict | None = None) -> str:
         task = (info or {}).get("task")

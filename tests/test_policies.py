@@ -40,3 +40,20 @@ def test_llm_policy_extracts_and_validates(tiny):
     replies = policy.sample(OBS["context"], n=3)
     assert len(replies) == 3 and all(isinstance(r, str) for r in replies)
     assert isinstance(policy.act(OBS, {"task": "arc_easy"}), str)
+
+
+def test_reward_of_reads_and_scores_a_reply_one_way():
+    from coral_env.env import reward_of
+    from fakes import BanditCoralEnv
+
+    env = BanditCoralEnv({"a": "LORA", "b": "TTL"})
+    reward, info = reward_of('Here: ```json\n{"family": "lora", "lambda": 0.25}\n```', env, "a")
+    assert (reward, info["valid"], info["task"]) == (1.0, True, "a")
+    assert info["action"] == '{"family": "LORA", "lambda": 0.25}' and info["metric_after"] == 0.6
+    reward, info = reward_of({"family": "LORA"}, env, "b")  # an action, not a reply
+    assert (reward, info["valid"], info["metric_after"]) == (0.0, True, 0.45)
+    reward, info = reward_of('{"family": "LORA", "lambda": 7}', env, "a")  # invalid: env's error
+    assert (reward, info["valid"]) == (0.0, False) and "out of range" in info["error"]
+    reward, info = reward_of("no JSON at all", env, "a")
+    assert (reward, info["action"], info["valid"]) == (0.0, "no JSON at all", False)
+    assert env.steps == 4

@@ -262,7 +262,7 @@ def evaluation_rows(out: str | Path) -> list[dict]:
 def _sample_task(path: Path, task: str, env, get_policy: Callable[[], Any], config: RestemConfig, bar) -> dict:
     """Sample K replies for ``task`` and score each in a one-step episode; resumes from ``path``."""
     from coral_env.backend.io import atomic_write_json
-    from coral_env.strategies import StrategyValidationError, extract_json, parse_strategy
+    from coral_env.env.reward import reward_of
 
     state = json.loads(path.read_text()) if path.exists() else None
     if state is not None and state["complete"]:
@@ -277,14 +277,8 @@ def _sample_task(path: Path, task: str, env, get_policy: Callable[[], Any], conf
     bar.update(len(state["results"]))
     for index in range(len(state["results"]), len(state["replies"])):
         reply = state["replies"][index]
-        found = extract_json(reply)
-        try:
-            action, valid = parse_strategy(found).strategy.to_json(), True
-        except (StrategyValidationError, TypeError, ValueError):
-            action, valid = (found or reply), False
-        env.reset(options={"task": task})
-        _, reward, _, _, info = env.step(action)
-        state["results"].append({"index": index, "reply": reply, "action": action, "valid": valid,
+        reward, info = reward_of(reply, env, task)
+        state["results"].append({"index": index, "reply": reply, "action": info["action"], "valid": info["valid"],
                                  "strategy": info.get("strategy"), "reward": float(reward),
                                  "metric_before": info.get("metric_before"),
                                  "metric_after": info.get("metric_after"), "error": info.get("error")})

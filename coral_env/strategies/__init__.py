@@ -8,7 +8,7 @@ table and resolved by ``runners``) import torch and are imported on their own.
 """
 
 from .extract import extract_json
-from .parse import ParsedStrategy, parse_strategy
+from .parse import ParsedStrategy, action_from_reply, parse_strategy
 from .schema import (
     ENSEMBLE_METHODS,
     FAMILIES,
@@ -58,6 +58,7 @@ __all__ = [
     "StrategyValidationError",
     "TTLStrategy",
     "TTSStrategy",
+    "action_from_reply",
     "catalogue",
     "catalogue_index",
     "default_strategy",

@@ -308,3 +308,25 @@ def _parse(action: Any) -> ParsedStrategy:
             value=action)
     return _parse_mapping(action)
 
+
+
+def action_from_reply(reply: Any) -> tuple[Any, bool]:
+    """(action, valid) for a policy's free-text reply, or for an action given directly.
+
+    Text: the first JSON object in it (:func:`extract_json`) as canonical JSON, or, when it
+    holds no valid strategy, the object found (or the whole reply) unchanged, so the env
+    reports the exact problem. Anything else (dict, strategy) is canonicalised when valid and
+    passed through unchanged when not.
+
+    >>> action_from_reply('Sure: {"family": "TTT", "ttl_steps": 5} done')[1]
+    True
+    >>> action_from_reply('{"family": "LORA", "lambda": 7}')
+    ('{"family": "LORA", "lambda": 7}', False)
+    """
+    found = extract_json(reply) if isinstance(reply, (str, bytes, bytearray)) else reply
+    if found is None:
+        return reply, False
+    try:
+        return parse_strategy(found).strategy.to_json(), True
+    except StrategyValidationError:
+        return found, False
