@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -354,26 +353,28 @@ def build_sft_trainer(config: RestemConfig, records: list[dict], output_dir: Pat
 
 def finetune(config: RestemConfig, records: list[dict], target: Path, start_adapter: str | None,
              iteration: int) -> dict[str, Any]:
-    """SFT a LoRA on ``records``; the PEFT adapter folder is written to a temporary folder and
-    renamed to ``target`` (it appears complete or not at all). Returns training statistics."""
+    """SFT a LoRA on ``records``; the PEFT adapter folder is written with ``atomic_dir`` (it
+    appears complete or not at all; the trainer's scratch folder sits beside it). Returns
+    training statistics."""
+    from coral_env.backend.io import atomic_dir
+
     target.parent.mkdir(parents=True, exist_ok=True)
-    for stale in target.parent.glob(".adapter.*"):  # left by a killed run
+    for stale in target.parent.glob(f".{target.name}.sft-*"):  # left by a killed run
         shutil.rmtree(stale, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".adapter."))
-    trainer = build_sft_trainer(dataclasses.replace(config, seed=config.seed + iteration), records,
-                                tmp / "trainer", start_adapter)
-    started = time.perf_counter()
-    output = trainer.train()
-    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    sft = {"examples": len(records), "steps": int(output.global_step), "train_loss": float(output.training_loss),
-           "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
-           "seconds": time.perf_counter() - started, "init": start_adapter or "base"}
-    adapter_dir = tmp / "adapter"
-    trainer.model.save_pretrained(str(adapter_dir))
-    (adapter_dir / "coral_policy.json").write_text(json.dumps(
-        {"base_model": config.policy_model, "iteration": iteration, "sft": sft}, indent=2))
-    os.replace(adapter_dir, target)
-    shutil.rmtree(tmp, ignore_errors=True)
+    with atomic_dir(target, clean_stale=True) as adapter_dir, tempfile.TemporaryDirectory(
+            dir=target.parent, prefix=f".{target.name}.sft-") as scratch:
+        trainer = build_sft_trainer(dataclasses.replace(config, seed=config.seed + iteration), records,
+                                    Path(scratch) / "trainer", start_adapter)
+        started = time.perf_counter()
+        output = trainer.train()
+        losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+        sft = {"examples": len(records), "steps": int(output.global_step),
+               "train_loss": float(output.training_loss),
+               "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
+               "seconds": time.perf_counter() - started, "init": start_adapter or "base"}
+        trainer.model.save_pretrained(str(adapter_dir))
+        (adapter_dir / "coral_policy.json").write_text(json.dumps(
+            {"base_model": config.policy_model, "iteration": iteration, "sft": sft}, indent=2))
     return sft
 
 

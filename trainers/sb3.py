@@ -17,10 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,7 +133,11 @@ def hyperparameters(config: SB3Config) -> dict[str, Any]:
 
 def wrap_env(env, algo: str, encoder=None, max_prompt_batches: int | None = None):
     """``Coral-v0`` (or a look-alike) -> the Box/Discrete (or MultiDiscrete) env SB3 trains on."""
-    from coral_env.env.wrappers import DiscreteStrategies, EmbedObservation, FactoredStrategies
+    from coral_env.env.wrappers import (
+        DiscreteStrategies,
+        EmbedObservation,
+        FactoredStrategies,
+    )
 
     env = EmbedObservation(env, encoder=encoder)
     return FactoredStrategies(env) if algo == "maskable_ppo" else DiscreteStrategies(env, max_prompt_batches)
@@ -258,22 +259,19 @@ def save_sb3(model, folder: str | Path, config: SB3Config) -> Path:
     hyperparameters, spaces, and the catalogue the discrete actions index) atomically."""
     from safetensors.torch import save_file
 
+    from coral_env.backend.io import atomic_dir
     from coral_env.strategies import catalogue
 
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
     state = {k: v.detach().cpu().clone().contiguous() for k, v in model.policy.state_dict().items()}
-    save_file(state, str(tmp / "policy.safetensors"))
     meta = {"format": "coral-sb3/1", "algo": config.algo, "hyperparameters": hyperparameters(config),
             "observation_space": _space_spec(model.observation_space),
             "action_space": _space_spec(model.action_space), "config": dataclasses.asdict(config)}
     if meta["action_space"]["type"] == "Discrete":
         meta["catalogue"] = [s.canonical_json() for s in catalogue(config.max_prompt_batches)]
-    (tmp / "config.json").write_text(json.dumps(meta, indent=2))
-    if folder.exists():
-        shutil.rmtree(folder)
-    os.replace(tmp, folder)
+    with atomic_dir(folder, clean_stale=True) as tmp:  # the old agent stays until the new one is in
+        save_file(state, str(tmp / "policy.safetensors"))
+        (tmp / "config.json").write_text(json.dumps(meta, indent=2))
     return folder
 
 

@@ -1,16 +1,18 @@
-"""Atomic artifact writes: temp file in the same folder, then rename (a kill never leaves half a file)."""
+"""Atomic artifact writes: temp file or folder beside the target, then rename (a kill never
+leaves half a file or half a folder)."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
+import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
-
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -28,6 +30,47 @@ def _atomic(path: Path, write) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+@contextmanager
+def atomic_dir(target: str | Path, *, replace: bool = True, clean_stale: bool = False) -> Iterator[Path]:
+    """Write a folder atomically: yield an empty temporary folder beside ``target``; when the
+    block succeeds, it becomes ``target``.
+
+    An existing ``target`` is kept until the new folder is in place: it is moved aside, the new
+    one renamed in, and only then deleted (a failed rename moves it back). An exception or a
+    kill inside the block leaves ``target`` as it was (an exception also removes the temporary
+    folder). ``replace=False`` keeps an existing ``target`` and discards the new folder (caches
+    that another process may fill at the same time). ``clean_stale=True`` first removes the
+    temporary folders a killed run left and restores a folder a kill left moved aside; only a
+    single writer of ``target`` may ask for it.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    aside = target.with_name(f".{target.name}.old")
+    if clean_stale:
+        for stale in target.parent.glob(f".{target.name}.tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        if aside.exists() and not target.exists():
+            os.replace(aside, target)  # a kill between the two renames below
+        shutil.rmtree(aside, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes 0700; artifacts get the usual mode
+        if not target.exists():
+            os.replace(tmp, target)
+        elif replace:
+            shutil.rmtree(aside, ignore_errors=True)
+            os.replace(target, aside)
+            try:
+                os.replace(tmp, target)
+            except BaseException:
+                os.replace(aside, target)
+                raise
+            shutil.rmtree(aside, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # gone after a rename; the new folder otherwise
 
 
 def _jsonable(obj: Any) -> Any:

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from .io import atomic_dir
+
 log = logging.getLogger(__name__)
 
 TINY = "tiny"
@@ -145,16 +147,10 @@ def _convert_gguf(gguf: Path, name: str) -> Path:
         raise RuntimeError(f"GGUF conversion of {gguf}: missing {missing}, unexpected {unexpected}")
     if getattr(clean.config, "tie_word_embeddings", False):
         clean.tie_weights()
-    tmp = Path(tempfile.mkdtemp(dir=out.parent if out.parent.exists() else _mk(out.parent)))
-    clean.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    os.replace(tmp, out)
+    with atomic_dir(out, replace=False) as tmp:  # a concurrent conversion may finish first
+        clean.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
     return out
-
-
-def _mk(p: Path) -> Path:
-    p.mkdir(parents=True, exist_ok=True)
-    return p
 
 
 def resolve_model_path(name_or_path: str) -> str:
@@ -220,12 +216,8 @@ def tiny_tokenizer():
     if not (folder / "tokenizer_config.json").exists():
         gguf = _offline_gguf(OFFLINE_PACKAGES["smollm2-135m-instruct"])
         tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        _mk(folder.parent)
-        tmp = Path(tempfile.mkdtemp(dir=folder.parent))
-        tok.save_pretrained(tmp)
-        if not (folder / "tokenizer_config.json").exists():
-            shutil.rmtree(folder, ignore_errors=True)
-            os.replace(tmp, folder)
+        with atomic_dir(folder, replace=False) as tmp:
+            tok.save_pretrained(tmp)
     return _with_pad(AutoTokenizer.from_pretrained(str(folder)))
 
 

@@ -46,7 +46,7 @@ import torch
 from ..agents.cvae import CVAEConfig, ConditionalVAE, kl_divergence
 from ..agents.task_vector import TaskVectorizer
 from ..backend.config import check_preset
-from ..backend.io import append_jsonl, atomic_save_safetensors, atomic_write_json, read_state
+from ..backend.io import append_jsonl, atomic_save_safetensors, atomic_write_json, atomic_write_text, read_state
 from ..backend.lora import AdapterLayout
 from ..tasks import get_task
 from .artifacts import ArtifactPaths, MissingArtifactError
@@ -197,12 +197,8 @@ def _truncate_log(path: Path, step: int) -> None:
     """Drop log lines past ``step`` (written after the last saved state by a killed run)."""
     if not path.exists():
         return
-    import os
-
     lines = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step]
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(ln + "\n" for ln in lines))
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(ln + "\n" for ln in lines))
 
 
 # ----- training ---------------------------------------------------------------------------------
