@@ -52,14 +52,16 @@ class LLMPolicy:
         model: model name for ``coral_env.backend.load_model`` or an already-loaded model.
         tokenizer: required when ``model`` is a loaded model.
         adapter: a PEFT adapter folder (ReST^EM checkpoint) to apply.
-        seed: seeds the sampler (each call advances it).
+        seed: seeds the sampler (each call without its own seed advances it).
+        shared_prefix: sample K replies from one prefill (False: transformers'
+            ``num_return_sequences``, K prefills).
     """
 
     name = "llm"
 
     def __init__(self, model="smollm2-135m-instruct", tokenizer=None, adapter: str | None = None,
                  sampling: SamplingConfig | None = None, seed: int = 0, dtype: str = "auto",
-                 device: str = "cpu") -> None:
+                 device: str = "cpu", shared_prefix: bool = True) -> None:
         if isinstance(model, str):
             from coral_env.backend import load_model
 
@@ -78,6 +80,7 @@ class LLMPolicy:
         self.sampling = sampling or SamplingConfig()
         self.generator = torch.Generator().manual_seed(seed)
         self.seed = seed
+        self.shared_prefix = shared_prefix
 
     def prompt(self, context: str, task: str | None = None) -> str:
         """The chat-formatted policy prompt for a task context."""
@@ -85,16 +88,34 @@ class LLMPolicy:
                                                   add_generation_prompt=True)
 
     @torch.no_grad()
-    def sample(self, context: str, task: str | None = None, n: int = 1) -> list[str]:
-        """``n`` raw replies sampled for one context (ReST^EM draws K of these)."""
+    def sample(self, context: str, task: str | None = None, n: int = 1, seed: int | None = None) -> list[str]:
+        """``n`` raw replies sampled for one context (ReST^EM draws K of these).
+
+        ``seed`` fixes this call's draws (resumable jobs derive it from their position); without
+        it the policy's own generator supplies one and advances. With ``n > 1`` and
+        ``shared_prefix`` the prompt is prefilled once and its KV cache expanded to ``n`` rows, so
+        K replies cost one prefill plus K-row decoding instead of K prefills.
+        """
         s = self.sampling
-        enc = self.tokenizer(self.prompt(context, task), return_tensors="pt", add_special_tokens=False)
-        enc = enc.to(self.model.device)
-        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=self.generator)))
-        out = self.model.generate(**enc, do_sample=True, temperature=s.temperature, top_p=s.top_p,
-                                  top_k=s.top_k, max_new_tokens=s.max_new_tokens,
-                                  num_return_sequences=n, pad_token_id=self.tokenizer.pad_token_id)
-        return self.tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+        ids = self.tokenizer(self.prompt(context, task), return_tensors="pt",
+                             add_special_tokens=False)["input_ids"].to(self.model.device)
+        if seed is None:
+            seed = int(torch.randint(0, 2**31 - 1, (1,), generator=self.generator))
+        torch.manual_seed(seed)
+        options = dict(do_sample=True, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k,
+                       max_new_tokens=s.max_new_tokens, pad_token_id=self.tokenizer.pad_token_id)
+        if n > 1 and self.shared_prefix:
+            from transformers import DynamicCache
+
+            cache = DynamicCache(config=self.model.config)
+            self.model(input_ids=ids[:, :-1], cache=cache, use_cache=True)
+            cache.batch_repeat_interleave(n)
+            rows = ids.expand(n, -1)
+            out = self.model.generate(input_ids=rows, attention_mask=torch.ones_like(rows), cache=cache, **options)
+        else:
+            out = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), num_return_sequences=n,
+                                      **options)
+        return self.tokenizer.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True)
 
     @staticmethod
     def to_action(reply: str) -> tuple[str, bool]:

@@ -57,3 +57,19 @@ def test_reward_of_reads_and_scores_a_reply_one_way():
     reward, info = reward_of("no JSON at all", env, "a")
     assert (reward, info["action"], info["valid"]) == (0.0, "no JSON at all", False)
     assert env.steps == 4
+
+
+def test_shared_prefix_sampling_matches_separate_prefills_and_is_seeded(tiny):
+    model, tok = tiny
+    # The same seed gives the same uniform draws, so one prefill + an expanded cache must give
+    # exactly the replies of K separate prefills (transformers' num_return_sequences path).
+    sampling = SamplingConfig(max_new_tokens=12)
+    shared = LLMPolicy(model, tok, sampling=sampling, shared_prefix=True)
+    separate = LLMPolicy(model, tok, sampling=sampling, shared_prefix=False)
+    replies = shared.sample(OBS["context"], "arc_easy", n=4, seed=0)
+    assert replies == separate.sample(OBS["context"], "arc_easy", n=4, seed=0)
+    assert len(set(replies)) == 4  # four different samples, not one reply copied
+    # a seed fixes the draws, whatever the policy's own generator did before
+    shared.sample(OBS["context"], n=2)  # advances the policy's generator
+    assert shared.sample(OBS["context"], "arc_easy", n=4, seed=0) == replies
+    assert shared.sample(OBS["context"], "arc_easy", n=4, seed=1) != replies
