@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -248,11 +247,13 @@ class AdapterLayout:
 
     @classmethod
     def load(cls, directory: str | Path) -> "AdapterLayout":
-        from safetensors.torch import load_file
+        from .io import read_json, read_safetensors
 
         directory = Path(directory)
-        cfg = json.loads((directory / "layout.json").read_text())
-        scales = load_file(str(directory / "layout_scales.safetensors"))
+        fix = (f"delete {directory.parent} and re-run `coral collect` (or `coral setup`) into it "
+               "(the layout and the checkpoints are made together)")
+        cfg = read_json(directory / "layout.json", fix)
+        _, scales = read_safetensors(directory / "layout_scales.safetensors", fix)
         return cls(cfg["names"], [tuple(s) for s in cfg["shapes"]], cfg["layers"],
                    cfg["token_dim"], scales["mean"], scales["std"])
 
@@ -288,7 +289,7 @@ def save_adapter(directory: str | Path, layout: AdapterLayout, vector: torch.Ten
 
 def load_adapter(directory: str | Path) -> LoadedAdapter:
     """Read a PEFT adapter folder (safetensors only, never pickle)."""
-    from safetensors.torch import load_file
+    from .io import read_json, read_safetensors
 
     directory = Path(directory)
     cfg_path, weights = directory / "adapter_config.json", directory / "adapter_model.safetensors"
@@ -296,10 +297,12 @@ def load_adapter(directory: str | Path) -> LoadedAdapter:
         raise FileNotFoundError(
             f"{directory} is not an adapter folder: expected adapter_config.json and "
             "adapter_model.safetensors (as written by save_adapter or PEFT's save_pretrained)")
-    cfg = json.loads(cfg_path.read_text())
+
+    fix = f"delete {directory} and save or train the adapter again"
+    cfg = read_json(cfg_path, fix)
     spec = LoraSpec(rank=cfg["r"], alpha=cfg["lora_alpha"], targets=tuple(cfg["target_modules"]),
                     dropout=cfg.get("lora_dropout", 0.0))
-    return LoadedAdapter(spec, dict(load_file(str(weights))))
+    return LoadedAdapter(spec, read_safetensors(weights, fix)[1])
 
 
 def _peft_key(name: str) -> str:

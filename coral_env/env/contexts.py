@@ -10,12 +10,11 @@ the description. Users can pass their own text (``gym.make(..., context="...")``
 from __future__ import annotations
 
 import hashlib
-import json
 from contextlib import nullcontext
 
 import torch
 
-from ..backend.io import atomic_write_json
+from ..backend.io import atomic_write_json, corrupt, read_json
 from ..tasks import TaskSplits
 
 CONTEXT_PROMPT = (
@@ -81,7 +80,10 @@ def task_context(runtime, name: str, splits: TaskSplits) -> str:
                        .encode()).hexdigest()[:12]
     path = runtime.paths.base / "contexts" / f"{name}-{key}.json"
     if path.exists():
-        return json.loads(path.read_text())["context"]
+        cached = read_json(path, "delete it (the next reset writes the context again)")
+        if not isinstance(cached.get("context"), str):
+            raise corrupt(path, "no 'context' text", "delete it (the next reset writes the context again)")
+        return cached["context"]
     model, tokenizer = runtime.context_writer()
     text = write_context(model, tokenizer, splits).strip() + "\n\n" + format_line(splits)
     atomic_write_json(path, {"task": name, "model": model_name, "context": text})

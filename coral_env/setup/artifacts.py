@@ -17,12 +17,13 @@ Everything is safetensors + JSON (SPEC section 9: nothing is unpickled).
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from ..backend.io import corrupt, read_json, read_safetensors
 
 ALL = "all"
 
@@ -98,11 +99,18 @@ class ArtifactPaths:
             return []
         return sorted(d.name for d in folder.iterdir() if self.is_collected(d.name))
 
+    def recollect_fix(self, task: str) -> str:
+        """What to do about a corrupt or incomplete collection of ``task`` (for error messages)."""
+        return f"delete {self.collect_dir(task)} and re-run `{self.collect_command(task)}`"
+
+    def collect_info(self, task: str) -> dict:
+        """The ``config.json`` of a task's collection (``CorruptArtifactError`` if unreadable)."""
+        return read_json(self.collect_config(task), self.recollect_fix(task))
+
     def is_collected(self, task: str) -> bool:
-        path = self.collect_config(task)
-        if not path.exists():
+        if not self.collect_config(task).exists():
             return False
-        return bool(json.loads(path.read_text()).get("complete", False))
+        return bool(self.collect_info(task).get("complete", False))
 
     # ----- later stages ------------------------------------------------------------------
     def generator_dir(self, holdout: str | None = None) -> Path:
@@ -127,6 +135,26 @@ class ArtifactPaths:
                 f"no finished checkpoint collection for {', '.join(missing)} under {self.base}; "
                 f"run `{self.collect_command(missing)}` first")
 
+    def checked_checkpoints(self, task: str) -> list[Path]:
+        """The checkpoint files of a finished collection, checked against its saved
+        ``total_steps`` (a missing or extra file is an error naming the fix)."""
+        total = self.collect_info(task).get("total_steps")
+        files = sorted(self.checkpoint_dir(task).glob("step_*.safetensors"))
+        steps = set()
+        for path in files:
+            try:
+                steps.add(int(path.stem.removeprefix("step_")))
+            except ValueError:
+                raise corrupt(path, "not a step_NNNNN checkpoint name", self.recollect_fix(task)) from None
+        if not isinstance(total, int) or steps != set(range(1, total + 1)):
+            what = (_missing_steps(steps, total) if isinstance(total, int)
+                    else "its config.json has no total_steps")
+            extra = sorted(s for s in steps if isinstance(total, int) and s > total)
+            if extra:
+                what += f"; {len(extra)} checkpoints past step {total}"
+            raise corrupt(self.checkpoint_dir(task), what, self.recollect_fix(task))
+        return files
+
     def load_checkpoints(self, task: str, phases: tuple[int, ...] | None = None,
                          ) -> tuple[torch.Tensor, list[dict]]:
         """All collected checkpoints of ``task`` in step order.
@@ -137,18 +165,23 @@ class ArtifactPaths:
             ``(vectors, metadata)``: fp32 tensor (n, adapter size) and one dict per row (task,
             step, phase, phase_step, loss, lr, config_hash).
         """
-        from safetensors import safe_open
-
         self.require_collected([task])
-        files = sorted(self.checkpoint_dir(task).glob("step_*.safetensors"))
+        files = self.checked_checkpoints(task)
+        fix = self.recollect_fix(task)
         rows, meta = [], []
         for path in files:
-            with safe_open(str(path), framework="pt") as fh:
-                info = _parse_metadata(fh.metadata())
-                if phases is not None and info["phase"] not in phases:
-                    continue
-                rows.append(fh.get_tensor("adapter").float())
-                meta.append(info)
+            raw, _ = read_safetensors(path, fix, keys=False)
+            try:
+                info = _parse_metadata(raw)
+            except (KeyError, ValueError) as exc:
+                raise corrupt(path, f"its metadata lacks a readable {exc}", fix) from None
+            if phases is not None and info["phase"] not in phases:
+                continue
+            _, tensors = read_safetensors(path, fix)
+            if "adapter" not in tensors:
+                raise corrupt(path, "no 'adapter' tensor", fix)
+            rows.append(tensors["adapter"].float())
+            meta.append(info)
         if not rows:
             raise MissingArtifactError(
                 f"task {task!r} has no checkpoints in phases {phases} under {self.checkpoint_dir(task)}; "
@@ -158,6 +191,12 @@ class ArtifactPaths:
             raise ValueError(f"checkpoints of {task!r} come from different collection configs "
                              f"({sorted(hashes)}); delete {self.collect_dir(task)} and collect again")
         return torch.stack(rows), meta
+
+
+def _missing_steps(found: set[int], total: int) -> str:
+    missing = sorted(set(range(1, total + 1)) - found)
+    shown = ", ".join(f"step_{s:05d}" for s in missing[:5]) + (" ..." if len(missing) > 5 else "")
+    return f"{len(missing)} of {total} checkpoints missing ({shown})"
 
 
 def _parse_metadata(raw: dict[str, str] | None) -> dict:

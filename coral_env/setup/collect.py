@@ -31,7 +31,7 @@ import torch
 from ..backend.config import BackendConfig, check_preset
 from ..backend.finetune import (adamw_state, batch_indices, build_sequences, collate, load_adamw_state,
                                 make_optimizer, train_step)
-from ..backend.io import append_jsonl, atomic_save_safetensors, atomic_write_json, read_state
+from ..backend.io import append_jsonl, atomic_save_safetensors, atomic_write_json, read_safetensors, read_state, trim_jsonl
 from ..backend.lora import AdapterLayout, adapter_hash, attach_lora
 from ..tasks import load_task
 from .artifacts import ArtifactPaths
@@ -193,10 +193,11 @@ def collect(config: CollectionConfig, tasks: Sequence[str], artifacts: str | Pat
 
 def _save_layout(paths: ArtifactPaths, layout: AdapterLayout, init: torch.Tensor,
                  config: CollectionConfig) -> None:
-    from safetensors.torch import load_file
-
     if paths.init_adapter.exists():
-        saved = load_file(str(paths.init_adapter))["adapter"]
+        fix = f"delete {paths.base} and collect again"
+        saved = read_safetensors(paths.init_adapter, fix)[1].get("adapter")
+        if saved is None:
+            raise ValueError(f"{paths.init_adapter} has no 'adapter' tensor; {fix}")
         if saved.shape != init.shape or not torch.equal(saved, init):
             raise ValueError(
                 f"{paths.base} was collected with a different model, LoRA or init_seed "
@@ -219,14 +220,15 @@ def collect_task(model, tokenizer, layout: AdapterLayout, init: torch.Tensor, ta
             "total_steps": config.total_steps, "adapter_size": layout.size}
     cfg_path = paths.collect_config(task)
     if cfg_path.exists():
-        old = json.loads(cfg_path.read_text())
+        old = paths.collect_info(task)
         if old.get("config_hash") != chash:
             raise ValueError(
                 f"{paths.collect_dir(task)} holds a collection made with another config "
                 f"(hash {old.get('config_hash')}, now {chash}); use another --artifacts folder or "
                 f"delete that folder to recollect")
         if old.get("complete"):
-            return CollectionResult(task, config.total_steps, old.get("final_loss", float("nan")),
+            paths.checked_checkpoints(task)  # a deleted checkpoint is an error, not a smaller collection
+            return CollectionResult(task, config.total_steps, _final_loss(paths, task, config.total_steps),
                                     0.0, config.total_steps, skipped=True)
 
     params = layout._bound()
@@ -237,10 +239,12 @@ def collect_task(model, tokenizer, layout: AdapterLayout, init: torch.Tensor, ta
         meta, tensors = read_state(state_path, chash,
                                    f"{state_path} belongs to another config; delete {paths.collect_dir(task)}")
         start = int(meta["step"])
+        trim_jsonl(paths.collect_log(task), start)  # rows a killed run wrote past its saved state
         layout.set_flat(tensors["adapter"])
         load_adamw_state(optimizer, params, tensors)
     else:
         layout.set_flat(init)
+        paths.collect_log(task).unlink(missing_ok=True)  # a run killed before its first saved step
         atomic_write_json(cfg_path, info | {"complete": False})
 
     sequences = build_sequences(examples, tokenizer, style=config.style, max_len=config.max_len)
@@ -257,17 +261,26 @@ def collect_task(model, tokenizer, layout: AdapterLayout, init: torch.Tensor, ta
         meta = {"task": task, "step": step, "phase": phase, "phase_step": phase_step, "loss": repr(loss),
                 "lr": repr(lr), "config_hash": chash}
         atomic_save_safetensors(paths.checkpoint_file(task, step), {"adapter": vector}, meta)
-        atomic_save_safetensors(state_path, {"adapter": vector, **adamw_state(optimizer, params)},
-                                {"step": step, "config_hash": chash, "task": task})
         append_jsonl(paths.collect_log(task), {"step": step, "phase": phase, "lr": lr, "loss": loss,
                                                "seconds": round(time.perf_counter() - t0, 3)})
+        atomic_save_safetensors(state_path, {"adapter": vector, **adamw_state(optimizer, params)},
+                                {"step": step, "config_hash": chash, "task": task})
         bar.set_postfix(loss=f"{loss:.3f}", phase=phase)
         if callback is not None:
             callback(task, step, loss)
     bar.close()
     seconds = time.perf_counter() - begun
+    paths.checked_checkpoints(task)
+    loss = _final_loss(paths, task, config.total_steps)  # from disk: also right when no step ran now
     atomic_write_json(cfg_path, info | {"complete": True, "final_loss": loss})
     return CollectionResult(task, config.total_steps, loss, seconds, resumed_from=start)
+
+
+def _final_loss(paths: ArtifactPaths, task: str, total_steps: int) -> float:
+    """The training loss recorded in the last checkpoint's metadata (exact: written with repr)."""
+    path = paths.checkpoint_file(task, total_steps)
+    meta, _ = read_safetensors(path, paths.recollect_fix(task), keys=False)
+    return float(meta["loss"])
 
 
 __all__ = ["CollectionConfig", "CollectionResult", "COLLECTION_PRESETS", "collect", "collect_task"]

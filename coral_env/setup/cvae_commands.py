@@ -14,7 +14,7 @@ from .commands import _check_tasks, _common, _task_list, _threads, parse_holdout
 
 def register(subparsers) -> None:
     """Add ``pretrain-cvae`` and ``setup`` to an argparse subparsers object."""
-    from ..tasks import IN_DOMAIN
+    from .pipeline import TINY_TASKS
 
     p = subparsers.add_parser(
         "pretrain-cvae", help="train the alignment CVAE on collected checkpoints (stage 2)",
@@ -51,8 +51,9 @@ def register(subparsers) -> None:
                "  coral setup --preset cpu\n"
                "  coral setup --preset cpu --holdout piqa --targets input,checkpoint")
     _common(p)
-    p.add_argument("--tasks", default=",".join(IN_DOMAIN),
-                   help="comma-separated tasks (default: the six in-domain tasks)")
+    p.add_argument("--tasks", default=None,
+                   help="comma-separated tasks (default: the six in-domain tasks; at --preset tiny the "
+                        f"synthetic {','.join(TINY_TASKS)}, which need no data folder)")
     p.add_argument("--holdout", default=None, help="leave-one-out task (default: none, train on all)")
     p.add_argument("--targets", default="input",
                    help="CVAE targets to train, comma-separated: input, checkpoint (default: %(default)s)")
@@ -89,7 +90,7 @@ def cmd_setup(args: argparse.Namespace) -> int:
     """Handler of ``coral setup``."""
     from .pipeline import run_setup
 
-    tasks = _check_tasks(_task_list(args.tasks))
+    tasks = _check_tasks(_task_list(args.tasks)) if args.tasks is not None else None
     targets = _task_list(args.targets) or ["input"]
     bad = [t for t in targets if t not in ("input", "checkpoint")]
     if bad:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Sequence
 import torch
 
 from ..agents.task_vector import TaskVectorizer
-from ..backend.io import atomic_save_safetensors
+from ..backend.io import atomic_save_safetensors, read_safetensors
 from ..backend.lora import AdapterLayout
 from ..tasks import build_generation_prompt, build_requests, load_task
 from .artifacts import ArtifactPaths, MissingArtifactError
@@ -96,14 +96,10 @@ def _settings_key(*parts) -> str:
 
 
 def _load_cached(path: Path, key: str) -> dict[str, torch.Tensor] | None:
-    from safetensors import safe_open
-
     if not path.exists():
         return None
-    with safe_open(str(path), framework="pt") as fh:
-        if (fh.metadata() or {}).get("key") != key:
-            return None
-        return {k: fh.get_tensor(k) for k in fh.keys()}
+    meta, tensors = read_safetensors(path, "delete it (a cache: the next run computes it again)")
+    return tensors if meta.get("key") == key else None
 
 
 def checkpoint_task_vectors(paths: ArtifactPaths, task: str, config: CVAETrainingConfig, vectorizer: TaskVectorizer,
@@ -161,7 +157,7 @@ def build_vectorizer(paths: ArtifactPaths, task: str, config: CVAETrainingConfig
     from ..backend.models import load_model
     from .collect import CollectionConfig
 
-    info = json.loads(paths.collect_config(task).read_text())
+    info = paths.collect_info(task)
     backend = CollectionConfig(**info["collection"]).backend()
     model, tokenizer = load_model(backend.model, backend.dtype, backend.device)
     peft_model = attach_lora(model, backend.lora)

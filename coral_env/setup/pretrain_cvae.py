@@ -46,7 +46,7 @@ import torch
 from ..agents.cvae import CVAEConfig, ConditionalVAE, kl_divergence
 from ..agents.task_vector import TaskVectorizer
 from ..backend.config import check_preset
-from ..backend.io import append_jsonl, atomic_save_safetensors, atomic_write_json, atomic_write_text, read_state
+from ..backend.io import append_jsonl, atomic_save_safetensors, atomic_write_json, read_json, read_state, trim_jsonl
 from ..backend.lora import AdapterLayout
 from ..tasks import get_task
 from .artifacts import ArtifactPaths, MissingArtifactError
@@ -177,35 +177,29 @@ def _load_optimizer(prefix: str, optimizer: torch.optim.Optimizer, tensors: dict
 
 
 def _save_state(path: Path, meta: ConditionalVAE, optimizers: dict[str, torch.optim.Optimizer], step: int,
-                chash: str) -> None:
+                chash: str, loss: float) -> None:
     tensors = {f"cvae.{k}": v for k, v in meta.state_dict().items()}
     for prefix, opt in optimizers.items():
         tensors |= _optimizer_tensors(prefix, opt)
-    atomic_save_safetensors(path, tensors, {"step": step, "config_hash": chash})
+    atomic_save_safetensors(path, tensors, {"step": step, "config_hash": chash, "loss": repr(loss)})
 
 
-def _load_state(path: Path, meta: ConditionalVAE, optimizers: dict[str, torch.optim.Optimizer], chash: str) -> int:
+def _load_state(path: Path, meta: ConditionalVAE, optimizers: dict[str, torch.optim.Optimizer],
+                chash: str) -> tuple[int, float]:
+    """Load the resume state into ``meta`` and ``optimizers``; (its step, the loss of that step)."""
     info, tensors = read_state(path, chash, f"{path} belongs to another training config; delete {path.parent} "
                                             "to retrain")
     meta.load_state_dict({k.removeprefix("cvae."): v for k, v in tensors.items() if k.startswith("cvae.")})
     for prefix, opt in optimizers.items():
         _load_optimizer(prefix, opt, tensors)
-    return int(info["step"])
-
-
-def _truncate_log(path: Path, step: int) -> None:
-    """Drop log lines past ``step`` (written after the last saved state by a killed run)."""
-    if not path.exists():
-        return
-    lines = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step]
-    atomic_write_text(path, "".join(ln + "\n" for ln in lines))
+    return int(info["step"]), float(info.get("loss", "nan"))
 
 
 # ----- training ---------------------------------------------------------------------------------
 def config_hash(config: CVAETrainingConfig, cvae_config: CVAEConfig, tasks: Sequence[str], holdout: str | None,
                 collection_hash: str, generator_id: str | None) -> str:
     training = {k: v for k, v in config.to_dict().items() if k != "save_every"}  # does not change the result
-    payload = {"training": training, "cvae": cvae_config.to_dict(), "tasks": list(tasks),
+    payload = {"training": training, "cvae": cvae_config.to_dict(), "tasks": sorted(tasks),
                "holdout": holdout, "collection": collection_hash, "generator": generator_id}
     return hashlib.sha1(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
@@ -254,7 +248,8 @@ def pretrain_cvae(config: CVAETrainingConfig, artifacts: str | Path, tasks: Sequ
     paths = ArtifactPaths(artifacts, config.preset_name)
     tasks = [get_task(t).name for t in dict.fromkeys(tasks)]
     holdout = get_task(holdout).name if holdout is not None else None
-    train_tasks = [t for t in tasks if t != holdout]
+    # A set of tasks: sorted, so the training draws and the config hash do not depend on its order.
+    train_tasks = sorted(t for t in tasks if t != holdout)
     if not train_tasks:
         raise ValueError(f"no training tasks left after holding out {holdout!r}")
     paths.require_collected(train_tasks)
@@ -266,14 +261,15 @@ def pretrain_cvae(config: CVAETrainingConfig, artifacts: str | Path, tasks: Sequ
     if config.target == "checkpoint":
         generator = generator or load_generator(paths, holdout, artifacts)
         gen_id = generator_id(generator)
-    collection_hash = json.loads(paths.collect_config(train_tasks[0]).read_text()).get("config_hash")
+    collection_hash = paths.collect_info(train_tasks[0]).get("config_hash")
     cvae_config = CVAEConfig.preset(config.cvae, basis_rank=config.basis_rank)
     chash = config_hash(config, cvae_config, train_tasks, holdout, collection_hash, gen_id)
 
-    info_path = out / "train_config.json"
+    info_path, state_path = out / "train_config.json", out / "train_state.safetensors"
     if info_path.exists():
-        info = json.loads(info_path.read_text())
+        info = read_json(info_path, f"delete {out} and re-run `coral pretrain-cvae` (or `coral setup`)")
         if info.get("config_hash") == chash and info.get("complete"):
+            state_path.unlink(missing_ok=True)  # left when a kill came between the save and its removal
             return ConditionalVAE.from_pretrained(out)
         if info.get("config_hash") != chash:
             raise ValueError(f"{out} holds a CVAE trained with another config (hash {info.get('config_hash')}, "
@@ -298,14 +294,12 @@ def pretrain_cvae(config: CVAETrainingConfig, artifacts: str | Path, tasks: Sequ
     optimizers = {"inner": inner_cls(fast.parameters(), lr=config.inner_lr, foreach=False)}
     if config.meta_optimizer == "adam":
         optimizers["meta"] = torch.optim.Adam(meta.parameters(), lr=config.meta_lr, foreach=False)
-    state_path, log_path = out / "train_state.safetensors", out / "log.jsonl"
-    start = _load_state(state_path, meta, optimizers, chash) if state_path.exists() else 0
-    _truncate_log(log_path, start)
-    if start == 0 and log_path.exists():
-        log_path.unlink()
+    log_path = out / "log.jsonl"
+    start, loss_value = _load_state(state_path, meta, optimizers, chash) if state_path.exists() else (0, float("nan"))
+    trim_jsonl(log_path, start)
 
     fast.train()
-    loss_value, begun = float("nan"), time.perf_counter()
+    begun = time.perf_counter()
     bar = tqdm(range(start, config.meta_steps), desc=f"cvae[{holdout or 'all'}/{config.target}]",
                disable=not progress, initial=start, total=config.meta_steps)
     for step in bar:
@@ -332,7 +326,7 @@ def pretrain_cvae(config: CVAETrainingConfig, artifacts: str | Path, tasks: Sequ
         loss_value = float(loss.detach())
         done = step + 1
         if done % config.save_every == 0 or done == config.meta_steps:
-            _save_state(state_path, meta, optimizers, done, chash)
+            _save_state(state_path, meta, optimizers, done, chash, loss_value)
         append_jsonl(log_path, {"step": done, "task": task, "loss": loss_value, "recon": float(rec.detach()),
                                 "kl": float(kl.detach()), "kl_weight": weight,
                                 "seconds": round(time.perf_counter() - t0, 3)})
@@ -350,7 +344,7 @@ def pretrain_cvae(config: CVAETrainingConfig, artifacts: str | Path, tasks: Sequ
                                      "training_seconds_this_run": round(time.perf_counter() - begun, 1)})
     atomic_write_json(info_path, info | {"complete": True, "final_loss": loss_value, **report})
     state_path.unlink(missing_ok=True)  # weights + two optimizers' moments: ~5x the model, not needed now
-    meta.extra = json.loads((out / "config.json").read_text())["extra"]
+    meta.extra = read_json(out / "config.json", f"delete {out} and re-run `coral pretrain-cvae`")["extra"]
     return meta
 
 

@@ -24,7 +24,7 @@ import torch
 from ..agents.encoder import PromptEncoder
 from ..agents.generator import Generator, GeneratorConfig, HyperConvDecoder
 from ..backend.config import check_preset
-from ..backend.io import append_jsonl, atomic_save_safetensors, atomic_write_json, read_state
+from ..backend.io import append_jsonl, atomic_save_safetensors, atomic_write_json, read_json, read_safetensors, read_state, trim_jsonl
 from ..backend.lora import AdapterLayout
 from ..tasks import get_task, load_task
 from .artifacts import ArtifactPaths, MissingArtifactError
@@ -189,11 +189,10 @@ def _anchor(paths: ArtifactPaths, kind: str, raw: dict[str, torch.Tensor]) -> to
         return None
     if kind == "mean":
         return torch.stack([v.mean(0) for v in raw.values()]).mean(0)
-    from safetensors.torch import load_file
-
     if not paths.init_adapter.exists():
         raise MissingArtifactError(f"{paths.init_adapter} is missing; collect again into this folder")
-    return load_file(str(paths.init_adapter))["adapter"].float()
+    _, tensors = read_safetensors(paths.init_adapter, f"delete {paths.base} and collect again")
+    return tensors["adapter"].float()
 
 
 def token_weights(data: TrainingData, mode: str) -> torch.Tensor:
@@ -242,13 +241,13 @@ def masked_mse(output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
 
 def config_hash(config: GeneratorTrainingConfig, gen_config: GeneratorConfig, tasks: Sequence[str],
                 holdout: str | None, collection_hash: str) -> str:
-    payload = {"training": config.to_dict(), "generator": gen_config.to_dict(), "tasks": list(tasks),
+    payload = {"training": config.to_dict(), "generator": gen_config.to_dict(), "tasks": sorted(tasks),
                "holdout": holdout, "collection": collection_hash}
     return hashlib.sha1(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def _save_state(path: Path, decoder: HyperConvDecoder, optimizer: torch.optim.Optimizer,
-                step: int, chash: str) -> None:
+                step: int, chash: str, loss: float) -> None:
     tensors = {f"decoder.{k}": v for k, v in decoder.state_dict().items()}
     params = [p for g in optimizer.param_groups for p in g["params"]]
     for i, p in enumerate(params):
@@ -256,10 +255,12 @@ def _save_state(path: Path, decoder: HyperConvDecoder, optimizer: torch.optim.Op
         if state:
             tensors[f"opt.{i}.exp_avg"], tensors[f"opt.{i}.exp_avg_sq"] = state["exp_avg"], state["exp_avg_sq"]
             tensors[f"opt.{i}.step"] = state["step"].reshape(1).float()
-    atomic_save_safetensors(path, tensors, {"step": step, "config_hash": chash})
+    atomic_save_safetensors(path, tensors, {"step": step, "config_hash": chash, "loss": repr(loss)})
 
 
-def _load_state(path: Path, decoder: HyperConvDecoder, optimizer: torch.optim.Optimizer, chash: str) -> int:
+def _load_state(path: Path, decoder: HyperConvDecoder, optimizer: torch.optim.Optimizer,
+                chash: str) -> tuple[int, float]:
+    """Load the resume state into ``decoder`` and ``optimizer``; (its step, the loss of that step)."""
     meta, tensors = read_state(path, chash, f"{path} belongs to another training config; delete {path.parent} "
                                             "to retrain")
     decoder.load_state_dict({k.removeprefix("decoder."): v for k, v in tensors.items() if k.startswith("decoder.")})
@@ -269,7 +270,7 @@ def _load_state(path: Path, decoder: HyperConvDecoder, optimizer: torch.optim.Op
             optimizer.state[p] = {"step": tensors[f"opt.{i}.step"].reshape(()).clone(),
                                   "exp_avg": tensors[f"opt.{i}.exp_avg"].clone(),
                                   "exp_avg_sq": tensors[f"opt.{i}.exp_avg_sq"].clone()}
-    return int(meta["step"])
+    return int(meta["step"]), float(meta.get("loss", "nan"))
 
 
 def pretrain_generator(config: GeneratorTrainingConfig, artifacts: str | Path, tasks: Sequence[str], *,
@@ -287,7 +288,8 @@ def pretrain_generator(config: GeneratorTrainingConfig, artifacts: str | Path, t
     tasks = [get_task(t).name for t in dict.fromkeys(tasks)]
     if holdout is not None:
         holdout = get_task(holdout).name
-    train_tasks = [t for t in tasks if t != holdout]
+    # A set of tasks: sorted, so the training draws and the config hash do not depend on its order.
+    train_tasks = sorted(t for t in tasks if t != holdout)
     if not train_tasks:
         raise ValueError(f"no training tasks left after holding out {holdout!r}")
     layout_probe = _probe_layout(paths, train_tasks)
@@ -302,7 +304,7 @@ def pretrain_generator(config: GeneratorTrainingConfig, artifacts: str | Path, t
     out = paths.generator_dir(holdout)
     info_path = out / "train_config.json"
     if info_path.exists():
-        info = json.loads(info_path.read_text())
+        info = read_json(info_path, f"delete {out} and re-run `coral pretrain-generator` (or `coral setup`)")
         if info.get("config_hash") == chash and info.get("complete"):
             return Generator.from_pretrained(out, encoder=encoder)
         if info.get("config_hash") != chash:
@@ -318,11 +320,12 @@ def pretrain_generator(config: GeneratorTrainingConfig, artifacts: str | Path, t
     optimizer = torch.optim.AdamW(decoder.parameters(), lr=config.lr, weight_decay=config.weight_decay,
                                   foreach=False)
     state_path = out / "train_state.safetensors"
-    start = _load_state(state_path, decoder, optimizer, chash) if state_path.exists() else 0
+    start, loss_value = _load_state(state_path, decoder, optimizer, chash) if state_path.exists() else (0, float("nan"))
+    trim_jsonl(out / "log.jsonl", start)  # rows a killed run wrote after its last saved state
     mask = data.layout.mask()
     weights = token_weights(data, config.token_weighting)
     decoder.train()
-    loss_value, begun = float("nan"), time.perf_counter()
+    begun = time.perf_counter()
     bar = tqdm(range(start, config.steps), desc=f"generator[{holdout or 'all'}]", disable=not progress,
                initial=start, total=config.steps)
     for step in bar:
@@ -342,7 +345,7 @@ def pretrain_generator(config: GeneratorTrainingConfig, artifacts: str | Path, t
         loss_value = float(loss.detach())
         done = step + 1
         if done % config.save_every == 0 or done == config.steps:
-            _save_state(state_path, decoder, optimizer, done, chash)
+            _save_state(state_path, decoder, optimizer, done, chash, loss_value)
         append_jsonl(out / "log.jsonl", {"step": done, "loss": loss_value, "lr": config.lr_at(step),
                                          "seconds": round(time.perf_counter() - t0, 3)})
         bar.set_postfix(loss=f"{loss_value:.4f}")
