@@ -1,7 +1,8 @@
 """The ``coral`` command.
 
 Subcommands import what they need inside their handlers, so ``coral --help`` is instant and
-trainers are only imported by the subcommands that run them (SPEC section 8).
+trainers are only imported by the subcommands that run them (layers import downward: cli
+imports trainers lazily, nothing else in ``coral_env`` imports them).
 """
 
 from __future__ import annotations
@@ -10,23 +11,35 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import dataclass, field
 
 from .allocator import tune_allocator
+from .config import add_config_arguments, run_guarded
 
 
-def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="smollm2-135m-instruct",
-                   help="tiny, an offline name (smollm2-135m-instruct, qwen2.5-coder-0.5b-instruct), "
-                        "a .gguf file, a model folder, or a Hub id (default: %(default)s)")
-    p.add_argument("--dtype", default="auto", help="auto (bf16 where supported), bf16, fp16, fp32")
-    p.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+@dataclass
+class EvalArgs:
+    """Settings of ``coral eval``."""
 
-
-def _add_data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-dir", default=None,
-                   help="folder of benchmark JSONL files (default: $CORAL_DATA_DIR, else ../shared/datasets)")
-    p.add_argument("--seed", type=int, default=0, help="split seed (default: %(default)s)")
+    task: str = field(metadata={"help": "task name (see `coral tasks`)"})
+    model: str = field(default="smollm2-135m-instruct", metadata={
+        "help": "tiny, an offline name (smollm2-135m-instruct, qwen2.5-coder-0.5b-instruct), a .gguf file, "
+                "a model folder, or a Hub id"})
+    dtype: str = field(default="auto", metadata={"help": "auto (bf16 where supported), bf16, fp16, fp32"})
+    device: str = field(default="cpu", metadata={"help": "torch device"})
+    threads: int | None = field(default=None, metadata={"help": "torch CPU threads (default: torch's)"})
+    data_dir: str | None = field(default=None, metadata={
+        "help": "folder of benchmark JSONL files (default: $CORAL_DATA_DIR, else ../shared/datasets)"})
+    seed: int = field(default=0, metadata={"help": "split seed"})
+    split: str = field(default="test", metadata={"help": "task split",
+                                                 "choices": ("train", "support", "validation", "test")})
+    limit: int | None = field(default=None, metadata={"help": "first N examples of the split"})
+    test_size: int = field(default=300, metadata={
+        "help": "test split size (raised to --limit when that is larger)"})
+    adapter: str | None = field(default=None, metadata={"help": "a PEFT adapter folder to apply"})
+    style: str = field(default="plain", metadata={
+        "help": "prompt style: plain (lm-eval-harness format) or chat (chat template)", "choices": ("plain", "chat")})
+    json: bool = field(default=False, metadata={"help": "print one JSON object"})
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -34,8 +47,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
     from .backend.evaluator import evaluate
-    from .backend.models import load_model
     from .backend.lora import AdapterLayout, attach_lora, load_adapter, state_for_layout
+    from .backend.models import load_model
     from .tasks import SplitSizes, load_task
 
     if args.limit is not None and args.limit < 1:
@@ -69,12 +82,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-TRAINER_COMMANDS = {"restem": "train the LLM policy with ReST^EM (resumable; see coral restem --help)",
-                    "sb3": "train a stable-baselines3 agent on the wrapped env (see coral sb3 --help)",
-                    "demo": "the whole pipeline end to end on built-in tasks, then the report (the main job)",
-                    "report": "Table 2 and figures from a run folder (see coral report --help)"}
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="coral", description="Coral: LLM adaptation as a reinforcement-learning problem "
@@ -84,30 +91,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="evaluate a model (and adapter) on a task split",
                        description="Evaluate a model on a task: accuracy with a 95% Wilson CI "
                                    "(plus acc_norm; balanced accuracy and AUC for two-answer tasks).")
-    _add_model_args(p)
-    _add_data_args(p)
-    p.add_argument("--task", required=True, help="task name (see `coral tasks`)")
-    p.add_argument("--split", default="test", choices=["train", "support", "validation", "test"])
-    p.add_argument("--limit", type=int, default=None, help="first N examples of the split")
-    p.add_argument("--test-size", type=int, default=300,
-                   help="test split size (default: %(default)s; raised to --limit when that is larger)")
-    p.add_argument("--adapter", default=None, help="a PEFT adapter folder to apply")
-    p.add_argument("--style", default="plain", choices=["plain", "chat"],
-                   help="prompt style: plain (lm-eval-harness format) or chat (chat template)")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_config_arguments(p, EvalArgs, defaults=True)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("tasks", help="list the known tasks")
     p.set_defaults(func=cmd_tasks)
 
-    from .setup import commands as stage1_commands, cvae_commands
+    from .setup import commands as stage1_commands
+    from .setup import cvae_commands
 
     stage1_commands.register(sub)
     cvae_commands.register(sub)
-    # Trainers are imported only when their subcommand runs (SPEC section 8); their own parser
-    # handles the arguments, including --help.
-    for name, text in TRAINER_COMMANDS.items():
-        sub.add_parser(name, help=text, add_help=False)  # listed here; main() dispatches them
+    # Trainers are imported only when their subcommand runs; their own parser handles the
+    # arguments, including --help (the registry names them without importing them).
+    from trainers.commands import TRAINERS
+
+    for name, row in TRAINERS.items():
+        sub.add_parser(name, help=row.help, add_help=False)  # listed here; main() dispatches them
     return parser
 
 
@@ -128,20 +128,17 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    # Spinning OpenMP threads collapse when another process shares the cores (PERF-NOTES.md).
+    # Spinning OpenMP threads collapse when another process shares the cores (a passive wait
+    # hands the core back instead of burning it).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     tune_allocator()
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv and argv[0] in TRAINER_COMMANDS:  # the trainer's own parser takes every argument
+    from trainers.commands import TRAINERS
+
+    if argv and argv[0] in TRAINERS:  # the trainer's own parser takes every argument
         return _run_trainer(argv[0], argv[1:])
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except (FileNotFoundError, KeyError, ValueError) as exc:
-        # Known user errors carry their own fix; print them without a traceback.
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"coral {args.command}: error: {message}", file=sys.stderr)
-        return 2
+    return run_guarded(f"coral {args.command}", lambda: args.func(args))
 
 
 if __name__ == "__main__":

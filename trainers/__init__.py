@@ -7,7 +7,8 @@ Importing this package is cheap; each trainer imports torch, TRL, PEFT or SB3 wh
 * ``trainers.sb3``: ``SB3Config``, ``train_sb3``, ``save_sb3``, ``load_sb3`` (``python -m trainers.sb3``).
 * ``trainers.evaluation``: ``evaluate_policy_on_tasks``, ``summarize``, ``comparison_table``,
   ``family_table``, ``comparison_plot``.
-* ``trainers.commands``: ``register(subparsers)`` adds ``coral restem`` and ``coral sb3``.
+* ``trainers.commands``: ``TRAINERS``, one row per command (``coral restem``, ``sb3``, ``demo``,
+  ``report``): its config dataclass and ``command(config)``, imported when it runs.
 """
 
 __all__ = ["RestemConfig", "train_restem", "SB3Config", "train_sb3", "save_sb3", "load_sb3",

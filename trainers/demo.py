@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .commands import documented
+from coral_env.config import Presets, documented
 
 DEMO_TASKS = (["syn_add", "syn_compare", "syn_sequence"], ["syn_parity"])
 BENCHMARK_TASKS = (["arc_easy", "piqa", "boolq", "winogrande"], ["arc_challenge", "hellaswag", "social_i_qa"])
@@ -31,8 +31,16 @@ BENCHMARK_TASKS = (["arc_easy", "piqa", "boolq", "winogrande"], ["arc_challenge"
 
 @documented
 @dataclass
-class DemoConfig:
+class DemoConfig(Presets):
     """Settings of ``coral demo``; ``DemoConfig.from_preset(name, **overrides)`` fills the preset's defaults."""
+
+    PRESET_VALUES = {
+        "tiny": dict(collect_steps=7, generator_steps=0, cvae_steps=0, samples_per_task=2,
+                     eval_samples_per_task=1, baseline_meta_steps=2, baseline_finetune_steps=2),
+        "cpu": {},
+        "paper": dict(collect_steps=125, generator_steps=0, cvae_steps=0, samples_per_task=20, iterations=2,
+                      eval_samples_per_task=20, baseline_meta_steps=300, baseline_finetune_steps=75),
+    }
 
     preset: str = field(default="cpu", metadata={"help": "scale preset: tiny (tests), cpu, paper"})
     out: str = field(default="runs/demo", metadata={"help": "run folder (reused to resume)"})
@@ -65,19 +73,6 @@ class DemoConfig:
     seed: int = field(default=0, metadata={"help": "seed of splits, sampling and training"})
     threads: int | None = field(default=None, metadata={"help": "torch CPU threads"})
     progress: bool = field(default=True, metadata={"help": "show progress bars"})
-
-    @classmethod
-    def from_preset(cls, name: str = "cpu", **overrides) -> "DemoConfig":
-        presets = {
-            "tiny": dict(collect_steps=7, generator_steps=0, cvae_steps=0, samples_per_task=2,
-                         eval_samples_per_task=1, baseline_meta_steps=2, baseline_finetune_steps=2),
-            "cpu": {},
-            "paper": dict(collect_steps=125, generator_steps=0, cvae_steps=0, samples_per_task=20, iterations=2,
-                          eval_samples_per_task=20, baseline_meta_steps=300, baseline_finetune_steps=75),
-        }
-        if name not in presets:
-            raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(presets)}")
-        return cls(preset=name, **(presets[name] | {k: v for k, v in overrides.items() if v is not None}))
 
     def __post_init__(self) -> None:
         from coral_env.setup.baselines import METHODS
@@ -305,4 +300,12 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
     atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
-__all__ = ["DemoConfig", "run_demo", "pipeline_rows", "policy_rows", "baseline_rows"]
+def command(config: DemoConfig) -> int:
+    """``coral demo``: run the pipeline, then print the report."""
+    report = run_demo(config)
+    print(report.read_text())
+    print(f"report: {report} (figures beside it)")
+    return 0
+
+
+__all__ = ["DemoConfig", "command", "run_demo", "pipeline_rows", "policy_rows", "baseline_rows"]

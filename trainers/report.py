@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -215,5 +216,22 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, title: str 
     return md
 
 
-__all__ = ["METHODS_FILE", "EPISODES_FILE", "table", "task_group", "group_average", "contribution_plot",
+@dataclass
+class ReportArgs:
+    """Settings of ``coral report``."""
+
+    run: str = field(default="runs/demo", metadata={"help": "run folder"})
+    out: str | None = field(default=None, metadata={"help": "where to write the report (default: the run folder)"})
+    title: str = field(default="Coral results", metadata={"help": "report title"})
+
+
+def command(args: ReportArgs) -> int:
+    """``coral report``: write the report and print it."""
+    report = write_report(args.run, args.out, title=args.title)
+    print(report.read_text())
+    print(f"report: {report}")
+    return 0
+
+
+__all__ = ["METHODS_FILE", "EPISODES_FILE", "ReportArgs", "command", "table", "task_group", "group_average", "contribution_plot",
            "choice_plot", "write_report", "read_jsonl"]

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .commands import documented
+from coral_env.config import Presets, documented
 
 # torch, transformers, TRL and PEFT are imported where used: `coral --help` imports this module.
 
@@ -41,8 +41,19 @@ CPU_TASKS = (["arc_easy", "piqa", "boolq", "winogrande"], ["arc_challenge", "hel
 
 @documented
 @dataclass
-class RestemConfig:
+class RestemConfig(Presets):
     """Settings of a ReST^EM run; ``RestemConfig.from_preset(name, **overrides)`` fills the preset's defaults."""
+
+    PRESET_VALUES = {
+        "tiny": dict(policy_model="tiny", policy_dtype="fp32", sft_dtype="fp32", train_tasks=TINY_TASKS[0],
+                     eval_tasks=TINY_TASKS[1], auto_setup=True, iterations=1, samples_per_task=4,
+                     keep_per_task=2, max_new_tokens=32, lora_r=2, lora_alpha=4, max_steps=2,
+                     eval_samples_per_task=2),
+        "cpu": {},  # the field defaults: K=6, 2 iterations, a few minutes of SFT per iteration
+        "paper": dict(samples_per_task=20, keep_per_task=10, batch_size=8, num_train_epochs=3.0,
+                      eval_samples_per_task=20, lora_targets=["q_proj", "k_proj", "v_proj", "o_proj",
+                                                              "gate_proj", "up_proj", "down_proj"]),
+    }
 
     preset: str = field(default="cpu", metadata={"help": "scale preset of the env and defaults: tiny, cpu, paper"})
     out: str = field(default="runs/restem", metadata={"help": "run folder (reused to resume)"})
@@ -87,23 +98,6 @@ class RestemConfig:
     seed: int = field(default=0, metadata={"help": "seed of the env splits, sampling and SFT"})
     threads: int | None = field(default=None, metadata={"help": "torch CPU threads"})
     progress: bool = field(default=True, metadata={"help": "show progress bars"})
-
-    @classmethod
-    def from_preset(cls, name: str = "cpu", **overrides) -> "RestemConfig":
-        presets = {
-            "tiny": dict(policy_model="tiny", policy_dtype="fp32", sft_dtype="fp32", train_tasks=TINY_TASKS[0],
-                         eval_tasks=TINY_TASKS[1], auto_setup=True, iterations=1, samples_per_task=4,
-                         keep_per_task=2, max_new_tokens=32, lora_r=2, lora_alpha=4, max_steps=2,
-                         eval_samples_per_task=2),
-            "cpu": {},  # the field defaults: K=6, 2 iterations, a few minutes of SFT per iteration
-            "paper": dict(samples_per_task=20, keep_per_task=10, batch_size=8, num_train_epochs=3.0,
-                          eval_samples_per_task=20, lora_targets=["q_proj", "k_proj", "v_proj", "o_proj",
-                                                                  "gate_proj", "up_proj", "down_proj"]),
-        }
-        if name not in presets:
-            raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(presets)}")
-        values = presets[name] | {k: v for k, v in overrides.items() if v is not None}
-        return cls(preset=name, **values)
 
     def __post_init__(self) -> None:
         for key in ("iterations", "samples_per_task", "keep_per_task", "batch_size", "eval_samples_per_task"):
@@ -414,11 +408,32 @@ def _brief(summary: dict) -> dict:
     return {k: summary[k] for k in keys}
 
 
+# ----- command line ---------------------------------------------------------------------------------
+
+
+def command(config: RestemConfig) -> int:
+    """``coral restem``: train, then print the comparison and family tables."""
+    from .evaluation import comparison_table, family_table
+
+    result = train_restem(config)
+    print(comparison_table(result["summaries"]))
+    print()
+    print(family_table(result["summaries"]))
+    for it in result["iterations"]:
+        print(f"iteration {it['iteration']}: kept {json.dumps(it['kept'])}; sft "
+              f"{'skipped' if it['sft'].get('skipped') else str(it['sft'].get('steps')) + ' steps'}; "
+              f"policy {it['policy_adapter']}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m trainers.restem --preset cpu --train-tasks a,b --eval-tasks c --out DIR``."""
-    from .commands import run
+    from coral_env.config import run_config_command
 
-    return run("restem", argv, prog="python -m trainers.restem")
+    from .commands import TRAINERS
+
+    return run_config_command(RestemConfig, command, argv, "python -m trainers.restem",
+                              TRAINERS["restem"].description)
 
 
 if __name__ == "__main__":

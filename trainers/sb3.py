@@ -6,8 +6,8 @@ MaskablePPO, a factored ``MultiDiscrete`` vector with action masks (``FactoredSt
 One env over all training tasks: each reset samples one. Episodes are one step (a contextual
 bandit); repeated (task, strategy) pairs cost a memo lookup in the env.
 
-The trained policy is saved as ``policy.safetensors`` + ``config.json`` (SPEC section 9: no
-pickle, so no SB3 ``.zip``); ``load_sb3`` rebuilds the algorithm and loads the state dict.
+The trained policy is saved as ``policy.safetensors`` + ``config.json`` (artifacts are
+never pickled, so no SB3 ``.zip``); ``load_sb3`` rebuilds the algorithm and loads the state dict.
 Evaluation on held-out tasks uses the same loop as ReST^EM (``trainers.evaluation``).
 
     python -m trainers.sb3 --algo ppo --preset cpu --train-tasks arc_easy,piqa --eval-tasks arc_challenge
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .commands import documented
+from coral_env.config import Presets, documented
 
 # SB3 and torch are imported where used: `coral --help` imports this module.
 
@@ -38,8 +38,15 @@ ALGO_DEFAULTS = {  # one-step episodes: gamma does not matter; short rollouts up
 
 @documented
 @dataclass
-class SB3Config:
+class SB3Config(Presets):
     """Settings of an SB3 run; ``SB3Config.from_preset(name, **overrides)`` fills the preset's defaults."""
+
+    PRESET_VALUES = {
+        "tiny": dict(train_tasks=["syn_add", "syn_compare"], eval_tasks=["syn_parity"], auto_setup=True,
+                     total_timesteps=256),
+        "cpu": dict(total_timesteps=2000, max_prompt_batches=4),
+        "paper": dict(total_timesteps=20_000, net_arch=[256, 256], eval_samples_per_task=1),
+    }
 
     algo: str = field(default="ppo", metadata={"help": "ppo, a2c, dqn or maskable_ppo (needs sb3-contrib)"})
     preset: str = field(default="cpu", metadata={"help": "scale preset of the env and defaults: tiny, cpu, paper"})
@@ -75,18 +82,6 @@ class SB3Config:
     seed: int = field(default=0, metadata={"help": "seed of the env splits, the agent and the evaluation"})
     threads: int | None = field(default=None, metadata={"help": "torch CPU threads"})
     progress: bool = field(default=True, metadata={"help": "show progress bars"})
-
-    @classmethod
-    def from_preset(cls, name: str = "cpu", **overrides) -> "SB3Config":
-        presets = {
-            "tiny": dict(train_tasks=["syn_add", "syn_compare"], eval_tasks=["syn_parity"], auto_setup=True,
-                         total_timesteps=256),
-            "cpu": dict(total_timesteps=2000, max_prompt_batches=4),
-            "paper": dict(total_timesteps=20_000, net_arch=[256, 256], eval_samples_per_task=1),
-        }
-        if name not in presets:
-            raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(presets)}")
-        return cls(preset=name, **(presets[name] | {k: v for k, v in overrides.items() if v is not None}))
 
     def __post_init__(self) -> None:
         if self.algo not in ALGOS:
@@ -317,11 +312,28 @@ def load_sb3(folder: str | Path):
     return model
 
 
+# ----- command line ---------------------------------------------------------------------------------
+
+
+def command(config: SB3Config) -> int:
+    """``coral sb3``: train, save, then print the comparison and family tables."""
+    from .evaluation import comparison_table, family_table
+
+    result = train_sb3(config)
+    print(comparison_table([result["summary"]]))
+    print()
+    print(family_table([result["summary"]]))
+    print(f"policy saved to {result['policy_dir']}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m trainers.sb3 --algo ppo --preset cpu --train-tasks a,b --eval-tasks c``."""
-    from .commands import run
+    from coral_env.config import run_config_command
 
-    return run("sb3", argv, prog="python -m trainers.sb3")
+    from .commands import TRAINERS
+
+    return run_config_command(SB3Config, command, argv, "python -m trainers.sb3", TRAINERS["sb3"].description)
 
 
 if __name__ == "__main__":

@@ -1,23 +1,20 @@
-"""The model-backend part of a scale preset (SPEC section 6): which model, which LoRA, which dtype."""
+"""The model-backend part of a scale preset (tiny, cpu, paper): which model, which LoRA, which dtype."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..config import PRESETS as PRESETS  # re-exported: the backend names the presets too
+from ..config import Presets
+from ..config import check_preset as check_preset
 from .lora import LoraSpec
 from .scoring import ScoringConfig
 
-PRESETS = ("tiny", "cpu", "paper")
-
-
-def check_preset(name: str) -> str:
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-    return name
+_PAPER_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 @dataclass
-class BackendConfig:
+class BackendConfig(Presets):
     """Model, LoRA layout and evaluation shape for one preset.
 
     Attributes:
@@ -36,22 +33,14 @@ class BackendConfig:
     prompt_style: str = "plain"
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
 
-    @classmethod
-    def preset(cls, name: str, **overrides) -> "BackendConfig":
-        check_preset(name)
-        if name == "tiny":
-            base = cls(model="tiny", dtype="fp32", lora=LoraSpec(rank=2, alpha=4), token_dim=64)
-        elif name == "cpu":
-            base = cls(model="smollm2-135m-instruct", lora=LoraSpec(rank=8, alpha=16), token_dim=256)
-        else:
-            # GPUs keep SDPA (packed_attention is CPU-only) and the shape PERF-NOTES.md measured
-            # for it; the 16 x 64 CPU default was tuned for the packed attention.
-            base = cls(model="Qwen/Qwen2.5-0.5B-Instruct", device="cuda",
-                       scoring=ScoringConfig(row_len=256, rows_per_call=4),
-                       lora=LoraSpec(rank=8, alpha=16, targets=(
-                           "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")),
-                       token_dim=1024)
-        for key, value in overrides.items():
-            if value is not None:
-                setattr(base, key, value)
-        return base
+    PRESET_FIELD = ""  # the preset is not recorded; the model, LoRA and shapes are
+    PRESET_VALUES = {
+        "tiny": dict(model="tiny", dtype="fp32", lora=LoraSpec(rank=2, alpha=4), token_dim=64),
+        "cpu": dict(model="smollm2-135m-instruct", lora=LoraSpec(rank=8, alpha=16), token_dim=256),
+        # GPUs keep SDPA (packed_attention is CPU-only) with rows of 256 tokens, 4 per call; the
+        # 16 x 64 CPU default was tuned for the packed attention.
+        "paper": dict(model="Qwen/Qwen2.5-0.5B-Instruct", device="cuda",
+                      scoring=ScoringConfig(row_len=256, rows_per_call=4),
+                      lora=LoraSpec(rank=8, alpha=16, targets=_PAPER_TARGETS), token_dim=1024),
+    }
+

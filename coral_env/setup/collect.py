@@ -28,11 +28,12 @@ from typing import Callable, Sequence
 
 import torch
 
-from ..backend.config import BackendConfig, check_preset
+from ..backend.config import BackendConfig
 from ..backend.finetune import (adamw_state, batch_indices, build_sequences, collate, load_adamw_state,
                                 make_optimizer, train_step)
 from ..backend.io import append_jsonl, atomic_save_safetensors, atomic_write_json, read_safetensors, read_state, trim_jsonl
 from ..backend.lora import AdapterLayout, adapter_hash, attach_lora
+from ..config import Presets, check_preset, documented
 from ..tasks import load_task
 from .artifacts import ArtifactPaths
 
@@ -40,44 +41,48 @@ StepCallback = Callable[[str, int, float], None]
 """(task, step, loss), called after a step's checkpoint and resume state are on disk."""
 
 
-@dataclass
-class CollectionConfig:
-    """Checkpoint-collection schedule (one per preset; serialised next to every collection).
+COLLECTION_PRESETS: dict[str, dict] = {
+    # CORAL Table 4 / App. C.6 (GPU).
+    "paper": dict(phase1_steps=75, phase1_lr=1e-4, phase2_steps=50, phase2_lr=1e-5, batch_size=32,
+                  max_samples=5000, max_len=384),
+    # Measured on a 2-core CPU (benchmarks/generator.md): ~60 steps per task fit the time goal.
+    "cpu": dict(phase1_steps=40, phase1_lr=3e-4, phase2_steps=20, phase2_lr=3e-5, batch_size=8,
+                max_samples=2000, max_len=128),
+    "tiny": dict(phase1_steps=4, phase1_lr=1e-3, phase2_steps=3, phase2_lr=1e-4, batch_size=4,
+                 max_samples=64, max_len=48),
+}
 
-    Attributes:
-        preset_name: scale preset whose backend (model, LoRA, token size) is trained.
-        phase1_steps: optimizer steps of phase 1 (higher learning rate).
-        phase1_lr: phase-1 learning rate.
-        phase2_steps: optimizer steps of phase 2 (lower learning rate, same optimizer state).
-        phase2_lr: phase-2 learning rate.
-        batch_size: sequences per step.
-        max_samples: at most this many training examples per task (the first ones of the
-            task's deterministic train split).
-        max_len: tokens per training sequence (prompt cut from the left).
-        weight_decay: AdamW weight decay.
-        max_grad_norm: gradient-norm clip (``None``: no clipping).
-        seed: data-order seed (batch t is a function of (seed, t)).
-        init_seed: seed of the LoRA initialisation shared by every task.
-        split_seed: seed of the task splits (must match the later stages' splits).
-        style: prompt style, ``plain`` (lm-eval format) or ``chat``.
-        model: override the preset's model (``None``: the preset's).
+
+@documented
+@dataclass
+class CollectionConfig(Presets):
+    """Checkpoint-collection schedule (one per preset; serialised next to every collection).
     """
 
-    preset_name: str = field(default="cpu", metadata={"help": "Scale preset: tiny, cpu or paper."})
-    phase1_steps: int = field(default=40, metadata={"help": "Steps of phase 1 (higher lr)."})
-    phase1_lr: float = field(default=3e-4, metadata={"help": "Phase-1 learning rate."})
-    phase2_steps: int = field(default=20, metadata={"help": "Steps of phase 2 (lower lr)."})
-    phase2_lr: float = field(default=3e-5, metadata={"help": "Phase-2 learning rate."})
-    batch_size: int = field(default=8, metadata={"help": "Sequences per optimizer step."})
-    max_samples: int = field(default=2000, metadata={"help": "Training examples used per task, at most."})
-    max_len: int = field(default=128, metadata={"help": "Tokens per training sequence."})
+    PRESET_FIELD = "preset_name"
+    PRESET_VALUES = COLLECTION_PRESETS
+
+    preset_name: str = field(default="cpu", metadata={"help": (
+        "scale preset whose backend (model, LoRA, token size) is trained.")})
+    phase1_steps: int = field(default=40, metadata={"help": "optimizer steps of phase 1 (higher learning rate)."})
+    phase1_lr: float = field(default=3e-4, metadata={"help": "phase-1 learning rate."})
+    phase2_steps: int = field(default=20, metadata={"help": (
+        "optimizer steps of phase 2 (lower learning rate, same optimizer state).")})
+    phase2_lr: float = field(default=3e-5, metadata={"help": "phase-2 learning rate."})
+    batch_size: int = field(default=8, metadata={"help": "sequences per step."})
+    max_samples: int = field(default=2000, metadata={"help": (
+        "at most this many training examples per task (the first ones of the task's deterministic "
+        "train split).")})
+    max_len: int = field(default=128, metadata={"help": "tokens per training sequence (prompt cut from the left)."})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
-    max_grad_norm: float | None = field(default=1.0, metadata={"help": "Gradient clip norm; None disables."})
-    seed: int = field(default=0, metadata={"help": "Data-order seed."})
-    init_seed: int = field(default=0, metadata={"help": "Seed of the LoRA init shared by all tasks."})
-    split_seed: int = field(default=0, metadata={"help": "Task split seed (shared with later stages)."})
-    style: str = field(default="plain", metadata={"help": "Prompt style: plain or chat."})
-    model: str | None = field(default=None, metadata={"help": "Model override; None uses the preset's."})
+    max_grad_norm: float | None = field(default=1.0, metadata={"help": "gradient-norm clip (``None``: no clipping)."})
+    seed: int = field(default=0, metadata={"help": "data-order seed (batch t is a function of (seed, t))."})
+    init_seed: int = field(default=0, metadata={"help": "seed of the LoRA initialisation shared by every task."})
+    split_seed: int = field(default=0, metadata={"help": (
+        "seed of the task splits (must match the later stages' splits).")})
+    style: str = field(default="plain", metadata={"help": "prompt style, ``plain`` (lm-eval format) or ``chat``."})
+    model: str | None = field(default=None, metadata={"help": (
+        "override the preset's model (``None``: the preset's).")})
 
     def __post_init__(self) -> None:
         check_preset(self.preset_name)
@@ -91,13 +96,6 @@ class CollectionConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.style not in ("plain", "chat"):
             raise ValueError(f"style must be plain or chat, got {self.style!r}")
-
-    @classmethod
-    def preset(cls, name: str, **overrides) -> "CollectionConfig":
-        """The schedule of a preset (see ``COLLECTION_PRESETS``), with field overrides (``None`` ignored)."""
-        check_preset(name)
-        overrides = {k: v for k, v in overrides.items() if v is not None}
-        return cls(**{**COLLECTION_PRESETS[name], "preset_name": name, **overrides})
 
     @property
     def total_steps(self) -> int:
@@ -124,18 +122,6 @@ class CollectionConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-
-COLLECTION_PRESETS: dict[str, dict] = {
-    # CORAL Table 4 / App. C.6 (GPU).
-    "paper": dict(phase1_steps=75, phase1_lr=1e-4, phase2_steps=50, phase2_lr=1e-5, batch_size=32,
-                  max_samples=5000, max_len=384),
-    # Measured on a 2-core CPU (benchmarks/generator.md): ~60 steps per task fit the time goal.
-    "cpu": dict(phase1_steps=40, phase1_lr=3e-4, phase2_steps=20, phase2_lr=3e-5, batch_size=8,
-                max_samples=2000, max_len=128),
-    "tiny": dict(phase1_steps=4, phase1_lr=1e-3, phase2_steps=3, phase2_lr=1e-4, batch_size=4,
-                 max_samples=64, max_len=48),
-}
 
 
 @dataclass

@@ -8,18 +8,66 @@ lazily, so ``coral --help`` stays instant. Errors a user can fix are raised as `
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass, field
 
-from ..backend.config import PRESETS
+from ..config import add_config_arguments, config_from_args
+from ..tasks.registry import IN_DOMAIN
 from .artifacts import default_artifacts_root
 
+_PRESETS = "the preset's"
 
-def _task_list(text: str | None) -> list[str] | None:
-    if text is None:
-        return None
-    names = [t.strip() for t in text.split(",") if t.strip()]
-    if not names:
-        raise ValueError("--tasks is empty; give comma-separated task names (see `coral tasks`)")
-    return names
+
+@dataclass
+class SetupArgs:
+    """Flags every setup command shares."""
+
+    preset: str = field(default="cpu", metadata={
+        "help": "scale preset: tiny (tests), cpu (a laptop, minutes), paper (GPU)"})
+    artifacts: str = field(default_factory=lambda: str(default_artifacts_root()), metadata={
+        "help": "artifacts root; files go to <artifacts>/<preset>/... ($CORAL_ARTIFACTS sets the default)"})
+    data_dir: str | None = field(default=None, metadata={
+        "help": "benchmark JSONL folder (default: $CORAL_DATA_DIR, else ../shared/datasets)"})
+    threads: int | None = field(default=None, metadata={"help": "torch CPU threads (default: torch's)"})
+    progress: bool = field(default=True, metadata={"help": "show progress bars"})
+
+
+@dataclass
+class CollectArgs(SetupArgs):
+    """Settings of ``coral collect``; ``None`` takes the preset's value."""
+
+    tasks: list[str] = field(default_factory=lambda: list(IN_DOMAIN), metadata={"help": "task names"})
+    model: str | None = field(default=None, metadata={"help": "override the preset's model"})
+    phase1_steps: int | None = field(default=None, metadata={"help": f"phase-1 steps (default: {_PRESETS})"})
+    phase1_lr: float | None = field(default=None, metadata={"help": f"phase-1 lr (default: {_PRESETS})"})
+    phase2_steps: int | None = field(default=None, metadata={"help": f"phase-2 steps (default: {_PRESETS})"})
+    phase2_lr: float | None = field(default=None, metadata={"help": f"phase-2 lr (default: {_PRESETS})"})
+    batch_size: int | None = field(default=None, metadata={"help": f"sequences per step (default: {_PRESETS})"})
+    max_samples: int | None = field(default=None, metadata={
+        "help": f"training examples per task (default: {_PRESETS})"})
+    max_len: int | None = field(default=None, metadata={"help": f"tokens per sequence (default: {_PRESETS})"})
+    seed: int | None = field(default=None, metadata={"help": f"data-order seed (default: {_PRESETS})"})
+
+
+@dataclass
+class PretrainGeneratorArgs(SetupArgs):
+    """Settings of ``coral pretrain-generator``; ``None`` takes the preset's value."""
+
+    tasks: list[str] | None = field(default=None, metadata={
+        "help": "training tasks (default: every task collected under --artifacts)"})
+    holdout: str | None = field(default=None, metadata={
+        "help": "task(s) to leave out, comma-separated (one generator each); 'each' = every task in --tasks; "
+                "omitted = one generator on all tasks"})
+    steps: int | None = field(default=None, metadata={"help": f"optimizer steps (default: {_PRESETS})"})
+    batch_size: int | None = field(default=None, metadata={"help": f"pairs per step (default: {_PRESETS})"})
+    lr: float | None = field(default=None, metadata={"help": f"peak learning rate (default: {_PRESETS})"})
+    noise_std: float | None = field(default=None, metadata={"help": f"condition noise std (default: {_PRESETS})"})
+    token_weighting: str | None = field(default=None, metadata={
+        "help": f"per-token loss weights (default: {_PRESETS})", "choices": ("uniform", "task_variance")})
+    anchor: str | None = field(default=None, metadata={
+        "help": "decoder predicts the checkpoint (none, as in the papers) or its residual from the shared "
+                f"init or the training tasks' mean checkpoint (default: {_PRESETS})",
+        "choices": ("none", "init", "mean")})
+    seed: int | None = field(default=None, metadata={"help": f"init and sampling seed (default: {_PRESETS})"})
 
 
 def _check_tasks(names: list[str]) -> list[str]:
@@ -33,7 +81,7 @@ def training_tasks(args: argparse.Namespace, paths) -> list[str]:
     if there is none)."""
     from .artifacts import MissingArtifactError
 
-    tasks = _task_list(args.tasks)
+    tasks = args.tasks
     if tasks is None:
         tasks = paths.collected_tasks()
         if not tasks:
@@ -45,74 +93,44 @@ def training_tasks(args: argparse.Namespace, paths) -> list[str]:
 
 def parse_holdouts(text: str | None, tasks: list[str]) -> list[str | None]:
     """``--holdout``: none (train on all), ``each`` (one per task), or comma-separated names."""
+    from ..config import csv_list
+
     if text is None:
         return [None]
     if text.strip() == "each":
         return list(tasks)
-    return _check_tasks(_task_list(text))
+    try:
+        return _check_tasks(csv_list(text))
+    except argparse.ArgumentTypeError:
+        raise ValueError("--holdout is empty; give task names, 'each', or leave it out") from None
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", default="cpu", choices=PRESETS,
-                   help="scale preset: tiny (tests), cpu (a laptop, minutes), paper (GPU) (default: %(default)s)")
-    p.add_argument("--artifacts", default=str(default_artifacts_root()),
-                   help="artifacts root; files go to <artifacts>/<preset>/... (default: $CORAL_ARTIFACTS, "
-                        "else %(default)s)")
-    p.add_argument("--data-dir", default=None,
-                   help="benchmark JSONL folder (default: $CORAL_DATA_DIR, else ../shared/datasets)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+def add_command(subparsers, name: str, args_cls, handler, **kwargs) -> argparse.ArgumentParser:
+    """A setup subcommand whose flags are the fields of ``args_cls`` (defaults shown)."""
+    p = subparsers.add_parser(name, formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
+    add_config_arguments(p, args_cls, defaults=True)
+    p.set_defaults(func=handler)
+    return p
 
 
 def register(subparsers) -> None:
     """Add ``collect`` and ``pretrain-generator`` to an argparse subparsers object."""
-    from ..tasks import IN_DOMAIN
-
-    p = subparsers.add_parser(
-        "collect", help="collect LoRA checkpoints of tasks (stage-1 training data)",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    add_command(
+        subparsers, "collect", CollectArgs, cmd_collect,
+        help="collect LoRA checkpoints of tasks (stage-1 training data)",
         description="Fine-tune a fresh LoRA per task in two phases (high, then low learning rate) "
                     "and save the adapter after every step.\nResumes after an interruption; finished "
                     "tasks are skipped.",
         epilog="example:\n  coral collect --preset cpu --tasks arc_easy,piqa --artifacts artifacts")
-    _common(p)
-    p.add_argument("--tasks", default=",".join(IN_DOMAIN),
-                   help="comma-separated task names (default: the six in-domain tasks)")
-    p.add_argument("--model", default=None, help="override the preset's model")
-    for flag, kind, what in (("--phase1-steps", int, "phase-1 steps"), ("--phase1-lr", float, "phase-1 lr"),
-                             ("--phase2-steps", int, "phase-2 steps"), ("--phase2-lr", float, "phase-2 lr"),
-                             ("--batch-size", int, "sequences per step"),
-                             ("--max-samples", int, "training examples per task"),
-                             ("--max-len", int, "tokens per sequence"), ("--seed", int, "data-order seed")):
-        p.add_argument(flag, type=kind, default=None, help=f"{what} (default: the preset's)")
-    p.set_defaults(func=cmd_collect)
-
-    p = subparsers.add_parser(
-        "pretrain-generator", help="train the prompt-to-LoRA generator on collected checkpoints",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    add_command(
+        subparsers, "pretrain-generator", PretrainGeneratorArgs, cmd_pretrain_generator,
+        help="train the prompt-to-LoRA generator on collected checkpoints",
         description="Train the hyper-convolutional generator by masked MSE against collected "
                     "checkpoints.\nWith --holdout, the named task is left out (leave-one-out); the "
                     "generator goes to <artifacts>/<preset>/generator/<holdout>.",
         epilog="examples:\n"
                "  coral pretrain-generator --preset cpu --holdout piqa\n"
                "  coral pretrain-generator --preset cpu --holdout each   # one generator per task")
-    _common(p)
-    p.add_argument("--tasks", default=None,
-                   help="comma-separated training tasks (default: every task collected under --artifacts)")
-    p.add_argument("--holdout", default=None,
-                   help="task(s) to leave out, comma-separated (one generator each); 'each' = every "
-                        "task in --tasks; omitted = one generator on all tasks")
-    p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the preset's)")
-    p.add_argument("--batch-size", type=int, default=None, help="pairs per step (default: the preset's)")
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the preset's)")
-    p.add_argument("--noise-std", type=float, default=None, help="condition noise std (default: the preset's)")
-    p.add_argument("--token-weighting", default=None, choices=("uniform", "task_variance"),
-                   help="per-token loss weights (default: the preset's)")
-    p.add_argument("--anchor", default=None, choices=("none", "init", "mean"),
-                   help="decoder predicts the checkpoint (none, as in the papers) or its residual from "
-                        "the shared init or the training tasks' mean checkpoint (default: the preset's)")
-    p.add_argument("--seed", type=int, default=None, help="init and sampling seed (default: the preset's)")
-    p.set_defaults(func=cmd_pretrain_generator)
 
 
 def _threads(args) -> None:
@@ -128,13 +146,14 @@ def cmd_collect(args: argparse.Namespace) -> int:
     """Handler of ``coral collect``."""
     from .collect import CollectionConfig, collect
 
-    tasks = _check_tasks(_task_list(args.tasks))
+    args = config_from_args(CollectArgs, args)
+    tasks = _check_tasks(args.tasks)
     config = CollectionConfig.preset(
         args.preset, model=args.model, phase1_steps=args.phase1_steps, phase1_lr=args.phase1_lr,
         phase2_steps=args.phase2_steps, phase2_lr=args.phase2_lr, batch_size=args.batch_size,
         max_samples=args.max_samples, max_len=args.max_len, seed=args.seed)
     _threads(args)
-    for r in collect(config, tasks, args.artifacts, data_dir=args.data_dir, progress=not args.no_progress):
+    for r in collect(config, tasks, args.artifacts, data_dir=args.data_dir, progress=args.progress):
         state = "already collected" if r.skipped else (
             f"{r.steps} steps, final loss {r.final_loss:.4f}, {r.seconds:.0f} s"
             + (f" (resumed at step {r.resumed_from})" if r.resumed_from else ""))
@@ -147,6 +166,7 @@ def cmd_pretrain_generator(args: argparse.Namespace) -> int:
     from .artifacts import ArtifactPaths
     from .pretrain_generator import GeneratorTrainingConfig, pretrain_generator
 
+    args = config_from_args(PretrainGeneratorArgs, args)
     paths = ArtifactPaths(args.artifacts, args.preset)
     tasks = training_tasks(args, paths)
     holdouts = parse_holdouts(args.holdout, tasks)
@@ -157,11 +177,12 @@ def cmd_pretrain_generator(args: argparse.Namespace) -> int:
     encoder = None
     for holdout in holdouts:
         gen = pretrain_generator(config, args.artifacts, tasks, holdout=holdout, data_dir=args.data_dir,
-                                 encoder=encoder, progress=not args.no_progress)
+                                 encoder=encoder, progress=args.progress)
         encoder = gen.encoder
         print(f"generator[{holdout or 'all'}]: trained on {', '.join(t for t in tasks if t != holdout)}; "
               f"final loss {gen.extra.get('final_loss', float('nan')):.4f} -> {paths.generator_dir(holdout)}")
     return 0
 
 
-__all__ = ["register", "cmd_collect", "cmd_pretrain_generator"]
+__all__ = ["CollectArgs", "PretrainGeneratorArgs", "SetupArgs", "add_command", "cmd_collect",
+           "cmd_pretrain_generator", "register"]

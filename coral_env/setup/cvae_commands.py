@@ -8,17 +8,50 @@ message says what to run or change (``MissingArtifactError`` names the missing s
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass, field
 
-from .commands import _check_tasks, _common, _task_list, _threads, parse_holdouts, training_tasks
+from ..config import config_from_args
+from .commands import SetupArgs, _check_tasks, _threads, add_command, parse_holdouts, training_tasks
+from .pipeline import TINY_TASKS
+
+_PRESETS = "the preset's"
+
+
+@dataclass
+class PretrainCVAEArgs(SetupArgs):
+    """Settings of ``coral pretrain-cvae``; ``None`` takes the preset's value."""
+
+    tasks: list[str] | None = field(default=None, metadata={
+        "help": "training tasks (default: every task collected under --artifacts)"})
+    holdout: str | None = field(default=None, metadata={
+        "help": "task(s) to leave out, comma-separated (one CVAE each); 'each' = every task in --tasks; "
+                "omitted = one CVAE on all tasks"})
+    target: str = field(default="input", metadata={"help": "reconstruction target",
+                                                   "choices": ("input", "checkpoint")})
+    meta_steps: int | None = field(default=None, metadata={"help": f"Reptile meta-steps (default: {_PRESETS})"})
+    batch_size: int | None = field(default=None, metadata={"help": f"pairs per inner step (default: {_PRESETS})"})
+    inner_lr: float | None = field(default=None, metadata={"help": f"inner learning rate (default: {_PRESETS})"})
+    meta_lr: float | None = field(default=None, metadata={"help": f"meta learning rate (default: {_PRESETS})"})
+    seed: int | None = field(default=None, metadata={"help": f"init and sampling seed (default: {_PRESETS})"})
+
+
+@dataclass
+class SetupPipelineArgs(SetupArgs):
+    """Settings of ``coral setup``."""
+
+    tasks: list[str] | None = field(default=None, metadata={
+        "help": "task names (default: the six in-domain tasks; at --preset tiny the synthetic "
+                f"{','.join(TINY_TASKS)}, which need no data folder)"})
+    holdout: str | None = field(default=None, metadata={"help": "leave-one-out task (default: none, train on all)"})
+    targets: list[str] = field(default_factory=lambda: ["input"], metadata={
+        "help": "CVAE targets to train: input, checkpoint"})
 
 
 def register(subparsers) -> None:
     """Add ``pretrain-cvae`` and ``setup`` to an argparse subparsers object."""
-    from .pipeline import TINY_TASKS
-
-    p = subparsers.add_parser(
-        "pretrain-cvae", help="train the alignment CVAE on collected checkpoints (stage 2)",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    add_command(
+        subparsers, "pretrain-cvae", PretrainCVAEArgs, cmd_pretrain_cvae,
+        help="train the alignment CVAE on collected checkpoints (stage 2)",
         description="Meta-train the conditional VAE (Reptile) on (adapter, task vector) pairs of the "
                     "collected tasks.\n--target input reconstructs the input checkpoint (the paper); "
                     "--target checkpoint maps\ngenerated adapters to real checkpoints (needs the "
@@ -27,37 +60,14 @@ def register(subparsers) -> None:
         epilog="examples:\n"
                "  coral pretrain-cvae --preset cpu --holdout piqa\n"
                "  coral pretrain-cvae --preset cpu --holdout each --target checkpoint")
-    _common(p)
-    p.add_argument("--tasks", default=None,
-                   help="comma-separated training tasks (default: every task collected under --artifacts)")
-    p.add_argument("--holdout", default=None,
-                   help="task(s) to leave out, comma-separated (one CVAE each); 'each' = every task in "
-                        "--tasks; omitted = one CVAE on all tasks")
-    p.add_argument("--target", default="input", choices=("input", "checkpoint"),
-                   help="reconstruction target (default: %(default)s)")
-    p.add_argument("--meta-steps", type=int, default=None, help="Reptile meta-steps (default: the preset's)")
-    p.add_argument("--batch-size", type=int, default=None, help="pairs per inner step (default: the preset's)")
-    p.add_argument("--inner-lr", type=float, default=None, help="inner learning rate (default: the preset's)")
-    p.add_argument("--meta-lr", type=float, default=None, help="meta learning rate (default: the preset's)")
-    p.add_argument("--seed", type=int, default=None, help="init and sampling seed (default: the preset's)")
-    p.set_defaults(func=cmd_pretrain_cvae)
-
-    p = subparsers.add_parser(
-        "setup", help="run the whole pretraining pipeline: collect -> generator -> CVAE",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    add_command(
+        subparsers, "setup", SetupPipelineArgs, cmd_setup,
+        help="run the whole pretraining pipeline: collect -> generator -> CVAE",
         description="Collect LoRA checkpoints, train the generator, then the alignment CVAE, skipping "
                     "every stage\nthat is already done and resuming one that was interrupted.",
         epilog="examples:\n"
                "  coral setup --preset cpu\n"
                "  coral setup --preset cpu --holdout piqa --targets input,checkpoint")
-    _common(p)
-    p.add_argument("--tasks", default=None,
-                   help="comma-separated tasks (default: the six in-domain tasks; at --preset tiny the "
-                        f"synthetic {','.join(TINY_TASKS)}, which need no data folder)")
-    p.add_argument("--holdout", default=None, help="leave-one-out task (default: none, train on all)")
-    p.add_argument("--targets", default="input",
-                   help="CVAE targets to train, comma-separated: input, checkpoint (default: %(default)s)")
-    p.set_defaults(func=cmd_setup)
 
 
 def cmd_pretrain_cvae(args: argparse.Namespace) -> int:
@@ -65,6 +75,7 @@ def cmd_pretrain_cvae(args: argparse.Namespace) -> int:
     from .artifacts import ArtifactPaths
     from .pretrain_cvae import CVAETrainingConfig, build_vectorizer, cvae_path, pretrain_cvae
 
+    args = config_from_args(PretrainCVAEArgs, args)
     paths = ArtifactPaths(args.artifacts, args.preset)
     tasks = training_tasks(args, paths)
     config = CVAETrainingConfig.preset(args.preset, target=args.target, meta_steps=args.meta_steps,
@@ -78,7 +89,7 @@ def cmd_pretrain_cvae(args: argparse.Namespace) -> int:
         if vectorizer is None:
             vectorizer = build_vectorizer(paths, train[0], config)
         cvae = pretrain_cvae(config, args.artifacts, tasks, holdout=holdout, data_dir=args.data_dir,
-                             vectorizer=vectorizer, progress=not args.no_progress)
+                             vectorizer=vectorizer, progress=args.progress)
         extra = getattr(cvae, "extra", {})
         print(f"cvae[{holdout or 'all'}/{args.target}]: trained on {', '.join(train)}; reconstruction MSE "
               f"{extra.get('cvae_mse', float('nan')):.4f} (training mean: {extra.get('mean_mse', float('nan')):.4f})"
@@ -90,14 +101,15 @@ def cmd_setup(args: argparse.Namespace) -> int:
     """Handler of ``coral setup``."""
     from .pipeline import run_setup
 
-    tasks = _check_tasks(_task_list(args.tasks)) if args.tasks is not None else None
-    targets = _task_list(args.targets) or ["input"]
+    args = config_from_args(SetupPipelineArgs, args)
+    tasks = _check_tasks(args.tasks) if args.tasks is not None else None
+    targets = args.targets
     bad = [t for t in targets if t not in ("input", "checkpoint")]
     if bad:
         raise ValueError(f"unknown CVAE target(s) {', '.join(bad)}; use input and/or checkpoint")
     _threads(args)
     result = run_setup(args.preset, args.artifacts, tasks, holdout=args.holdout, data_dir=args.data_dir,
-                       targets=targets, progress=not args.no_progress)
+                       targets=targets, progress=args.progress)
     print(f"setup [{result.preset}] done; trained on {', '.join(t for t in result.tasks if t != result.holdout)}")
     print(f"  generator: {result.generator_dir}")
     for target, folder in result.cvae_dirs.items():
@@ -105,4 +117,4 @@ def cmd_setup(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["register", "cmd_pretrain_cvae", "cmd_setup"]
+__all__ = ["PretrainCVAEArgs", "SetupPipelineArgs", "cmd_pretrain_cvae", "cmd_setup", "register"]

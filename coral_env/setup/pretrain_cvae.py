@@ -43,70 +43,77 @@ from typing import Callable, Sequence
 
 import torch
 
-from ..agents.cvae import CVAEConfig, ConditionalVAE, kl_divergence
+from ..agents.cvae import ConditionalVAE, CVAEConfig, kl_divergence
 from ..agents.task_vector import TaskVectorizer
-from ..backend.config import check_preset
 from ..backend.io import append_jsonl, atomic_save_safetensors, atomic_write_json, read_json, read_state, trim_jsonl
 from ..backend.lora import AdapterLayout
+from ..config import Presets, check_preset, documented
 from ..tasks import get_task
 from .artifacts import ArtifactPaths, MissingArtifactError
-from .cvae_data import (TARGETS, CVAETrainingData, generator_id, load_generator, build_vectorizer, cvae_path,
-                        load_cvae_data, sample_meta_batch, task_vector_prompts)
+from .cvae_data import (
+    TARGETS,
+    CVAETrainingData,
+    build_vectorizer,
+    cvae_path,
+    generator_id,
+    load_cvae_data,
+    load_generator,
+    sample_meta_batch,
+    task_vector_prompts,
+)
 
 StepCallback = Callable[[int, float], None]
 """(meta-step, loss), called after each meta-step (after the state is saved, on save steps)."""
 
-@dataclass
-class CVAETrainingConfig:
-    """CVAE meta-training run (one per preset; serialised next to the trained CVAE).
+CVAE_TRAINING_PRESETS: dict[str, dict] = {
+    # CORAL App. D.3: 4000 meta-epochs, inner 1e-3, meta 1e-4, Adam, KL 0 -> 0.005.
+    "paper": dict(cvae="paper", meta_steps=4000, batch_size=16, tv_prompts=128, tv_max_len=384,
+                  tv_batch_size=16, n_generated=16, save_every=200),
+    # Measured on 2 shared cores (benchmarks/alignment.md): ~1-3 s per meta-step, ~1.5 s per task vector.
+    "cpu": dict(cvae="cpu", meta_steps=100, batch_size=4, tv_prompts=8, tv_max_len=96, n_generated=4,
+                save_every=25),
+    "tiny": dict(cvae="tiny", meta_steps=20, batch_size=4, meta_lr=1e-3, tv_prompts=8, tv_max_len=32,
+                 n_generated=4, save_every=5),
+}
 
-    Attributes:
-        preset_name: scale preset (artifacts folder, backend).
-        cvae: CVAE architecture preset: tiny, cpu or paper.
-        target: ``input`` (reconstruct the input checkpoint, the paper) or ``checkpoint``
-            (map generated adapters to the task's real checkpoints).
-        meta_steps: Reptile meta-steps.
-        batch_size: pairs of the sampled task per inner step.
-        inner_lr: inner-step learning rate.
-        meta_lr: meta (outer) learning rate.
-        inner_optimizer: ``adam`` or ``sgd``.
-        meta_optimizer: ``adam`` (Adam on the pseudo-gradient theta - theta') or
-            ``interpolate`` (theta += meta_lr * (theta' - theta)).
-        kl_max: final KL weight.
-        kl_anneal_fraction: fraction of the meta-steps over which the KL weight ramps up.
-        phases: collection phases whose checkpoints are used.
-        tv_prompts: support prompts per task for task vectors.
-        tv_max_len: tokens kept per task-vector prompt.
-        tv_batch_size: prompts per forward pass when computing task vectors.
-        n_generated: ``checkpoint`` target: generated adapters per training task.
-        save_every: meta-steps between resume states.
-        seed: CVAE init and sampling seed.
-        split_seed: task split seed (as in collection).
-        style: prompt style of task-vector prompts (plain or chat).
-        basis_rank: override of the CVAE preset's ``basis_rank`` (``None``: the preset's).
+
+@documented
+@dataclass
+class CVAETrainingConfig(Presets):
+    """CVAE meta-training run (one per preset; serialised next to the trained CVAE).
     """
 
-    preset_name: str = field(default="cpu", metadata={"help": "Scale preset (artifacts, backend)."})
-    cvae: str = field(default="cpu", metadata={"help": "CVAE architecture preset."})
-    target: str = field(default="input", metadata={"help": "Reconstruction target: input or checkpoint."})
+    PRESET_FIELD = "preset_name"
+    PRESET_VALUES = CVAE_TRAINING_PRESETS
+
+    preset_name: str = field(default="cpu", metadata={"help": "scale preset (artifacts folder, backend)."})
+    cvae: str = field(default="cpu", metadata={"help": "CVAE architecture preset: tiny, cpu or paper."})
+    target: str = field(default="input", metadata={"help": (
+        "``input`` (reconstruct the input checkpoint, the paper) or ``checkpoint`` (map generated "
+        "adapters to the task's real checkpoints).")})
     meta_steps: int = field(default=100, metadata={"help": "Reptile meta-steps."})
-    batch_size: int = field(default=4, metadata={"help": "Pairs per inner step."})
-    inner_lr: float = field(default=1e-3, metadata={"help": "Inner learning rate."})
-    meta_lr: float = field(default=1e-4, metadata={"help": "Meta learning rate."})
-    inner_optimizer: str = field(default="adam", metadata={"help": "adam or sgd."})
-    meta_optimizer: str = field(default="adam", metadata={"help": "adam or interpolate."})
-    kl_max: float = field(default=0.005, metadata={"help": "Final KL weight."})
-    kl_anneal_fraction: float = field(default=1.0, metadata={"help": "Share of training spent ramping KL."})
-    phases: tuple[int, ...] = field(default=(2,), metadata={"help": "Collection phases used."})
-    tv_prompts: int = field(default=8, metadata={"help": "Support prompts per task vector."})
-    tv_max_len: int = field(default=96, metadata={"help": "Tokens per task-vector prompt."})
-    tv_batch_size: int = field(default=8, metadata={"help": "Prompts per forward pass."})
-    n_generated: int = field(default=4, metadata={"help": "Generated adapters per task (checkpoint target)."})
-    save_every: int = field(default=25, metadata={"help": "Meta-steps between resume states."})
-    seed: int = field(default=0, metadata={"help": "Init and sampling seed."})
-    split_seed: int = field(default=0, metadata={"help": "Task split seed (as in collection)."})
-    style: str = field(default="plain", metadata={"help": "Prompt style: plain or chat."})
-    basis_rank: int | None = field(default=None, metadata={"help": "CVAE basis_rank override."})
+    batch_size: int = field(default=4, metadata={"help": "pairs of the sampled task per inner step."})
+    inner_lr: float = field(default=1e-3, metadata={"help": "inner-step learning rate."})
+    meta_lr: float = field(default=1e-4, metadata={"help": "meta (outer) learning rate."})
+    inner_optimizer: str = field(default="adam", metadata={"help": "``adam`` or ``sgd``."})
+    meta_optimizer: str = field(default="adam", metadata={"help": (
+        "``adam`` (Adam on the pseudo-gradient theta - theta') or ``interpolate`` (theta += meta_lr *"
+        " (theta' - theta)).")})
+    kl_max: float = field(default=0.005, metadata={"help": "final KL weight."})
+    kl_anneal_fraction: float = field(default=1.0, metadata={"help": (
+        "fraction of the meta-steps over which the KL weight ramps up.")})
+    phases: tuple[int, ...] = field(default=(2,), metadata={"help": "collection phases whose checkpoints are used."})
+    tv_prompts: int = field(default=8, metadata={"help": "support prompts per task for task vectors."})
+    tv_max_len: int = field(default=96, metadata={"help": "tokens kept per task-vector prompt."})
+    tv_batch_size: int = field(default=8, metadata={"help": "prompts per forward pass when computing task vectors."})
+    n_generated: int = field(default=4, metadata={"help": (
+        "``checkpoint`` target: generated adapters per training task.")})
+    save_every: int = field(default=25, metadata={"help": "meta-steps between resume states."})
+    seed: int = field(default=0, metadata={"help": "CVAE init and sampling seed."})
+    split_seed: int = field(default=0, metadata={"help": "task split seed (as in collection)."})
+    style: str = field(default="plain", metadata={"help": "prompt style of task-vector prompts (plain or chat)."})
+    basis_rank: int | None = field(default=None, metadata={"help": (
+        "override of the CVAE preset's ``basis_rank`` (``None``: the preset's).")})
 
     def __post_init__(self) -> None:
         check_preset(self.preset_name)
@@ -128,12 +135,6 @@ class CVAETrainingConfig:
         if self.style not in ("plain", "chat"):
             raise ValueError(f"style must be plain or chat, got {self.style!r}")
 
-    @classmethod
-    def preset(cls, name: str, **overrides) -> "CVAETrainingConfig":
-        check_preset(name)
-        overrides = {k: v for k, v in overrides.items() if v is not None}
-        return cls(**{**CVAE_TRAINING_PRESETS[name], "preset_name": name, **overrides})
-
     def kl_weight(self, step: int) -> float:
         """KL weight of 0-based meta-step ``step``: 0 at step 0, ``kl_max`` from the end of the ramp."""
         ramp = max(1, round(self.kl_anneal_fraction * (self.meta_steps - 1)))
@@ -141,18 +142,6 @@ class CVAETrainingConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-
-CVAE_TRAINING_PRESETS: dict[str, dict] = {
-    # CORAL App. D.3: 4000 meta-epochs, inner 1e-3, meta 1e-4, Adam, KL 0 -> 0.005.
-    "paper": dict(cvae="paper", meta_steps=4000, batch_size=16, tv_prompts=128, tv_max_len=384,
-                  tv_batch_size=16, n_generated=16, save_every=200),
-    # Measured on 2 shared cores (benchmarks/alignment.md): ~1-3 s per meta-step, ~1.5 s per task vector.
-    "cpu": dict(cvae="cpu", meta_steps=100, batch_size=4, tv_prompts=8, tv_max_len=96, n_generated=4,
-                save_every=25),
-    "tiny": dict(cvae="tiny", meta_steps=20, batch_size=4, meta_lr=1e-3, tv_prompts=8, tv_max_len=32,
-                 n_generated=4, save_every=5),
-}
 
 
 # ----- state ------------------------------------------------------------------------------------

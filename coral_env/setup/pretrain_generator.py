@@ -23,9 +23,9 @@ import torch
 
 from ..agents.encoder import PromptEncoder
 from ..agents.generator import Generator, GeneratorConfig, HyperConvDecoder
-from ..backend.config import check_preset
 from ..backend.io import append_jsonl, atomic_save_safetensors, atomic_write_json, read_json, read_safetensors, read_state, trim_jsonl
 from ..backend.lora import AdapterLayout
+from ..config import Presets, check_preset, documented
 from ..tasks import get_task, load_task
 from .artifacts import ArtifactPaths, MissingArtifactError
 
@@ -36,54 +36,55 @@ TOKEN_WEIGHTINGS = ("uniform", "task_variance")
 ANCHORS = ("none", "init", "mean")
 
 
-@dataclass
-class GeneratorTrainingConfig:
-    """Generator pretraining run (one per preset; serialised next to the trained generator).
+TRAINING_PRESETS: dict[str, dict] = {
+    "paper": dict(generator="paper", steps=5000, batch_size=32, lr=1e-4, warmup_steps=200, noise_std=0.01,
+                  save_every=250, anchor="none"),
+    "cpu": dict(generator="cpu", steps=300, batch_size=8, lr=1e-3, warmup_steps=20, save_every=50),
+    "tiny": dict(generator="tiny", steps=40, batch_size=4, lr=3e-3, warmup_steps=4, prompt_pool=32,
+                 save_every=10),
+}
 
-    Attributes:
-        preset_name: scale preset (artifacts folder, backend layout).
-        generator: generator preset (decoder stages) name: tiny, cpu or paper.
-        steps: optimizer steps.
-        batch_size: (prompt batch, checkpoint) pairs per step.
-        lr: peak AdamW learning rate (linear warmup, cosine decay to ``lr * min_lr_ratio``).
-        warmup_steps: warmup length.
-        min_lr_ratio: final learning rate as a fraction of ``lr``.
-        weight_decay: AdamW weight decay.
-        max_grad_norm: gradient clip (``None``: off).
-        noise_std: std of Gaussian noise added to the condition (augmentation; 0 disables).
-        token_weighting: ``uniform`` or ``task_variance`` (weight tokens by how much the
-            training tasks' mean checkpoints differ there, normalised to mean 1, floor 0.1).
-        phases: collection phases whose checkpoints are targets (paper: phase 2 only).
-        anchor: what the decoder's tokens are relative to. ``none`` (the papers): tokens are the
-            checkpoint. ``mean``: the residual from the mean of the training tasks' checkpoints
-            (each task weighted equally), so the decoder spends no capacity on the part every
-            task shares (above all the common LoRA-A initialisation) and a zero output is the
-            mean adapter. ``init``: the residual from the shared LoRA initialisation.
-        prompt_pool: prompts per training task to draw conditions from (support, then train).
-        save_every: steps between resume states.
-        seed: decoder init and pair sampling seed.
-        split_seed: task split seed (must match collection's).
-        autocast_bf16: run the decoder under bf16 autocast (faster on CPUs with AVX-512 BF16).
+
+@documented
+@dataclass
+class GeneratorTrainingConfig(Presets):
+    """Generator pretraining run (one per preset; serialised next to the trained generator).
     """
 
-    preset_name: str = field(default="cpu", metadata={"help": "Scale preset (artifacts, layout)."})
-    generator: str = field(default="cpu", metadata={"help": "Generator preset (decoder stages)."})
-    steps: int = field(default=300, metadata={"help": "Optimizer steps."})
-    batch_size: int = field(default=8, metadata={"help": "Pairs per step."})
-    lr: float = field(default=1e-3, metadata={"help": "Peak learning rate."})
-    warmup_steps: int = field(default=20, metadata={"help": "Linear warmup steps."})
-    min_lr_ratio: float = field(default=0.1, metadata={"help": "Final lr / peak lr (cosine)."})
+    PRESET_FIELD = "preset_name"
+    PRESET_VALUES = TRAINING_PRESETS
+
+    preset_name: str = field(default="cpu", metadata={"help": "scale preset (artifacts folder, backend layout)."})
+    generator: str = field(default="cpu", metadata={"help": (
+        "generator preset (decoder stages) name: tiny, cpu or paper.")})
+    steps: int = field(default=300, metadata={"help": "optimizer steps."})
+    batch_size: int = field(default=8, metadata={"help": "(prompt batch, checkpoint) pairs per step."})
+    lr: float = field(default=1e-3, metadata={"help": (
+        "peak AdamW learning rate (linear warmup, cosine decay to ``lr * min_lr_ratio``).")})
+    warmup_steps: int = field(default=20, metadata={"help": "warmup length."})
+    min_lr_ratio: float = field(default=0.1, metadata={"help": "final learning rate as a fraction of ``lr``."})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
-    max_grad_norm: float | None = field(default=1.0, metadata={"help": "Gradient clip; None disables."})
-    noise_std: float = field(default=0.0, metadata={"help": "Condition noise std (augmentation)."})
-    token_weighting: str = field(default="uniform", metadata={"help": "uniform or task_variance."})
-    phases: tuple[int, ...] = field(default=(2,), metadata={"help": "Collection phases used as targets."})
-    anchor: str = field(default="mean", metadata={"help": "Residual anchor: none, init or mean."})
-    prompt_pool: int = field(default=256, metadata={"help": "Prompts per task to sample from."})
-    save_every: int = field(default=50, metadata={"help": "Steps between resume states."})
-    seed: int = field(default=0, metadata={"help": "Init and sampling seed."})
-    split_seed: int = field(default=0, metadata={"help": "Task split seed (as in collection)."})
-    autocast_bf16: bool = field(default=False, metadata={"help": "bf16 autocast for the decoder."})
+    max_grad_norm: float | None = field(default=1.0, metadata={"help": "gradient clip (``None``: off)."})
+    noise_std: float = field(default=0.0, metadata={"help": (
+        "std of Gaussian noise added to the condition (augmentation; 0 disables).")})
+    token_weighting: str = field(default="uniform", metadata={"help": (
+        "``uniform`` or ``task_variance`` (weight tokens by how much the training tasks' mean "
+        "checkpoints differ there, normalised to mean 1, floor 0.1).")})
+    phases: tuple[int, ...] = field(default=(2,), metadata={"help": (
+        "collection phases whose checkpoints are targets (paper: phase 2 only).")})
+    anchor: str = field(default="mean", metadata={"help": (
+        "what the decoder's tokens are relative to. ``none`` (the papers): tokens are the checkpoint."
+        " ``mean``: the residual from the mean of the training tasks' checkpoints (each task weighted"
+        " equally), so the decoder spends no capacity on the part every task shares (above all the "
+        "common LoRA-A initialisation) and a zero output is the mean adapter. ``init``: the residual "
+        "from the shared LoRA initialisation.")})
+    prompt_pool: int = field(default=256, metadata={"help": (
+        "prompts per training task to draw conditions from (support, then train).")})
+    save_every: int = field(default=50, metadata={"help": "steps between resume states."})
+    seed: int = field(default=0, metadata={"help": "decoder init and pair sampling seed."})
+    split_seed: int = field(default=0, metadata={"help": "task split seed (must match collection's)."})
+    autocast_bf16: bool = field(default=False, metadata={"help": (
+        "run the decoder under bf16 autocast (faster on CPUs with AVX-512 BF16).")})
 
     def __post_init__(self) -> None:
         check_preset(self.preset_name)
@@ -97,12 +98,6 @@ class GeneratorTrainingConfig:
         if not set(self.phases) <= {1, 2} or not self.phases:
             raise ValueError(f"phases must be a non-empty subset of (1, 2), got {self.phases}")
 
-    @classmethod
-    def preset(cls, name: str, **overrides) -> "GeneratorTrainingConfig":
-        check_preset(name)
-        overrides = {k: v for k, v in overrides.items() if v is not None}
-        return cls(**{**TRAINING_PRESETS[name], "preset_name": name, **overrides})
-
     def lr_at(self, step: int) -> float:
         """Learning rate of 0-based ``step``: linear warmup then cosine decay."""
         if step < self.warmup_steps:
@@ -113,15 +108,6 @@ class GeneratorTrainingConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-
-TRAINING_PRESETS: dict[str, dict] = {
-    "paper": dict(generator="paper", steps=5000, batch_size=32, lr=1e-4, warmup_steps=200, noise_std=0.01,
-                  save_every=250, anchor="none"),
-    "cpu": dict(generator="cpu", steps=300, batch_size=8, lr=1e-3, warmup_steps=20, save_every=50),
-    "tiny": dict(generator="tiny", steps=40, batch_size=4, lr=3e-3, warmup_steps=4, prompt_pool=32,
-                 save_every=10),
-}
 
 
 @dataclass
