@@ -60,7 +60,7 @@ ARCHITECTURES = {
 }
 PAPER_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
-# The paper pipeline in units of the timed stages (CORAL App. C/D; SPEC sections 5-6):
+# The paper pipeline in units of the timed stages (CORAL App. C/D):
 # collection 125 steps on each of 6 in-domain tasks; one generator and one CVAE per held-out
 # in-domain task plus one on all six (7 each); ReST^EM 2 iterations x 5 training tasks x K=20
 # episodes per held-out task (12 tasks); each episode one evaluation of 200 validation questions

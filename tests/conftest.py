@@ -13,7 +13,7 @@ import torch  # noqa: E402
 @pytest.fixture(scope="session", autouse=True)
 def one_thread():
     """Tiny models run fastest on one thread, and two OpenMP threads collapse when the other core
-    is busy (PERF-NOTES.md)."""
+    is busy (a spinning thread waits for a core that another process holds)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

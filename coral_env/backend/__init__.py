@@ -1,4 +1,5 @@
-"""Model backend: model loading, the LoRA layout, and the evaluator (imports only the tasks layer)."""
+"""Model backend: model loading, the LoRA layout, and the evaluator (imports only the tasks layer
+and `coral_env.config`)."""
 
 from .config import PRESETS, BackendConfig, check_preset
 from .lora import AdapterLayout, LoraSpec, adapter_hash, attach_lora, load_adapter, save_adapter

@@ -3,8 +3,8 @@
 One *group* is a context and the continuations scored against it. A packed row holds the
 context once followed by every continuation minus its last token; position ids of each
 continuation restart at the context length, and a block mask lets each continuation see only
-the context and its own earlier tokens (PERF-NOTES.md: 2.9x fewer tokens than one row per
-choice). Several groups share a row block-diagonally; short rows keep attention cheap.
+the context and its own earlier tokens (2.9x fewer tokens than one row per choice on the
+cpu-preset tasks). Several groups share a row block-diagonally; short rows keep attention cheap.
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ class SlotSpec:
 class ScoringConfig:
     """Packing shape of log-likelihood scoring.
 
-    PERF-NOTES.md found 4 rows x 256 tokens fastest with PyTorch's SDPA. With the packed
+    With PyTorch's SDPA, 4 rows x 256 tokens per call was the fastest shape measured. With the packed
     attention (attention.py) attention cost grows with the row length while the matmuls only see
     rows x length, so 16 rows x 64 tokens was faster on the cpu preset (benchmarks/eval.md).
     """

@@ -1,4 +1,5 @@
-"""The ``Coral-v0`` environment, its shared runtime, task contexts and SB3 wrappers."""
+"""The ``Coral-v0`` environment, its shared runtime, ``reward_of`` (reply -> strategy -> reward),
+task contexts and SB3 wrappers."""
 
 from .core import CoralEnv
 from .reward import RewardFunc, reward_of

@@ -1,6 +1,7 @@
-"""Stage-1/2 pretraining runs: checkpoint collection, generator training (and, next, the CVAE).
+"""Stage-1/2 pretraining runs: checkpoint collection, generator training, CVAE training, the
+``coral setup`` pipeline that chains them, and the papers' LoRA baselines.
 
-Imports agents, backend and tasks only (SPEC section 8).
+Imports agents, backend and tasks only (setup sits below env, policies and trainers).
 """
 
 from .artifacts import ArtifactPaths, MissingArtifactError

@@ -12,7 +12,7 @@ One folder per preset under an artifacts root::
         cvae/<holdout|all>/          the alignment agent's artifacts (next stage)
         cache/                       prompt-embedding cache
 
-Everything is safetensors + JSON (SPEC section 9: nothing is unpickled).
+Everything is safetensors + JSON: nothing is unpickled, so a downloaded artifact cannot run code.
 """
 
 from __future__ import annotations

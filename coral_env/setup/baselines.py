@@ -1,4 +1,4 @@
-"""The papers' LoRA baselines, for the results table (SPEC section 7).
+"""The papers' LoRA baselines, for the results table (CORAL Table 2's comparison rows).
 
 Every baseline ends the same way: a LoRA fine-tuned for ``finetune_steps`` on the *target*
 task's labeled support examples, then evaluated on the target's test split. They differ in the

@@ -1,5 +1,5 @@
 """Tasks layer: the task registry, data loading, deterministic splits, prompt formats and
-answer extraction. Imports nothing else of ``coral_env`` and no model code (SPEC section 8).
+answer extraction. Imports nothing else of ``coral_env`` and no model code (it is the bottom layer).
 
 >>> from coral_env.tasks import load_task, build_requests
 >>> splits = load_task("syn_parity", seed=0)

@@ -1,6 +1,6 @@
 """Core task types: one example, one task's splits, the split sizes.
 
-The tasks layer imports nothing else of ours (SPEC section 8) and never touches torch models.
+The tasks layer imports nothing else of ours (it is the bottom layer) and never touches torch models.
 """
 
 from __future__ import annotations
