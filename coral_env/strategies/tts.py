@@ -1,5 +1,9 @@
 """TTS: test-time scaling over m adapters, one generated (and aligned) per support prompt batch.
 
+The m batches always differ (a bootstrap resample when the support holds no more prompts than
+a batch), so the ensemble is over different adapters; ``cost["adapter_diversity"]`` reports
+their mean pairwise L2 distance.
+
 Routing picks one adapter per question by Euclidean distance in sentence-embedding space:
 ``avg_sim_score`` (M1) the batch with the smallest mean distance between the question and the
 batch's prompts; ``avg_prompt_embed`` (M2) the smallest distance to the batch's mean embedding.
@@ -22,11 +26,36 @@ from .context import StrategyContext, StrategyOutcome
 from .schema import TTSStrategy
 
 
+MAX_REDRAWS = 100
+
+
 def sample_batches(n_prompts: int, m: int, size: int, seed: int) -> list[list[int]]:
-    """m batches of ``size`` distinct prompt indices (with replacement across batches)."""
+    """m different batches of ``size`` prompt indices out of ``n_prompts``.
+
+    With more prompts than ``size`` a batch holds distinct prompts; with ``size`` or fewer (the
+    paper preset: 128 support prompts, 128 per batch) every batch would be the whole support
+    and give m identical adapters, so each batch is a bootstrap resample (with replacement)
+    instead. A batch equal to an earlier one is drawn again (up to ``MAX_REDRAWS`` times).
+    """
     rng = np.random.default_rng(seed)
-    size = min(size, n_prompts)
-    return [sorted(rng.choice(n_prompts, size=size, replace=False).tolist()) for _ in range(m)]
+    replace = size >= n_prompts
+    batches: list[list[int]] = []
+    seen: set[tuple[int, ...]] = set()
+    for _ in range(m):
+        for _ in range(MAX_REDRAWS):
+            batch = sorted(rng.choice(n_prompts, size=size, replace=replace).tolist())
+            if tuple(batch) not in seen:
+                break
+        seen.add(tuple(batch))
+        batches.append(batch)
+    return batches
+
+
+def mean_pairwise_distance(adapters: list[torch.Tensor]) -> float:
+    """Mean L2 distance over the pairs of flat adapters (0.0 for fewer than two)."""
+    if len(adapters) < 2:
+        return 0.0
+    return float(torch.pdist(torch.stack([a.float().reshape(-1) for a in adapters])).mean())
 
 
 def route(method: str, questions: torch.Tensor, prompts: torch.Tensor,
@@ -125,5 +154,6 @@ def run(strategy: TTSStrategy, ctx: StrategyContext, examples) -> StrategyOutcom
                 notes.append(f"{strategy.method} on a generative task falls back to majority_vote")
             result = generative_result(ctx.task, examples, vote_outputs(ctx.task, results))
         evaluations = len(results)
-    cost = {"evaluations": evaluations, "adapters_generated": len(adapters)}
+    cost = {"evaluations": evaluations, "adapters_generated": len(adapters),
+            "adapter_diversity": mean_pairwise_distance(adapters)}
     return StrategyOutcome(result, None, cost, notes)
