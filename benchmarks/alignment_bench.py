@@ -48,7 +48,8 @@ CONDITIONS = ["base", "mean_ckpt", "generated", "aligned_input", "aligned_checkp
               "aligned_input_basis8", "aligned_checkpoint_basis8"]
 LABELS = {"base": "base", "mean_ckpt": "mean checkpoint", "generated": "generated",
           "aligned_input": "aligned (input)", "aligned_checkpoint": "aligned (checkpoint)",
-          "aligned_input_basis8": "aligned +basis8 (input)", "aligned_checkpoint_basis8": "aligned +basis8 (checkpoint)"}
+          "aligned_input_basis8": "aligned +basis8 (input)",
+          "aligned_checkpoint_basis8": "aligned +basis8 (checkpoint)"}
 
 
 def link_stage1(stage1: Path, root: Path, shared_cache: Path | None = None) -> None:
@@ -97,8 +98,7 @@ def main() -> None:
     from coral_env.backend.io import atomic_write_json
     from coral_env.backend.lora import adapter_hash
     from coral_env.setup.artifacts import ArtifactPaths
-    from coral_env.setup.pretrain_cvae import (CVAETrainingConfig, build_vectorizer, pretrain_cvae,
-                                               task_vector_prompts)
+    from coral_env.setup.pretrain_cvae import CVAETrainingConfig, build_vectorizer, pretrain_cvae, task_vector_prompts
     from coral_env.setup.pretrain_generator import task_prompts
     from coral_env.tasks import load_task
 
@@ -167,7 +167,8 @@ def main() -> None:
                 if reuse and reuse in theirs:
                     rec["results"][name] = dict(theirs[reuse], source="generator_results.json")
                 elif key in by_weights:
-                    rec["results"][name] = dict(rec["results"][by_weights[key]], source=f"same weights as {by_weights[key]}")
+                    rec["results"][name] = dict(rec["results"][by_weights[key]],
+                                                source=f"same weights as {by_weights[key]}")
                 else:
                     res = evaluate(model, tok, examples, task=holdout)
                     rec["results"][name] = res.summary() | {"correct": res.correct.astype(int).tolist()}

@@ -102,7 +102,8 @@ def main() -> None:
     print("\n| policy | task | action | before | after | reward |\n|---|---|---|---|---|---|")
     for r in rows:
         action = r["action"] if not r["error"] else f"invalid: {r['error']}"
-        print(f"| {r['policy']} | {r['task']} | `{action}` | {r['before']:.3f} | {r['after']:.3f} | {r['reward']:.0f} |")
+        print(f"| {r['policy']} | {r['task']} | `{action}` | {r['before']:.3f} | {r['after']:.3f} | "
+              f"{r['reward']:.0f} |")
 
 
 if __name__ == "__main__":

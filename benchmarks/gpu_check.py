@@ -309,7 +309,8 @@ def time_stages(arch: str, cfg: CheckConfig, tokenizer) -> dict:
 
 def project_gpu_hours(stages: dict[str, float], schedule: dict[str, int] = PAPER_SCHEDULE) -> dict[str, float]:
     """GPU-hours of the full paper pipeline from one architecture's stage times."""
-    strategy_extra = statistics.mean([stages["ttl"], stages["slot_5_steps"], stages["tts_m4"]]) - stages["env_evaluation"]
+    strategy_extra = (statistics.mean([stages["ttl"], stages["slot_5_steps"], stages["tts_m4"]])
+                      - stages["env_evaluation"])
     parts = {
         "collection": schedule["collection_steps"] * stages["collection_step"],
         "generator": schedule["generator_steps"] * stages["generator_step"],

@@ -54,8 +54,14 @@ def run(args: argparse.Namespace, make_env=None, encoder=None, make_policy=None)
 
     from coral_env.backend.io import atomic_write_json
     from policies import FixedRulePolicy, RandomPolicy
-    from trainers.evaluation import (comparison_plot, comparison_table, env_factory, evaluate_policy_on_tasks,
-                                     family_table, summarize)
+    from trainers.evaluation import (
+        comparison_plot,
+        comparison_table,
+        env_factory,
+        evaluate_policy_on_tasks,
+        family_table,
+        summarize,
+    )
     from trainers.restem import RestemConfig, evaluation_rows, train_restem
     from trainers.sb3 import SB3Config, train_sb3
 

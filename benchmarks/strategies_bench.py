@@ -123,7 +123,8 @@ def main() -> None:
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
     print(json.dumps({k: v for k, v in summary.items() if k not in ("rows", "timings")}, default=float))
     for row in rows:
-        print(f"{row['strategy']:28s} x{row['relative_cost']:.2f} (x{row['relative_cost_without_generation']:.2f} w/o gen)  acc {row['accuracy']:.3f}  "
+        print(f"{row['strategy']:28s} x{row['relative_cost']:.2f} "
+              f"(x{row['relative_cost_without_generation']:.2f} w/o gen)  acc {row['accuracy']:.3f}  "
               f"delta {row['delta']:+.3f} [{row['delta_ci95'][0]:+.3f}, {row['delta_ci95'][1]:+.3f}]")
 
 

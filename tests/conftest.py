@@ -32,8 +32,8 @@ def tiny():
 @pytest.fixture()
 def tiny_lora(tiny):
     """A fresh LoRA-wrapped tiny model and its layout (B randomised so the adapter matters)."""
-    from coral_env.backend.models import load_model
     from coral_env.backend.lora import AdapterLayout, LoraSpec, attach_lora
+    from coral_env.backend.models import load_model
 
     model, tok = load_model("tiny", dtype="fp32")
     peft_model = attach_lora(model, LoraSpec(rank=2, alpha=4))

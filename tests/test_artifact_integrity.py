@@ -8,8 +8,7 @@ import shutil
 import pytest
 import torch
 
-from coral_env.backend.io import (CorruptArtifactError, atomic_save_safetensors, atomic_write_json,
-                                  read_json, trim_jsonl)
+from coral_env.backend.io import CorruptArtifactError, atomic_save_safetensors, atomic_write_json, read_json, trim_jsonl
 from coral_env.setup.artifacts import ArtifactPaths
 
 

@@ -6,12 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from coral_env.backend.lora import (AdapterLayout, LoraSpec, adapter_hash, load_adapter, save_adapter,
-                                    state_for_layout)
+from coral_env.backend.lora import AdapterLayout, LoraSpec, adapter_hash, load_adapter, save_adapter, state_for_layout
 from coral_env.backend.metrics import auc, balanced_accuracy, wilson_ci
 from coral_env.backend.models import ModelNotFoundError, load_model, resolve_dtype
 from coral_env.backend.packing import Group, pack_rows
-from coral_env.backend.scoring import encode_pairs, input_nll, score_continuations, ScoringConfig
+from coral_env.backend.scoring import ScoringConfig, encode_pairs, input_nll, score_continuations
 
 
 def test_bad_model_names_say_what_is_wrong(tmp_path):

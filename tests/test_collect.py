@@ -6,8 +6,17 @@ import json
 import pytest
 import torch
 
-from coral_env.backend.finetune import (IGNORE, adamw_state, batch_indices, build_sequences, collate,
-                                        load_adamw_state, make_optimizer, train_lora, train_step)
+from coral_env.backend.finetune import (
+    IGNORE,
+    adamw_state,
+    batch_indices,
+    build_sequences,
+    collate,
+    load_adamw_state,
+    make_optimizer,
+    train_lora,
+    train_step,
+)
 from coral_env.backend.models import load_model
 from coral_env.setup import ArtifactPaths, CollectionConfig, MissingArtifactError, collect
 from coral_env.tasks import load_task

@@ -7,11 +7,17 @@ import shutil
 import pytest
 import torch
 
-from coral_env.agents.cvae import AlignmentAgent, CVAEConfig, ConditionalVAE, kl_divergence
+from coral_env.agents.cvae import AlignmentAgent, ConditionalVAE, CVAEConfig, kl_divergence
 from coral_env.agents.task_vector import TaskVectorizer
 from coral_env.setup import ArtifactPaths, CollectionConfig, MissingArtifactError, collect
-from coral_env.setup.pretrain_cvae import (CVAETrainingConfig, build_vectorizer, cvae_path, pretrain_cvae,
-                                           sample_meta_batch, task_vector_prompts)
+from coral_env.setup.pretrain_cvae import (
+    CVAETrainingConfig,
+    build_vectorizer,
+    cvae_path,
+    pretrain_cvae,
+    sample_meta_batch,
+    task_vector_prompts,
+)
 
 TASKS = ["syn_add", "syn_parity", "syn_compare"]
 HOLDOUT = "syn_compare"

@@ -43,8 +43,9 @@ def test_llm_policy_extracts_and_validates(tiny):
 
 
 def test_reward_of_reads_and_scores_a_reply_one_way():
-    from coral_env.env import reward_of
     from fakes import BanditCoralEnv
+
+    from coral_env.env import reward_of
 
     env = BanditCoralEnv({"a": "LORA", "b": "TTL"})
     reward, info = reward_of('Here: ```json\n{"family": "lora", "lambda": 0.25}\n```', env, "a")

@@ -5,9 +5,9 @@ import json
 from collections import Counter
 
 import pytest
+from fakes import BanditCoralEnv
 
 from coral_env.strategies import parse_strategy
-from fakes import BanditCoralEnv
 from trainers.restem import RestemConfig, build_sft_trainer, keep_rewarded, sft_example, train_restem
 
 LORA = '{"family": "LORA", "lambda": 0.5}'

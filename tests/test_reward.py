@@ -18,12 +18,15 @@ def _correct(n_right: int, n: int = 16, fixed_from: int | None = None) -> np.nda
 
 def test_mcnemar_counts_only_discordant_questions():
     before = _correct(4)
-    one_fixed = before.copy(); one_fixed[4] = True
+    one_fixed = before.copy()
+    one_fixed[4] = True
     assert mcnemar_improvement_pvalue(before, one_fixed) == pytest.approx(0.5)
-    six_fixed = before.copy(); six_fixed[4:10] = True
+    six_fixed = before.copy()
+    six_fixed[4:10] = True
     assert mcnemar_improvement_pvalue(before, six_fixed) == pytest.approx(1 / 64)
     # 6 fixed and 2 broken: P(X >= 6 | Binom(8, 1/2)) = (28 + 8 + 1) / 256
-    mixed = six_fixed.copy(); mixed[:2] = False
+    mixed = six_fixed.copy()
+    mixed[:2] = False
     assert mcnemar_improvement_pvalue(before, mixed) == pytest.approx(37 / 256)
     assert mcnemar_improvement_pvalue(before, before) == 1.0  # nothing changed
     assert mcnemar_improvement_pvalue(six_fixed, before) == pytest.approx(1.0)  # a loss: one-sided
@@ -33,7 +36,8 @@ def test_mcnemar_counts_only_discordant_questions():
 
 def test_paired_bootstrap_ci_brackets_the_paired_mean():
     before = _correct(4, n=100)
-    after = before.copy(); after[4:14] = True  # +10 points, every change the same direction
+    after = before.copy()
+    after[4:14] = True  # +10 points, every change the same direction
     lo, hi = paired_bootstrap_ci(before, after)
     assert 0 < lo < 0.10 < hi < 0.2
     assert paired_bootstrap_ci(before, before) == (0.0, 0.0)

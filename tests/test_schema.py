@@ -1,4 +1,8 @@
-"""The strategy schema: parsing, aliases, errors, generated views, and a fuzz of untrusted input."""
+"""The strategy schema: parsing, aliases, errors, generated views, and a fuzz of untrusted input.
+
+Long on purpose: the action contract is one surface (schema, values, parse, extract, views), and
+its error messages and the Hypothesis fuzz read best side by side.
+"""
 
 from __future__ import annotations
 

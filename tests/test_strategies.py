@@ -8,9 +8,9 @@ import torch
 
 from coral_env.backend.evaluator import GenerationConfig
 from coral_env.backend.lora import adapter_hash
+from coral_env.strategies.context import StrategyContext
 from coral_env.strategies.latent import optimise_deltas
 from coral_env.strategies.lora_mix import mix_adapter, mixer
-from coral_env.strategies.context import StrategyContext
 from coral_env.strategies.runners import execute
 from coral_env.strategies.schema import LatentStrategy, LoRAStrategy, TTLStrategy, TTSStrategy
 from coral_env.strategies.tts import route
@@ -89,7 +89,8 @@ def test_generative_families_run_and_restore(tiny_lora):
                               adapters=FakeAdapters(layout), prompts_per_batch=4,
                               generation=GenerationConfig(max_new_tokens=4))
     before = _model_fingerprint(model)
-    for strategy in (LatentStrategy(slot_steps=2, slot_lr=0.1), TTSStrategy(num_prompt_batches=2, method="max_confidence"),
+    for strategy in (LatentStrategy(slot_steps=2, slot_lr=0.1),
+                     TTSStrategy(num_prompt_batches=2, method="max_confidence"),
                      TTSStrategy(num_prompt_batches=2, method="avg_sim_score")):
         outcome = execute(strategy, context, splits.validation[:4])
         assert outcome.result.kind == "generative" and outcome.result.n == 4

@@ -1,5 +1,8 @@
 """Tests of the tasks layer: registry, loading, lm-eval prompt formats, splits, answers, user tasks.
 
+Long on purpose: it covers the whole tasks layer (every benchmark format, splits, answers, user
+tasks) with shared fixtures.
+
 Uses the real offline data in ../shared/datasets (found through resolve_data_dir); never the
 network.
 """
@@ -36,6 +39,7 @@ from coral_env.tasks import (
     list_tasks,
     load_examples,
     load_task,
+    loading,
     normalize_math_answer,
     normalize_text,
     register_user_task,
@@ -44,7 +48,6 @@ from coral_env.tasks import (
     stop_sequences,
     unregister_task,
 )
-from coral_env.tasks import loading
 
 LOCAL_TASKS = [
     "arc_challenge", "arc_easy", "hellaswag", "boolq", "piqa", "winogrande",

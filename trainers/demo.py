@@ -65,7 +65,8 @@ class DemoConfig(Presets):
     iterations: int = field(default=1, metadata={"help": "ReST^EM iterations"})
     eval_samples_per_task: int = field(default=3, metadata={"help": "policy episodes per held-out task"})
     baselines: list[str] = field(default_factory=lambda: ["no_meta_lora", "union_lora", "maml_fo", "abmll_fo"],
-                                 metadata={"help": "baseline methods to run (a subset of no_meta_lora, union_lora, maml_fo, abmll_fo)"})
+                                 metadata={"help": "baseline methods to run (a subset of no_meta_lora, "
+                                                   "union_lora, maml_fo, abmll_fo)"})
     baseline_meta_steps: int = field(default=20, metadata={"help": "meta-training steps of the baselines"})
     baseline_finetune_steps: int = field(default=12, metadata={"help": "target-support fine-tuning steps"})
     policy_model: str | None = field(default=None, metadata={

@@ -45,7 +45,7 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 def task_group(task: str) -> str:
     """``in-domain``, ``out-of-domain`` or ``synthetic`` (built-in syn_* and ctl_* tasks; user
     tasks count as out-of-domain)."""
-    from coral_env.tasks import IN_DOMAIN, SYNTHETIC_TASKS, CONTROL_TASKS
+    from coral_env.tasks import CONTROL_TASKS, IN_DOMAIN, SYNTHETIC_TASKS
 
     if task in IN_DOMAIN:
         return "in-domain"
@@ -233,5 +233,6 @@ def command(args: ReportArgs) -> int:
     return 0
 
 
-__all__ = ["METHODS_FILE", "EPISODES_FILE", "ReportArgs", "command", "table", "task_group", "group_average", "contribution_plot",
+__all__ = ["METHODS_FILE", "EPISODES_FILE", "ReportArgs", "command", "table", "task_group", "group_average",
+           "contribution_plot",
            "choice_plot", "write_report", "read_jsonl"]

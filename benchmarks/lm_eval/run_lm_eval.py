@@ -52,7 +52,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="HF model folder (default: %(default)s)")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="ARC-Easy test JSONL (default: %(default)s)")
     p.add_argument("--limit", type=int, default=500, help="first N questions in file order (default: %(default)s)")
-    p.add_argument("--batch-size", default=DEFAULT_BATCH_SIZE, help="lm-eval --batch_size (int or 'auto'; default: %(default)s)")
+    p.add_argument("--batch-size", default=DEFAULT_BATCH_SIZE,
+                   help="lm-eval --batch_size (int or 'auto'; default: %(default)s)")
     p.add_argument("--dtype", default="bfloat16")
     p.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "2")),
                    help="torch/OpenMP threads (default: $OMP_NUM_THREADS or 2)")
@@ -169,9 +170,9 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    import transformers
     import datasets
     import lm_eval
+    import transformers
     from lm_eval.__main__ import cli_evaluate
     from lm_eval.models.huggingface import HFLM
 

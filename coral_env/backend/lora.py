@@ -238,7 +238,7 @@ class AdapterLayout:
 
     def save(self, directory: str | Path) -> None:
         """Write ``layout.json`` and ``layout_scales.safetensors`` into ``directory`` atomically."""
-        from .io import atomic_write_json, atomic_save_safetensors
+        from .io import atomic_save_safetensors, atomic_write_json
 
         directory = Path(directory)
         atomic_write_json(directory / "layout.json", self.config())

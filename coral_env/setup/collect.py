@@ -29,9 +29,23 @@ from typing import Callable, Sequence
 import torch
 
 from ..backend.config import BackendConfig
-from ..backend.finetune import (adamw_state, batch_indices, build_sequences, collate, load_adamw_state,
-                                make_optimizer, train_step)
-from ..backend.io import append_jsonl, atomic_save_safetensors, atomic_write_json, read_safetensors, read_state, trim_jsonl
+from ..backend.finetune import (
+    adamw_state,
+    batch_indices,
+    build_sequences,
+    collate,
+    load_adamw_state,
+    make_optimizer,
+    train_step,
+)
+from ..backend.io import (
+    append_jsonl,
+    atomic_save_safetensors,
+    atomic_write_json,
+    read_safetensors,
+    read_state,
+    trim_jsonl,
+)
 from ..backend.lora import AdapterLayout, adapter_hash, attach_lora
 from ..config import Presets, check_preset, documented
 from ..tasks import load_task

@@ -35,7 +35,8 @@ TARGETS = ("input", "checkpoint")
 
 
 def cvae_path(artifacts: str | Path, preset: str, holdout: str | None = None, target: str = "input") -> Path:
-    """Folder of the CVAE trained without ``holdout`` for ``target``: ``<root>/<preset>/cvae/<holdout|all>/<target>``."""
+    """Folder of the CVAE trained without ``holdout`` for ``target``:
+    ``<root>/<preset>/cvae/<holdout|all>/<target>``."""
     if target not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
     return ArtifactPaths(artifacts, preset).cvae_dir(holdout) / target
@@ -199,4 +200,5 @@ def load_generator(paths: ArtifactPaths, holdout: str | None, artifacts):
 
 
 __all__ = ["TARGETS", "CVAETrainingData", "build_vectorizer", "checkpoint_task_vectors", "cvae_path",
-           "generated_pairs", "generator_id", "load_cvae_data", "load_generator", "sample_meta_batch", "task_vector_prompts"]
+           "generated_pairs", "generator_id", "load_cvae_data", "load_generator", "sample_meta_batch",
+           "task_vector_prompts"]

@@ -23,7 +23,15 @@ import torch
 
 from ..agents.encoder import PromptEncoder
 from ..agents.generator import Generator, GeneratorConfig, HyperConvDecoder
-from ..backend.io import append_jsonl, atomic_save_safetensors, atomic_write_json, read_json, read_safetensors, read_state, trim_jsonl
+from ..backend.io import (
+    append_jsonl,
+    atomic_save_safetensors,
+    atomic_write_json,
+    read_json,
+    read_safetensors,
+    read_state,
+    trim_jsonl,
+)
 from ..backend.lora import AdapterLayout
 from ..config import Presets, check_preset, documented
 from ..tasks import get_task, load_task
@@ -145,7 +153,8 @@ def load_training_data(paths: ArtifactPaths, tasks: Sequence[str], config: Gener
     """Load checkpoints, fit layout scales on them, tokenise, and encode each task's prompt pool."""
     paths.require_collected(list(tasks))
     if not (paths.layout_dir / "layout.json").exists():
-        raise MissingArtifactError(f"no adapter layout under {paths.layout_dir}; run `{paths.collect_command(list(tasks))}`")
+        raise MissingArtifactError(
+            f"no adapter layout under {paths.layout_dir}; run `{paths.collect_command(list(tasks))}`")
     layout = AdapterLayout.load(paths.layout_dir)
     raw, hashes = {}, set()
     for task in tasks:

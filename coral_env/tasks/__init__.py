@@ -17,13 +17,13 @@ from coral_env.tasks.answers import (
     normalize_math_answer,
     normalize_number,
 )
+from coral_env.tasks.base import Example, PromptStyle, SplitSizes, TaskKind, TaskSplits
 from coral_env.tasks.controls import (
     CONTROL_TASKS,
     GENERATOR_CONTROL,
     GENERATOR_CONTROL_HELDOUT,
     GENERATOR_CONTROL_TRAIN,
 )
-from coral_env.tasks.base import Example, PromptStyle, SplitSizes, TaskKind, TaskSplits
 from coral_env.tasks.errors import (
     DataDirNotFoundError,
     MalformedRowError,
