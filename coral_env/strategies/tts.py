@@ -25,7 +25,6 @@ from ..tasks import extract_gsm8k_answer, extract_math_answer, get_task
 from .context import StrategyContext, StrategyOutcome
 from .schema import TTSStrategy
 
-
 MAX_REDRAWS = 100
 
 
