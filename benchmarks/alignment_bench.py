@@ -100,7 +100,7 @@ def main() -> None:
     from coral_env.setup.artifacts import ArtifactPaths
     from coral_env.setup.pretrain_cvae import CVAETrainingConfig, build_vectorizer, pretrain_cvae, task_vector_prompts
     from coral_env.setup.pretrain_generator import task_prompts
-    from coral_env.tasks import load_task
+    from coral_env.setup.split_manifest import contract_splits
 
     torch.set_num_threads(args.threads)
     tasks = args.tasks.split(",")
@@ -134,10 +134,10 @@ def main() -> None:
         if encoder is None:
             encoder = PromptEncoder(gen.config.encoder, gen.config.prompt_length, cache_dir=paths.cache_dir)
             gen = Generator.from_pretrained(paths.generator_dir(holdout), encoder=encoder)
-        support = task_prompts(holdout, splits=("support",))
+        support = task_prompts(paths, holdout, splits=("support",))
         generated = gen.generate_adapter(support[:gen.config.num_prompts])
         t = time.perf_counter()
-        tv = vectorizer(generated, task_vector_prompts(holdout, tok, limit=configs[("", "input")].tv_prompts,
+        tv = vectorizer(generated, task_vector_prompts(paths, holdout, tok, limit=configs[("", "input")].tv_prompts,
                                                        style="plain"))
         rec["timings"]["task_vector_s"] = round(time.perf_counter() - t, 2)
         adapters = {"base": torch.zeros(layout.size), "generated": generated}
@@ -156,7 +156,7 @@ def main() -> None:
             for name, a in adapters.items() if name.startswith("aligned")}
         rec["task_vector_norm"] = float(tv.norm())
 
-        examples = load_task(holdout, seed=0).test[:args.n_test]
+        examples = contract_splits(paths, holdout).test[:args.n_test]
         theirs = gen_results.get(holdout, {})
         by_weights = {}  # hash of the adapter as the bf16 model holds it -> condition evaluated
         for name in CONDITIONS:

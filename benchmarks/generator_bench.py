@@ -39,7 +39,8 @@ from coral_env.backend.metrics import bootstrap_ci  # noqa: E402
 from coral_env.backend.models import load_model  # noqa: E402
 from coral_env.setup import ArtifactPaths, CollectionConfig, GeneratorTrainingConfig, collect, pretrain_generator  # noqa: E402
 from coral_env.setup.pretrain_generator import task_prompts  # noqa: E402
-from coral_env.tasks import IN_DOMAIN, load_task  # noqa: E402
+from coral_env.setup.split_manifest import contract_splits  # noqa: E402
+from coral_env.tasks import IN_DOMAIN  # noqa: E402
 
 METHODS = ("base", "generated", "generated_batch2", "mean", "own")
 LABELS = {"base": "base model", "generated": "generated (support batch 1)",
@@ -183,7 +184,7 @@ def main() -> None:
     evals = results.setdefault("eval", {})
     cos = results.setdefault("cosine", {})
     for task in tasks:
-        support = task_prompts(task, splits=("support",))
+        support = task_prompts(paths, task, splits=("support",))
         gen = gens[task]
         vectors = {"generated": gen.generate_adapter(support[:n_prompts]),
                    "generated_batch2": gen.generate_adapter(support[n_prompts:2 * n_prompts]),
@@ -200,7 +201,7 @@ def main() -> None:
             "dist_mean_adapter_to_target": float((vectors["mean"] - task_means[task]).norm()),
             "dist_generated_to_mean_adapter": float((g - vectors["mean"]).norm()),
         }
-        test = load_task(task).test[:args.n_test]
+        test = contract_splits(paths, task).test[:args.n_test]
         for method in METHODS:
             key = method
             if key in evals.get(task, {}):

@@ -30,12 +30,17 @@ class EvalArgs:
     threads: int | None = field(default=None, metadata={"help": "torch CPU threads (default: torch's)"})
     data_dir: str | None = field(default=None, metadata={
         "help": "folder of benchmark JSONL files (default: $CORAL_DATA_DIR, else ../shared/datasets)"})
-    seed: int = field(default=0, metadata={"help": "split seed"})
+    split_seed: int = field(default=0, metadata={
+        "help": "task split seed; must match the artifacts' split manifest"})
+    preset: str = field(default="cpu", metadata={
+        "help": "whose split sizes to use (test rows: tiny 16, cpu 300, paper 1000)", "choices": ("tiny", "cpu", "paper")})
+    artifacts: str | None = field(default=None, metadata={
+        "help": "artifacts root whose split manifest the splits must match when it records the task "
+                "(default: $CORAL_ARTIFACTS or ~/.cache/coral/artifacts)"})
     split: str = field(default="test", metadata={"help": "task split",
                                                  "choices": ("train", "support", "validation", "test")})
-    limit: int | None = field(default=None, metadata={"help": "first N examples of the split"})
-    test_size: int = field(default=300, metadata={
-        "help": "test split size (raised to --limit when that is larger)"})
+    limit: int | None = field(default=None, metadata={
+        "help": "first N examples of the split (at most the split's size; never re-carves)"})
     adapter: str | None = field(default=None, metadata={"help": "a PEFT adapter folder to apply"})
     style: str = field(default="plain", metadata={
         "help": "prompt style: plain (lm-eval-harness format) or chat (chat template)", "choices": ("plain", "chat")})
@@ -49,16 +54,27 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .backend.evaluator import evaluate
     from .backend.lora import AdapterLayout, attach_lora, load_adapter, state_for_layout
     from .backend.models import load_model
-    from .tasks import SplitSizes, load_task
+    from .setup.artifacts import ArtifactPaths, default_artifacts_root
+    from .setup.split_manifest import contract_splits
+    from .tasks import PRESET_SPLIT_SIZES
 
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be >= 1, got {args.limit}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    test_size = max(args.test_size, args.limit or 0) if args.split == "test" else args.test_size
-    splits = load_task(args.task, args.data_dir, seed=args.seed, sizes=SplitSizes(test=test_size))
+    # The preset's splits, checked against (never written to) the artifacts' manifest: --limit
+    # takes the first N rows and never re-carves, so a test row stays a test row.
+    paths = ArtifactPaths(args.artifacts or default_artifacts_root(), args.preset)
+    splits = contract_splits(paths, args.task, args.data_dir, args.split_seed, record=False)
     examples = splits.split(args.split)
     if args.limit is not None:
+        if args.limit > len(examples):
+            bigger = [p for p, s in PRESET_SPLIT_SIZES.items() if getattr(s, args.split, 0) > len(examples)]
+            raise ValueError(
+                f"--limit {args.limit} asks for more than the {len(examples)} {args.split} rows of task "
+                f"{args.task!r} at preset {args.preset}; a larger split would be carved differently and "
+                f"overlap the other splits. Use --limit {len(examples)} or less"
+                + (f", or --preset {bigger[0]}" if bigger and args.split != "train" else ""))
         examples = examples[:args.limit]
     model, tokenizer = load_model(args.model, args.dtype, args.device)
     if args.adapter:

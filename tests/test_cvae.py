@@ -59,9 +59,9 @@ def trained(artifacts, vectorizer):
 
 
 # ----- task vectors -----------------------------------------------------------------------------
-def test_task_vector_zero_adapter_and_restores_model(vectorizer):
+def test_task_vector_zero_adapter_and_restores_model(artifacts, vectorizer):
     layout = vectorizer.layout
-    prompts = task_vector_prompts("syn_add", vectorizer.tokenizer, limit=5)
+    prompts = task_vector_prompts(ArtifactPaths(artifacts, "tiny"), "syn_add", vectorizer.tokenizer, limit=5)
     own = torch.randn(layout.size) * 0.1
     layout.set_flat(own)
     assert torch.equal(vectorizer(torch.zeros(layout.size), prompts), torch.zeros(vectorizer.dim))
@@ -188,7 +188,7 @@ def test_determinism_and_resume(trained, artifacts, vectorizer):
 def test_aligned_adapter_loads_and_changes_outputs(trained, artifacts, vectorizer):
     paths = ArtifactPaths(artifacts, "tiny")
     ckpts, _ = paths.load_checkpoints("syn_compare")
-    prompts = task_vector_prompts(HOLDOUT, vectorizer.tokenizer, limit=8)
+    prompts = task_vector_prompts(ArtifactPaths(artifacts, "tiny"), HOLDOUT, vectorizer.tokenizer, limit=8)
     agent = AlignmentAgent(trained, vectorizer)
     out = agent(ckpts[-1], prompts)
     assert out.adapter.shape == (vectorizer.layout.size,) and out.latent.shape == (trained.config.latent_dim,)

@@ -46,7 +46,7 @@ def run(tmp_path, calls, steps, replies=REPLIES, fail_on=None, **overrides):
                     samples_per_task=6, keep_per_task=2, eval_samples_per_task=3, max_steps=1, progress=False)
     config = RestemConfig.from_preset("tiny", **(settings | overrides))
 
-    def make_env(tasks):
+    def make_env(tasks, **_):
         env = BanditCoralEnv({t: TARGETS[t] for t in tasks})
         original = env.step
 

@@ -21,7 +21,7 @@ HELD_OUT = {"task_d": "LORA"}
 TARGETS = BEST | HELD_OUT
 
 
-def make_env(tasks):
+def make_env(tasks, **_):
     return BanditCoralEnv({t: TARGETS[t] for t in tasks})
 
 

@@ -71,7 +71,8 @@ class DemoConfig(Presets):
     baseline_finetune_steps: int = field(default=12, metadata={"help": "target-support fine-tuning steps"})
     policy_model: str | None = field(default=None, metadata={
         "help": "policy LLM (default: policies.llm.default_policy_model())"})
-    seed: int = field(default=0, metadata={"help": "seed of splits, sampling and training"})
+    seed: int = field(default=0, metadata={"help": "seed of sampling and training (splits use split seed 0, "
+                                                   "the one `coral setup` records)"})
     threads: int | None = field(default=None, metadata={"help": "torch CPU threads"})
     progress: bool = field(default=True, metadata={"help": "show progress bars"})
 
@@ -229,11 +230,13 @@ def _result_row(method: str, label: str, task: str, result) -> dict[str, Any]:
 
 
 def pipeline_rows(runtime, tasks: list[str]) -> list[dict[str, Any]]:
-    """Test accuracy per task of the base model, the generated adapter and the aligned one."""
+    """Test accuracy per task of the base model, the generated adapter and the aligned one;
+    refuses (``HeldOutError``) a task whose generator or CVAE was trained on it."""
     import torch
 
     rows = []
     for task in tasks:
+        runtime.require_heldout(task)  # strict: artifacts trained on a held-out task would flatter it
         state = runtime.task(task)
         generated = runtime.generator_for(task).generate_adapter([ex.question for ex in state.splits.support])
         stages = [("base", "Base model (no adapter)", torch.zeros(runtime.layout.size)),

@@ -42,7 +42,7 @@ def evaluate_policy_on_tasks(env, policy, tasks: list[str], n_per_task: int = 1,
         seed: seeds the env's first reset.
 
     Returns:
-        rows with ``policy, task, sample, action, strategy, family, valid, reward, success,
+        rows with ``policy, task, sample, action, strategy, family, valid, heldout, reward, success,
         metric, metric_before, metric_after, metric_gain, accuracy_before, accuracy_after,
         accuracy_gain, steps, error`` and ``test_accuracy`` when the env reports it.
     """
@@ -79,7 +79,8 @@ def _row(policy: str, task: str, sample: int, actions: list[str], reward: float,
     family = _family(strategy) if strategy else "invalid"
     row = {"policy": policy, "task": task, "sample": sample,
            "action": actions[0] if len(actions) == 1 else actions, "strategy": strategy,
-           "family": family, "valid": valid, "reward": reward, "success": after > before,
+           "family": family, "valid": valid, "heldout": first.get("heldout"), "reward": reward,
+           "success": after > before,
            "metric": last.get("metric", first.get("metric")), "metric_before": before,
            "metric_after": after, "metric_gain": after - before, "accuracy_before": acc_before,
            "accuracy_after": acc_after, "accuracy_gain": acc_after - acc_before, "steps": len(actions),
@@ -232,14 +233,16 @@ def report(rows: list[dict]) -> str:
 
 def env_factory(preset: str, artifacts: str | None = None, data_dir: str | None = None, seed: int = 0,
                 **kwargs) -> Callable[[list[str]], Any]:
-    """``tasks -> Coral-v0 env`` with these settings (envs share one runtime per process)."""
+    """``(tasks, **env kwargs) -> Coral-v0 env`` with these settings (envs share one runtime per
+    process); ``seed`` is the strategies' sampling seed, never the split seed. The trainers build
+    their held-out env with ``strict_heldout=True``."""
 
-    def make(tasks: list[str]):
+    def make(tasks: list[str], **extra):
         import gymnasium as gym
 
         import coral_env  # noqa: F401  (registers Coral-v0)
 
         return gym.make("Coral-v0", task=list(tasks), preset=preset, artifacts=artifacts,
-                        data_dir=data_dir, seed=seed, **kwargs)
+                        data_dir=data_dir, seed=seed, **(kwargs | extra))
 
     return make

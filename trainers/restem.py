@@ -118,7 +118,8 @@ def train_restem(config: RestemConfig, make_env: Callable[[list[str]], Any] | No
     """Run (or resume) ReST^EM; returns ``{"iterations": [...], "summaries": [...]}``.
 
     Args:
-        make_env: ``tasks -> env`` (default: ``Coral-v0`` with the config's env settings).
+        make_env: ``(tasks, **env kwargs) -> env`` (default: ``Coral-v0`` with the config's env settings;
+            the held-out env is built with ``strict_heldout=True``).
         make_policy: ``adapter folder | None -> policy`` with ``sample(context, task, n)`` and
             ``act(observation, info)`` (default: ``LLMPolicy`` on ``config.policy_model``).
     """
@@ -167,7 +168,8 @@ def train_restem(config: RestemConfig, make_env: Callable[[list[str]], Any] | No
 
     def env_for(kind: str):
         if kind not in envs:
-            envs[kind] = make_env(config.train_tasks if kind == "train" else config.eval_tasks)
+            envs[kind] = (make_env(config.train_tasks) if kind == "train"
+                          else make_env(config.eval_tasks, strict_heldout=True))  # never trained on them
         return envs[kind]
 
     def evaluate(folder: Path, adapter: str | None, label: str, iteration: int) -> dict:

@@ -143,7 +143,8 @@ def train_sb3(config: SB3Config, make_env: Callable[[list[str]], Any] | None = N
     """Train (or, when ``<out>/policy`` exists, reload), save and evaluate one agent.
 
     Args:
-        make_env: ``tasks -> env`` (default: ``Coral-v0`` with the config's env settings).
+        make_env: ``(tasks, **env kwargs) -> env`` (default: ``Coral-v0`` with the config's env settings;
+            the held-out env is built with ``strict_heldout=True``).
         encoder: sentence encoder for ``EmbedObservation`` (default: the env's generator encoder).
 
     Returns:
@@ -191,7 +192,7 @@ def train_sb3(config: SB3Config, make_env: Callable[[list[str]], Any] | None = N
         model = load_sb3(policy_dir)
 
     # ----- evaluate on held-out tasks ------------------------------------------------------------
-    eval_env = make_env(config.eval_tasks)
+    eval_env = make_env(config.eval_tasks, strict_heldout=True)  # artifacts never trained on them
     policy = SB3Policy(model, wrap_env(eval_env, config.algo, encoder, config.max_prompt_batches),
                        deterministic=config.deterministic_eval,
                        name=config.algo)

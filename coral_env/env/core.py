@@ -44,8 +44,10 @@ class CoralEnv(gym.Env[dict, str]):
 
     ``Dict`` with
     - ``context``: the task description (``AnyText``: any character, up to 4096);
-    - ``adapter``: a fixed-size float32 vector describing the current adapter: the CVAE
-      posterior mean when alignment is on, else RMS of each LoRA matrix pooled to 32 bins;
+    - ``adapter``: a fixed-size float32 vector describing the current adapter (in a chained
+      episode, the adapter the last strategy left; the terminal observation keeps the one
+      before, as nothing acts on it): the CVAE posterior mean when alignment is
+      on, else RMS of each LoRA matrix pooled to 32 bins;
     - ``metrics``: float32 ``[validation metric before the action, adaptation step index]``.
 
     ## Starting State
@@ -74,7 +76,9 @@ class CoralEnv(gym.Env[dict, str]):
 
     ## Information
 
-    ``info`` has ``task``, ``metric``, ``metric_before``/``metric_after``, ``accuracy_before``/
+    ``reset``'s ``info`` has ``heldout`` (True only when the generator and the CVAE in use were
+    both trained without the task) and ``adapter_source``. ``info`` has ``task``, ``metric``,
+    ``metric_before``/``metric_after``, ``accuracy_before``/
     ``accuracy_after``, ``strategy`` (canonical JSON), ``notes`` (defaults filled, aliases
     read), ``cost`` and ``timings`` (seconds), ``memo_hit``, ``p_value`` (one-sided McNemar;
     every valid step), ``error`` (invalid actions only),
@@ -87,6 +91,9 @@ class CoralEnv(gym.Env[dict, str]):
     ``seed``, ``reward_mode``, ``reward_metric``, ``tie_reward``, ``significance_level``
     (``significant`` mode), ``max_adaptation_steps``,
     ``eval_test``, ``context`` (str or {task: str}: your own task descriptions),
+    ``split_seed`` (the task split seed; must match the artifacts' split manifest),
+    ``strict_heldout`` (refuse, with the ``coral setup --holdout T`` command that fixes it, any
+    task whose generator or CVAE was trained on it),
     ``use_alignment``, ``auto_setup`` (run ``coral setup`` for missing artifacts),
     ``context_model`` (the instruct model that writes contexts; default: the env's model, or
     the packaged Qwen2.5-Coder-0.5B at the cpu preset when installed),
@@ -116,7 +123,7 @@ class CoralEnv(gym.Env[dict, str]):
                  max_adaptation_steps: int = 1, eval_test: bool = False,
                  context: str | dict[str, str] | None = None, use_alignment: bool = True,
                  auto_setup: bool = False, context_model: str | None = None,
-                 render_mode: str | None = None) -> None:
+                 render_mode: str | None = None, split_seed: int = 0, strict_heldout: bool = False) -> None:
         self.tasks = [task] if isinstance(task, str) else list(task)
         if not self.tasks:
             raise ValueError("task must name at least one task")
@@ -135,9 +142,16 @@ class CoralEnv(gym.Env[dict, str]):
         for name in self.tasks:
             get_task(name)  # unknown names fail here, listing the known ones
         self.config = EnvConfig(preset=preset, model=model, artifacts=artifacts, data_dir=data_dir,
-                                seed=seed, use_alignment=use_alignment, auto_setup=auto_setup,
-                                context_model=context_model)
+                                seed=seed, split_seed=split_seed, use_alignment=use_alignment,
+                                auto_setup=auto_setup, context_model=context_model)
         self.runtime = CoralRuntime.get(self.config)
+        self.strict_heldout = bool(strict_heldout)
+        self.runtime.ensure_artifacts(self.tasks, self.strict_heldout)
+        for name in self.tasks:
+            self.runtime.splits(name)  # the split contract is checked now, not at the first reset
+        if self.strict_heldout:
+            for name in self.tasks:
+                self.runtime.require_heldout(name)
         if isinstance(context, str):
             if len(self.tasks) != 1:
                 raise ValueError("a single context string needs a single task; pass {task: context}")
@@ -190,6 +204,7 @@ class CoralEnv(gym.Env[dict, str]):
                                evaluation.result.correct)
         info = {"task": name, "metric": metric, "metric_before": self._state.metric,
                 "accuracy_before": evaluation.result.accuracy, "adapter_source": task.source,
+                "heldout": self.runtime.provenance(name)["heldout"],
                 "timings": {"reset": time.perf_counter() - start}}
         self._last_info = info
         return self._observation(), info
@@ -236,10 +251,12 @@ class CoralEnv(gym.Env[dict, str]):
                  "p_value": p_value, "cost": dict(evaluation.cost), "memo_hit": hit}
         self._add_test_accuracy(info, strategy)
         state.step += 1
-        if evaluation.adapter is not None:
-            state.adapter = evaluation.adapter
         state.metric, state.accuracy, state.correct = after, evaluation.result.accuracy, evaluation.result.correct
         state.done = state.step >= self.max_adaptation_steps
+        if evaluation.adapter is not None and evaluation.adapter is not state.adapter:
+            state.adapter = evaluation.adapter
+            if not state.done:  # the next strategy sees the adapter it will act on
+                state.description = self.runtime.describe(state.task.name, state.adapter)
         info["timings"] = {"step": time.perf_counter() - start}
         self._last_info = info
         return self._observation(), reward, state.done, False, info

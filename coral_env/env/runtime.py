@@ -14,6 +14,7 @@ safe and give the results of a serial run, but their steps run one at a time; co
 from __future__ import annotations
 
 import functools
+import json
 import threading
 import time
 import weakref
@@ -27,19 +28,19 @@ from ..backend.config import BackendConfig, check_preset
 from ..backend.lora import AdapterLayout, adapter_hash, attach_lora
 from ..backend.models import load_model
 from ..setup.artifacts import ArtifactPaths, MissingArtifactError, default_artifacts_root
+from ..setup.split_manifest import contract_splits
 from ..strategies.context import StrategyContext, StrategyOutcome
 from ..strategies.runners import execute
 from ..strategies.schema import Strategy
-from ..tasks import SplitSizes, TaskSplits, input_prompts, load_task
+from ..tasks import TaskSplits, get_task, input_prompts
 
 OBS_ADAPTER_DIM = 32
 """Size of the adapter description without a CVAE (the CVAE latent replaces it when present)."""
 
-SPLIT_SIZES = {
-    "tiny": SplitSizes(support=16, validation=16, test=16, max_train=64),
-    "cpu": SplitSizes(support=64, validation=100, test=300, max_train=2000),
-    "paper": SplitSizes(support=128, validation=200, test=1000, max_train=5000),
-}
+
+
+class HeldOutError(ValueError):
+    """A strict env was asked to serve a task with artifacts that were trained on it."""
 
 
 @dataclass
@@ -51,7 +52,10 @@ class EnvConfig:
         model: override the preset's model (offline name, folder, .gguf or Hub id).
         artifacts: root of the stage-1/2 artifacts (``coral setup --artifacts``).
         data_dir: benchmark JSONL folder (default: ``$CORAL_DATA_DIR`` or ``../shared/datasets``).
-        seed: split seed and the seed of every sampled choice inside strategies.
+        seed: the seed of every sampled choice inside strategies (TTL shuffling, TTS batches);
+            it never changes the splits.
+        split_seed: the task split seed; the splits must match the ones the artifacts recorded
+            (``<artifacts>/<preset>/splits.json``), which every stage checks.
         use_alignment: align generated adapters with the CVAE when one exists.
         auto_setup: run ``coral setup`` for missing artifacts instead of raising.
         context_model: the instruct model that writes task contexts (``None``: the preset's
@@ -63,6 +67,7 @@ class EnvConfig:
     artifacts: str | None = None
     data_dir: str | None = None
     seed: int = 0
+    split_seed: int = 0
     use_alignment: bool = True
     auto_setup: bool = False
     context_model: str | None = None
@@ -76,7 +81,7 @@ class EnvConfig:
 
     def key(self) -> tuple:
         return (self.preset, self.model, str(self.root.resolve()), self.data_dir, self.seed,
-                self.use_alignment, self.context_model)
+                self.split_seed, self.use_alignment, self.context_model)
 
 
 def default_context_model(preset: str, env_model: str) -> str:
@@ -152,36 +157,49 @@ class CoralRuntime:
         self.lock = threading.RLock()
         self.backend = BackendConfig.preset(config.preset, model=config.model)
         self.paths = ArtifactPaths(config.root, config.preset)
-        self._require_artifacts()
+        if not self.has_generator() and not config.auto_setup:
+            raise MissingArtifactError(
+                f"no trained generator under {self.paths.base} (stage-1/2 artifacts are missing); run "
+                f"`{self.setup_command()}` first, or pass auto_setup=True to run it now")
         model, self.tokenizer = load_model(self.backend.model, self.backend.dtype, self.backend.device)
         self.model = attach_lora(model, self.backend.lora)
         self.layout = AdapterLayout.from_model(self.model, self.backend.token_dim)
-        self.sizes = SPLIT_SIZES[config.preset]
         self._generators: dict[str, object] = {}
         self._cvaes: dict[str, object | None] = {}
         self._tasks: dict[str, TaskState] = {}
         self._splits: dict[str, TaskSplits] = {}
-        self._vectorizer = None
+        self._vectorizers: dict[int, object] = {}
         self.memo: dict[tuple, StrategyOutcome] = {}
         self.contexts: dict[str, str] = {}
         self._context_writer: tuple[object, object] | None = None
         self._hash_cache: dict[int, tuple] = {}
+        self._descriptions: dict[tuple, np.ndarray] = {}
 
     # ----- artifacts ---------------------------------------------------------------------
-    def setup_command(self) -> str:
-        return f"coral setup --preset {self.config.preset} --artifacts {self.config.root}"
+    def setup_command(self, holdout: str | None = None) -> str:
+        flag = f" --holdout {holdout}" if holdout else ""
+        return f"coral setup --preset {self.config.preset} --artifacts {self.config.root}{flag}"
 
-    def _require_artifacts(self) -> None:
-        if any(self.paths.base.glob("generator/*/config.json")):  # "all" or any leave-one-out one
-            return
-        if self.config.auto_setup:
-            from ..setup.pipeline import run_setup
+    def has_generator(self) -> bool:
+        return any(self.paths.base.glob("generator/*/config.json"))  # "all" or any leave-one-out one
 
-            run_setup(self.config.preset, self.config.root, data_dir=self.config.data_dir)
+    @_serialised
+    def ensure_artifacts(self, tasks: list[str], strict_heldout: bool = False) -> None:
+        """With ``auto_setup``: run ``coral setup`` for what ``tasks`` need. Strict envs get, per
+        task that has none, a generator and CVAE trained without it (``--holdout task``); other
+        envs the ones trained on the preset's default setup tasks when a task has no generator."""
+        if not self.config.auto_setup:
             return
-        raise MissingArtifactError(
-            f"no trained generator under {self.paths.base} (stage-1/2 artifacts are missing); run "
-            f"`{self.setup_command()}` first, or pass auto_setup=True to run it now")
+        from ..setup.pipeline import run_setup
+
+        if strict_heldout:
+            for task in tasks:
+                if not self.provenance(task)["heldout"]:
+                    run_setup(self.config.preset, self.config.root, holdout=task, data_dir=self.config.data_dir,
+                              split_seed=self.config.split_seed)
+        elif any(self._variant("generator", task) is None for task in tasks):
+            run_setup(self.config.preset, self.config.root, data_dir=self.config.data_dir,
+                      split_seed=self.config.split_seed)
 
     def _variant(self, kind: str, task: str) -> Path | None:
         """The artifact trained without ``task`` if there is one, else the one trained on all."""
@@ -191,6 +209,39 @@ class CoralRuntime:
             if path.joinpath("config.json").exists():
                 return path
         return None
+
+    def provenance(self, task: str) -> dict:
+        """Which generator and CVAE serve ``task`` and whether both were trained without it.
+
+        ``heldout`` is True only when the generator and the CVAE in use (when alignment is on
+        and a CVAE exists) list their training tasks and ``task`` is not among them.
+        """
+        name = get_task(task).name
+        out: dict = {"generator": None, "cvae": None}
+        trained_on: list[bool] = []
+        for kind in ("generator", "cvae"):
+            if kind == "cvae" and not self.config.use_alignment:
+                continue
+            path = self._variant(kind, name)
+            if path is None:
+                if kind == "generator":
+                    trained_on.append(True)  # nothing to serve it: not held out
+                continue
+            tasks = json.loads((path / "config.json").read_text()).get("extra", {}).get("tasks")
+            out[kind] = str(path)
+            trained_on.append(tasks is None or name in tasks)  # unknown training tasks: assume seen
+        out["heldout"] = not any(trained_on)
+        return out
+
+    def require_heldout(self, task: str) -> None:
+        """Raise ``HeldOutError`` unless ``task`` is served by artifacts trained without it."""
+        found = self.provenance(task)
+        if not found["heldout"]:
+            raise HeldOutError(
+                f"task {task!r} is not held out: the generator ({found['generator']}) or the CVAE "
+                f"({found['cvae']}) under {self.paths.base} was trained on it, so its results would not be "
+                f"those of an unseen task. Fix: `{self.setup_command(task)}` (trains both without it), "
+                f"or drop strict_heldout=True to use them anyway")
 
     @_serialised
     def generator_for(self, task: str):
@@ -220,21 +271,39 @@ class CoralRuntime:
 
     @_serialised
     def splits(self, task: str) -> TaskSplits:
+        """The task's splits at this preset's sizes, checked against the artifacts' manifest."""
         if task not in self._splits:
-            self._splits[task] = load_task(task, self.config.data_dir, seed=self.config.seed,
-                                           sizes=self.sizes)
+            self._splits[task] = contract_splits(self.paths, task, self.config.data_dir, self.config.split_seed,
+                                                 stage="env")
         return self._splits[task]
 
     @_serialised
-    def task_vector(self, task: str, adapter: torch.Tensor) -> torch.Tensor:
-        """v_T of ``adapter`` on the task's first 16 support prompts (model-facing, no labels)."""
+    def task_vector(self, task: str, adapter: torch.Tensor, cvae) -> torch.Tensor:
+        """v_T of ``adapter`` measured as ``cvae`` was trained: its saved number of support
+        prompts, tokens per prompt and prompt style (model-facing inputs, no labels)."""
         from ..agents.task_vector import TaskVectorizer
 
-        if self._vectorizer is None:
-            self._vectorizer = TaskVectorizer(self.model, self.tokenizer, self.layout)
-        prompts = input_prompts(self.splits(task).support[:16], self.backend.prompt_style,
+        extra = cvae.extra
+        n_prompts, max_len = int(extra.get("tv_prompts", 16)), int(extra.get("tv_max_len", 128))
+        if max_len not in self._vectorizers:
+            self._vectorizers[max_len] = TaskVectorizer(self.model, self.tokenizer, self.layout, max_len=max_len)
+        prompts = input_prompts(self.splits(task).support[:n_prompts], extra.get("style", self.backend.prompt_style),
                                 self.tokenizer, task=task)
-        return self._vectorizer(adapter, prompts)
+        return self._vectorizers[max_len](adapter, prompts)
+
+    @_serialised
+    def describe(self, task: str, adapter: torch.Tensor) -> np.ndarray:
+        """The observation's fixed-size description of ``adapter`` (the CVAE posterior mean, or
+        RMS per LoRA matrix without a CVAE)."""
+        key = (task, self.adapter_key(adapter))
+        if key not in self._descriptions:
+            cvae = self.cvae_for(task)
+            if cvae is None:
+                self._descriptions[key] = summarize_adapter(self.layout, adapter)
+            else:
+                vector = self.task_vector(task, adapter, cvae)
+                self._descriptions[key] = cvae.describe(adapter, vector).detach().float().numpy().reshape(-1)
+        return self._descriptions[key].astype(np.float32)
 
     # ----- adapters ------------------------------------------------------------------------
     @_serialised
@@ -249,7 +318,7 @@ class CoralRuntime:
         cvae = self.cvae_for(task)
         if cvae is None:
             return generated, summarize_adapter(self.layout, generated), "generated"
-        vector = self.task_vector(task, generated)
+        vector = self.task_vector(task, generated, cvae)
         aligned = cvae.align(generated, vector)
         description = cvae.describe(generated, vector).detach().float().numpy().reshape(-1)
         return aligned, description.astype(np.float32), "generated+aligned"

@@ -48,8 +48,8 @@ from ..backend.io import (
 )
 from ..backend.lora import AdapterLayout, adapter_hash, attach_lora
 from ..config import Presets, check_preset, documented
-from ..tasks import load_task
 from .artifacts import ArtifactPaths
+from .split_manifest import contract_splits
 
 StepCallback = Callable[[str, int, float], None]
 """(task, step, loss), called after a step's checkpoint and resume state are on disk."""
@@ -93,7 +93,8 @@ class CollectionConfig(Presets):
     seed: int = field(default=0, metadata={"help": "data-order seed (batch t is a function of (seed, t))."})
     init_seed: int = field(default=0, metadata={"help": "seed of the LoRA initialisation shared by every task."})
     split_seed: int = field(default=0, metadata={"help": (
-        "seed of the task splits (must match the later stages' splits).")})
+        "seed of the task splits (the sizes are the preset's; recorded in the artifacts' split manifest, "
+        "which every later stage checks).")})
     style: str = field(default="plain", metadata={"help": "prompt style, ``plain`` (lm-eval format) or ``chat``."})
     model: str | None = field(default=None, metadata={"help": (
         "override the preset's model (``None``: the preset's).")})
@@ -169,7 +170,8 @@ def collect(config: CollectionConfig, tasks: Sequence[str], artifacts: str | Pat
     tasks = list(dict.fromkeys(tasks))
     if not tasks:
         raise ValueError("no tasks to collect")
-    examples = {t: load_task(t, data_dir, seed=config.split_seed).train[:config.max_samples] for t in tasks}
+    examples = {t: contract_splits(paths, t, data_dir, config.split_seed, stage="collect").train[:config.max_samples]
+                for t in tasks}
     empty = [t for t, ex in examples.items() if not ex]
     if empty:
         raise ValueError(f"task(s) {', '.join(empty)} have an empty train split; nothing to collect")

@@ -25,8 +25,9 @@ import torch
 from ..agents.task_vector import TaskVectorizer
 from ..backend.io import atomic_save_safetensors, read_safetensors
 from ..backend.lora import AdapterLayout
-from ..tasks import build_generation_prompt, build_requests, load_task
+from ..tasks import build_generation_prompt, build_requests
 from .artifacts import ArtifactPaths, MissingArtifactError
+from .split_manifest import contract_splits
 
 if TYPE_CHECKING:
     from .pretrain_cvae import CVAETrainingConfig
@@ -43,14 +44,15 @@ def cvae_path(artifacts: str | Path, preset: str, holdout: str | None = None, ta
 
 
 # ----- data -------------------------------------------------------------------------------------
-def task_vector_prompts(task: str, tokenizer=None, data_dir=None, split_seed: int = 0, limit: int = 16,
-                        style: str = "plain") -> list[str]:
+def task_vector_prompts(paths: ArtifactPaths, task: str, tokenizer=None, data_dir=None, split_seed: int = 0,
+                        limit: int = 16, style: str = "plain") -> list[str]:
     """The model-facing prompts of a task's first ``limit`` support examples (the task-vector inputs).
 
     Multiple choice: the context of the first choice (lm-eval format, or the chat template);
-    generative: the decoding prompt. Only inputs are used, never labels.
+    generative: the decoding prompt. Only inputs are used, never labels. The splits are the
+    preset's, checked against the artifacts' split manifest.
     """
-    examples = load_task(task, data_dir, seed=split_seed).support[:limit]
+    examples = contract_splits(paths, task, data_dir, split_seed, stage="cvae").support[:limit]
     if not examples:
         raise ValueError(f"task {task!r} has an empty support split; no prompts for its task vector")
     return [build_requests(ex, style, tokenizer, task=task)[0][0] if ex.is_multiple_choice
@@ -107,7 +109,7 @@ def checkpoint_task_vectors(paths: ArtifactPaths, task: str, config: CVAETrainin
                             data_dir=None, progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """(checkpoints (n, D), their task vectors (n, H)) of ``task``; task vectors cached on disk."""
     vectors, meta = paths.load_checkpoints(task, config.phases)
-    prompts = task_vector_prompts(task, vectorizer.tokenizer, data_dir, config.split_seed, config.tv_prompts,
+    prompts = task_vector_prompts(paths, task, vectorizer.tokenizer, data_dir, config.split_seed, config.tv_prompts,
                                   config.style)
     key = _settings_key(meta[0]["config_hash"], [m["step"] for m in meta], prompts, config.tv_max_len)
     path = paths.cache_dir / "task_vectors" / f"{task}.{key}.safetensors"
@@ -131,7 +133,7 @@ def generated_pairs(paths: ArtifactPaths, task: str, generator, config: CVAETrai
     """
     from .pretrain_generator import task_prompts
 
-    prompts = task_vector_prompts(task, vectorizer.tokenizer, data_dir, config.split_seed, config.tv_prompts,
+    prompts = task_vector_prompts(paths, task, vectorizer.tokenizer, data_dir, config.split_seed, config.tv_prompts,
                                   config.style)
     gen_id = generator_id(generator)
     key = _settings_key(gen_id, config.n_generated, config.seed, config.split_seed, prompts, config.tv_max_len)
@@ -139,8 +141,8 @@ def generated_pairs(paths: ArtifactPaths, task: str, generator, config: CVAETrai
     cached = _load_cached(path, key)
     if cached is not None:
         return cached["adapters"], cached["task_vectors"]
-    support = task_prompts(task, data_dir, config.split_seed, splits=("support",))
-    pool = task_prompts(task, data_dir, config.split_seed)
+    support = task_prompts(paths, task, data_dir, config.split_seed, splits=("support",))
+    pool = task_prompts(paths, task, data_dir, config.split_seed)
     rng = torch.Generator().manual_seed(config.seed)
     n = generator.config.num_prompts
     batches = [support]

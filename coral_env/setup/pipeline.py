@@ -37,7 +37,8 @@ class SetupResult:
 def run_setup(preset: str, artifacts: str | Path, tasks: Sequence[str] | None = None, holdout: str | None = None,
               data_dir: str | Path | None = None, *, targets: Sequence[str] = ("input",),
               collection_overrides: dict | None = None, generator_overrides: dict | None = None,
-              cvae_overrides: dict | None = None, progress: bool = True) -> SetupResult:
+              cvae_overrides: dict | None = None, split_seed: int | None = None,
+              progress: bool = True) -> SetupResult:
     """Collect checkpoints, train the generator, then the CVAE(s), for ``tasks`` minus ``holdout``.
 
     Args:
@@ -49,12 +50,17 @@ def run_setup(preset: str, artifacts: str | Path, tasks: Sequence[str] | None = 
         holdout: leave-one-out task (``None``: train on every task).
         targets: CVAE reconstruction targets to train (``input``, ``checkpoint`` or both).
         *_overrides: field overrides of each stage's preset config (e.g. ``{"steps": 50}``).
+        split_seed: the task split seed of every stage (``None``: the configs' own, 0 by default).
     """
     from .collect import CollectionConfig, collect
     from .pretrain_cvae import pretrain_cvae
     from .pretrain_generator import GeneratorTrainingConfig, pretrain_generator
 
     check_preset(preset)
+    if split_seed is not None:
+        collection_overrides = {"split_seed": split_seed, **(collection_overrides or {})}
+        generator_overrides = {"split_seed": split_seed, **(generator_overrides or {})}
+        cvae_overrides = {"split_seed": split_seed, **(cvae_overrides or {})}
     default = TINY_TASKS if preset == "tiny" else IN_DOMAIN
     tasks = [get_task(t).name for t in dict.fromkeys(tasks or default)]
     holdout = get_task(holdout).name if holdout else None

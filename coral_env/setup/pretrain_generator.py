@@ -34,8 +34,9 @@ from ..backend.io import (
 )
 from ..backend.lora import AdapterLayout
 from ..config import Presets, check_preset, documented
-from ..tasks import get_task, load_task
+from ..tasks import get_task
 from .artifacts import ArtifactPaths, MissingArtifactError
+from .split_manifest import contract_splits
 
 StepCallback = Callable[[int, float], None]
 """(step, loss), called after each step (after the state is saved, on save steps)."""
@@ -139,10 +140,11 @@ class TrainingData:
     anchor: torch.Tensor | None = None
 
 
-def task_prompts(task: str, data_dir=None, split_seed: int = 0, limit: int | None = None,
+def task_prompts(paths: ArtifactPaths, task: str, data_dir=None, split_seed: int = 0, limit: int | None = None,
                  splits: Sequence[str] = ("support", "train")) -> list[str]:
-    """Question texts of a task's splits, in order (the generator's conditioning prompts)."""
-    loaded = load_task(task, data_dir, seed=split_seed)
+    """Question texts of a task's splits, in order (the generator's conditioning prompts);
+    the splits are the preset's, checked against the artifacts' split manifest."""
+    loaded = contract_splits(paths, task, data_dir, split_seed, stage="generator")
     texts = [ex.question for name in splits for ex in loaded.split(name)]
     texts = list(dict.fromkeys(t for t in texts if t.strip()))
     return texts[:limit] if limit else texts
@@ -171,7 +173,7 @@ def load_training_data(paths: ArtifactPaths, tasks: Sequence[str], config: Gener
     del raw
     conditions = {}
     for task in tasks:
-        prompts = task_prompts(task, data_dir, config.split_seed, config.prompt_pool)
+        prompts = task_prompts(paths, task, data_dir, config.split_seed, config.prompt_pool)
         if not prompts:
             raise ValueError(f"task {task!r} has no prompts to condition on")
         conditions[task] = encoder.token_embeddings(prompts)

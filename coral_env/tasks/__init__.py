@@ -50,7 +50,14 @@ from coral_env.tasks.registry import (
     register_task,
     unregister_task,
 )
-from coral_env.tasks.splits import load_task, normalize_text, split_examples
+from coral_env.tasks.splits import (
+    PRESET_SPLIT_SIZES,
+    load_task,
+    normalize_text,
+    preset_split_sizes,
+    split_examples,
+    split_fingerprint,
+)
 from coral_env.tasks.synthetic import SYNTHETIC_TASKS
 from coral_env.tasks.user import UserTaskConfig, register_user_task
 
@@ -65,6 +72,7 @@ __all__ = [
     "IN_DOMAIN",
     "MalformedRowError",
     "OUT_OF_DOMAIN",
+    "PRESET_SPLIT_SIZES",
     "PromptStyle",
     "SYNTHETIC_TASKS",
     "SplitSizes",
@@ -92,11 +100,13 @@ __all__ = [
     "normalize_math_answer",
     "normalize_number",
     "normalize_text",
+    "preset_split_sizes",
     "read_jsonl",
     "register_task",
     "register_user_task",
     "resolve_data_dir",
     "split_examples",
+    "split_fingerprint",
     "stop_sequences",
     "unregister_task",
 ]

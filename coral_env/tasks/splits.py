@@ -6,6 +6,7 @@ the set of examples, not on file order or the Python version.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import os
@@ -19,6 +20,45 @@ from coral_env.tasks.loading import Source, load_examples
 from coral_env.tasks.registry import TaskSpec, get_task
 
 N_LABELED_SUPPORT = 20
+
+PRESET_SPLIT_SIZES: dict[str, SplitSizes] = {
+    "tiny": SplitSizes(support=16, validation=16, test=16, max_train=64),
+    "cpu": SplitSizes(support=64, validation=100, test=300, max_train=2000),
+    "paper": SplitSizes(support=128, validation=200, test=1000, max_train=5000),
+}
+"""The one set of split sizes per scale preset: every stage (collection, generator prompts, CVAE
+data, the env, ``coral eval``, the benchmarks) splits a task with these, so a row that one stage
+trains on is never another stage's validation or test row."""
+
+_SPLITS = ("train", "support", "validation", "test")
+
+
+def preset_split_sizes(preset: str) -> SplitSizes:
+    """The split sizes every stage uses at ``preset`` (``PRESET_SPLIT_SIZES``)."""
+    if preset not in PRESET_SPLIT_SIZES:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESET_SPLIT_SIZES)}")
+    return PRESET_SPLIT_SIZES[preset]
+
+
+def split_fingerprint(splits: TaskSplits, seed: int, sizes: SplitSizes) -> dict:
+    """What identifies a task's splits: the split seed, the sizes, and per split the number of
+    rows and a sha256 of their row ids (in split order). Two stages agree on a task's splits
+    exactly when their fingerprints are equal.
+
+    >>> from coral_env.tasks import load_task
+    >>> a = split_fingerprint(load_task("syn_add", seed=0), 0, SplitSizes())
+    >>> a == split_fingerprint(load_task("syn_add", seed=0), 0, SplitSizes())
+    True
+    >>> a["row_ids"]["test"] == split_fingerprint(load_task("syn_add", seed=1), 1, SplitSizes())["row_ids"]["test"]
+    False
+    """
+    row_ids, counts = {}, {}
+    for name in _SPLITS:
+        uids = [ex.uid for ex in splits.split(name)]
+        row_ids[name] = hashlib.sha256("\x00".join(uids).encode()).hexdigest()[:16]
+        counts[name] = len(uids)
+    return {"split_seed": int(seed), "sizes": dataclasses.asdict(sizes), "counts": counts,
+            "row_ids": row_ids}
 
 
 def normalize_text(text: str) -> str:
