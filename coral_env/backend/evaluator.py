@@ -28,7 +28,10 @@ class EvalResult:
     """Per-example outcomes and summary metrics of one evaluation.
 
     ``logprobs`` (multiple choice) keeps every choice's summed log-probability, which TTS
-    ensembles combine; ``outputs`` (generative) keeps the decoded texts.
+    ensembles combine; ``outputs`` (generative) keeps the decoded texts. ``confidences`` is the
+    softmax probability of the predicted choice (multiple choice) and NaN for generative tasks:
+    greedy decoding gives no label-free confidence here, and nothing derived from the labels may
+    sit where ``max_confidence`` reads.
     """
 
     task: str
@@ -139,4 +142,4 @@ def generative_result(task: str, examples: list[Example], outputs: list[str],
     answer_type = get_task(task).answer_type if task else "text"
     correct = np.array([answers_match(answer_type, out, ex.answer) for out, ex in zip(outputs, examples)])
     return EvalResult(task, "generative", correct, outputs, [ex.answer for ex in examples],
-                      correct.astype(float), outputs=outputs, seconds=seconds)
+                      np.full(len(outputs), np.nan), outputs=outputs, seconds=seconds)

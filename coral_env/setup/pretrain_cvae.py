@@ -193,6 +193,22 @@ def config_hash(config: CVAETrainingConfig, cvae_config: CVAEConfig, tasks: Sequ
     return hashlib.sha1(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+def reptile_update(meta: torch.nn.Module, fast: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
+                   meta_lr: float) -> None:
+    """Move the meta weights theta toward the adapted weights theta': with ``optimizer`` (Adam),
+    one step on the pseudo-gradient theta - theta' (so against it, toward theta'); without,
+    theta += meta_lr * (theta' - theta)."""
+    with torch.no_grad():
+        for p_meta, p_fast in zip(meta.parameters(), fast.parameters()):
+            if optimizer is not None:
+                p_meta.grad = p_meta - p_fast  # Reptile pseudo-gradient
+            else:
+                p_meta.add_(p_fast - p_meta, alpha=meta_lr)
+    if optimizer is not None:
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+
 @torch.no_grad()
 def reconstruction_report(cvae: ConditionalVAE, data: CVAETrainingData, batch_size: int = 8) -> dict[str, float]:
     """Normalised MSE on the training pairs: the CVAE's posterior-mean output, the training mean
@@ -303,15 +319,7 @@ def pretrain_cvae(config: CVAETrainingConfig, artifacts: str | Path, tasks: Sequ
         optimizers["inner"].zero_grad(set_to_none=True)
         loss.backward()
         optimizers["inner"].step()
-        with torch.no_grad():
-            for p_meta, p_fast in zip(meta.parameters(), fast.parameters()):
-                if config.meta_optimizer == "adam":
-                    p_meta.grad = p_meta - p_fast  # Reptile pseudo-gradient
-                else:
-                    p_meta.add_(p_fast - p_meta, alpha=config.meta_lr)
-        if "meta" in optimizers:
-            optimizers["meta"].step()
-            optimizers["meta"].zero_grad(set_to_none=True)
+        reptile_update(meta, fast, optimizers.get("meta"), config.meta_lr)
         loss_value = float(loss.detach())
         done = step + 1
         if done % config.save_every == 0 or done == config.meta_steps:
@@ -338,4 +346,4 @@ def pretrain_cvae(config: CVAETrainingConfig, artifacts: str | Path, tasks: Sequ
 
 
 __all__ = ["CVAETrainingConfig", "CVAE_TRAINING_PRESETS", "TARGETS", "build_vectorizer", "cvae_path", "pretrain_cvae",
-           "reconstruction_report", "sample_meta_batch", "task_vector_prompts"]
+           "reconstruction_report", "reptile_update", "sample_meta_batch", "task_vector_prompts"]
