@@ -83,7 +83,8 @@ def run(args: argparse.Namespace, make_env=None, encoder=None, make_policy=None)
         path = run_dir / f"{name}.json"
         if not path.exists():
             start = time.perf_counter()
-            found = evaluate_policy_on_tasks(make_env(eval_tasks, strict_heldout=True), policy, eval_tasks, episodes, name=name,
+            held_out_env = make_env(eval_tasks, strict_heldout=True)
+            found = evaluate_policy_on_tasks(held_out_env, policy, eval_tasks, episodes, name=name,
                                              seed=args.seed, progress=True)
             atomic_write_json(path, {"rows": found, "seconds": time.perf_counter() - start})
         saved = json.loads(path.read_text())

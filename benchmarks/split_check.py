@@ -14,8 +14,15 @@ import time
 import warnings
 from pathlib import Path
 
-from coral_env.tasks import (PRESET_SPLIT_SIZES, DataDirNotFoundError, TaskDataNotFoundError, list_tasks, load_task, normalize_text,
-                             split_fingerprint)
+from coral_env.tasks import (
+    PRESET_SPLIT_SIZES,
+    DataDirNotFoundError,
+    TaskDataNotFoundError,
+    list_tasks,
+    load_task,
+    normalize_text,
+    split_fingerprint,
+)
 
 SPLITS = ("train", "support", "validation", "test")
 
@@ -57,7 +64,8 @@ def main() -> int:
     lines = [
         "# Split contract check",
         "",
-        f"`python benchmarks/split_check.py {' '.join(sys.argv[1:])}` on {platform.machine()}, {time.strftime('%Y-%m-%d')}, "
+        f"`python benchmarks/split_check.py {' '.join(sys.argv[1:])}` on {platform.machine()}, "
+        f"{time.strftime('%Y-%m-%d')}, "
         f"{time.perf_counter() - start:.0f} s, no model. For every task with data, each preset's sizes "
         "(`coral_env.tasks.PRESET_SPLIT_SIZES`) and split seeds 0 and 1: rows per split and whether any "
         "two splits share a row id or a normalised question text.",

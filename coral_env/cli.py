@@ -33,7 +33,8 @@ class EvalArgs:
     split_seed: int = field(default=0, metadata={
         "help": "task split seed; must match the artifacts' split manifest"})
     preset: str = field(default="cpu", metadata={
-        "help": "whose split sizes to use (test rows: tiny 16, cpu 300, paper 1000)", "choices": ("tiny", "cpu", "paper")})
+        "help": "whose split sizes to use (test rows: tiny 16, cpu 300, paper 1000)",
+        "choices": ("tiny", "cpu", "paper")})
     artifacts: str | None = field(default=None, metadata={
         "help": "artifacts root whose split manifest the splits must match when it records the task "
                 "(default: $CORAL_ARTIFACTS or ~/.cache/coral/artifacts)"})

@@ -13,8 +13,8 @@ import coral_env  # noqa: F401  (registers Coral-v0)
 from coral_env.agents.generator import HyperConvBlock
 from coral_env.backend.evaluator import generative_result, mc_result
 from coral_env.setup.artifacts import ArtifactPaths
-from coral_env.strategies.tts import combine_choice_scores
 from coral_env.strategies.ttl import selection_weights
+from coral_env.strategies.tts import combine_choice_scores
 from coral_env.tasks import Example
 
 
@@ -55,8 +55,13 @@ def test_cvae_training_beats_an_untrained_cvae_on_held_out_pairs(tiny_artifacts,
     import dataclasses
 
     from coral_env.agents.cvae import ConditionalVAE
-    from coral_env.setup.pretrain_cvae import (CVAETrainingConfig, build_vectorizer, load_cvae_data, pretrain_cvae,
-                                               reconstruction_report)
+    from coral_env.setup.pretrain_cvae import (
+        CVAETrainingConfig,
+        build_vectorizer,
+        load_cvae_data,
+        pretrain_cvae,
+        reconstruction_report,
+    )
 
     root = tmp_path / "artifacts"
     shutil.copytree(tiny_artifacts, root)

@@ -13,8 +13,14 @@ import coral_env  # noqa: F401  (registers Coral-v0)
 from coral_env.env.runtime import HeldOutError
 from coral_env.setup.artifacts import ArtifactPaths
 from coral_env.setup.split_manifest import SplitContractError, contract_splits, manifest_path
-from coral_env.tasks import (PRESET_SPLIT_SIZES, SYNTHETIC_TASKS, load_task, normalize_text,
-                             preset_split_sizes, split_fingerprint)
+from coral_env.tasks import (
+    PRESET_SPLIT_SIZES,
+    SYNTHETIC_TASKS,
+    load_task,
+    normalize_text,
+    preset_split_sizes,
+    split_fingerprint,
+)
 
 SPLITS = ("train", "support", "validation", "test")
 SETUP_TASKS = ["syn_add", "syn_parity", "syn_compare"]  # conftest's tiny_artifacts
