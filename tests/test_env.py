@@ -54,19 +54,43 @@ def test_sb3_check_env_on_wrapped_envs(make):
     assert factored.action_masks().shape == (int(sum(factored.action_space.nvec)),)
 
 
-def test_written_context_ends_with_the_answer_format_and_is_cached(make, tiny_artifacts):
+def test_context_has_description_examples_format_and_facts_and_caches_the_description(make, tiny_artifacts):
     from coral_env.env.contexts import format_line
     from coral_env.env.runtime import default_context_model
     from coral_env.tasks import load_task
 
     env = make(task="syn_parity")
     context = env.reset(seed=0)[0]["context"]
-    assert context.endswith("Answer format: multiple choice, 2 options, scored by log-likelihood.")
+    splits = env.unwrapped.runtime.task("syn_parity").splits
     cached = list((tiny_artifacts / "tiny" / "contexts").glob("syn_parity-*.json"))
-    assert cached and json.loads(cached[0].read_text())["context"] == context
-    assert json.loads(cached[0].read_text())["model"] == "tiny"  # the tiny preset writes its own
+    assert cached and json.loads(cached[0].read_text())["model"] == "tiny"  # the tiny preset writes its own
+    description = json.loads(cached[0].read_text())["description"]
+    assert context.startswith(description.strip())
+    shown = splits.support[:3]  # three verbatim labeled support examples, in order
+    positions = [context.index(f"Question: {ex.question}") for ex in shown]
+    assert positions == sorted(positions) and all(f"Answer: {ex.answer}" in context for ex in shown)
+    assert f"Question: {splits.support[3].question}\n" not in context
+    assert "Answer format: multiple choice, 2 options, scored by log-likelihood." in context
+    words = sum(len(ex.question.split()) for ex in splits.support) / len(splits.support)
+    assert context.endswith(f"questions average {words:.0f} words "
+                            f"({sum(len(ex.question) for ex in splits.support) / len(splits.support):.0f} characters).")
+    assert "Task facts: multiple-choice; 2 choices per question" in context
     assert default_context_model("tiny", "tiny") == "tiny"
     assert format_line(load_task("syn_count", seed=0)).startswith("Answer format: a free-form answer")
+
+
+def test_context_examples_are_cut_to_the_budget():
+    from coral_env.env.contexts import compose_context, example_block
+    from coral_env.tasks import Example, load_task
+
+    long = [Example(uid=str(i), question="word " * 400, contexts=("x",), continuations=(" a", " b"),
+                    choices=("a", "b"), label=0, answer="a") for i in range(3)]
+    block = example_block(long, k=3, budget=600)
+    assert len(block) <= len("Examples:\n") + 600 + 4 and block.count("Question: ") == 3
+    assert block.count("Answer: a") == 3  # the answer survives the cut
+    assert example_block(long, k=0) == ""
+    splits = load_task("syn_count", seed=0)
+    assert compose_context("Count words.", splits, k=1).count("Question: ") == 1
 
 
 def test_module_prefixed_id_and_vector_env(tiny_artifacts):

@@ -1,21 +1,31 @@
-"""Task contexts: a short neutral task description written by a local instruct model.
+"""Task contexts: what the policy reads about a task, enough to tell tasks apart.
 
-The paper asked a hosted model (GPT-4o mini) with the prompt below; we ask a local instruct
-model (``EnvConfig.context_model``: by default the environment's own model, or the packaged
-Qwen2.5-Coder-0.5B at the cpu preset) once per task and cache the text as JSON next to the
-artifacts. A line stating the answer format, which the environment knows for certain, follows
-the description. Users can pass their own text (``gym.make(..., context="...")``), used as is.
+A context has four parts, in this order:
+
+1. a short neutral task description written by a local instruct model from a few labeled
+   support examples, with the paper's prompt (it asked GPT-4o mini; we ask
+   ``EnvConfig.context_model``: the environment's own model, or the packaged
+   Qwen2.5-Coder-0.5B at the cpu preset), written once per task and cached as JSON next to
+   the artifacts;
+2. ``N_CONTEXT_EXAMPLES`` verbatim labeled support examples, cut to ``EXAMPLE_BUDGET``
+   characters (a 0.5B writer often describes one example rather than the task, so the policy
+   also sees the data itself);
+3. the answer-format line, which the environment knows for certain;
+4. a line of facts the environment knows: kind, number of choices, mean question length.
+
+Users can pass their own text (``gym.make(..., context="...")``), used as is.
 """
 
 from __future__ import annotations
 
 import hashlib
 from contextlib import nullcontext
+from typing import Sequence
 
 import torch
 
 from ..backend.io import atomic_write_json, corrupt, read_json
-from ..tasks import TaskSplits
+from ..tasks import Example, TaskSplits
 
 CONTEXT_PROMPT = (
     "You are given a small set of example question-answer pairs from an unknown dataset. Your "
@@ -29,13 +39,25 @@ CONTEXT_PROMPT = (
     "Examples from the dataset are provided below:\n\n{examples}"
 )
 N_EXAMPLES = 4
+"""Labeled examples shown to the description writer."""
+N_CONTEXT_EXAMPLES = 3
+"""Verbatim labeled examples in the context itself."""
+EXAMPLE_BUDGET = 900
+"""Characters for the verbatim examples together (each gets an equal share)."""
 MAX_NEW_TOKENS = 96
+CACHE_VERSION = 2  # v1 files cached the whole context; v2 caches only the description
+_RETRY = "delete it (the next reset writes the description again)"
 
 
-def format_examples(splits: TaskSplits, n: int = N_EXAMPLES) -> str:
-    """The first ``n`` labeled support examples as question-answer pairs."""
+def labeled_support(splits: TaskSplits) -> list[Example]:
+    """The support examples whose labels a context may show."""
+    return list(splits.support[:splits.n_labeled_support])
+
+
+def format_examples(examples: Sequence[Example], n: int = N_EXAMPLES) -> str:
+    """The first ``n`` examples as question-answer pairs (the description writer's input)."""
     rows = []
-    for ex in splits.support[:min(n, splits.n_labeled_support)]:
+    for ex in list(examples)[:n]:
         question = ex.question.strip()
         if ex.choices:
             question += "\nOptions: " + " | ".join(ex.choices)
@@ -43,24 +65,24 @@ def format_examples(splits: TaskSplits, n: int = N_EXAMPLES) -> str:
     return "\n\n".join(rows)
 
 
-def context_prompt(splits: TaskSplits, tokenizer) -> str:
-    """The chat-formatted request for a task description."""
-    content = CONTEXT_PROMPT.format(examples=format_examples(splits))
-    return tokenizer.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
-                                         add_generation_prompt=True)
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:max(0, limit - 3)].rstrip() + "..."
 
 
-@torch.no_grad()
-def write_context(model, tokenizer, splits: TaskSplits, max_new_tokens: int = MAX_NEW_TOKENS) -> str:
-    """Greedy task description from the base model (any adapter disabled)."""
-    prompt = context_prompt(splits, tokenizer)
-    enc = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
-    disable = model.disable_adapter() if hasattr(model, "disable_adapter") else nullcontext()
-    with disable:
-        out = model.generate(**enc, do_sample=False, max_new_tokens=max_new_tokens,
-                             pad_token_id=tokenizer.pad_token_id)
-    text = tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True).strip()
-    return text or f"A {splits.kind.replace('_', ' ')} task."
+def example_block(examples: Sequence[Example], k: int = N_CONTEXT_EXAMPLES,
+                  budget: int = EXAMPLE_BUDGET) -> str:
+    """``k`` verbatim labeled examples, each cut to ``budget // k`` characters ("" for k = 0)."""
+    chosen = list(examples)[:k]
+    if not chosen:
+        return ""
+    share = budget // len(chosen)
+    rows = []
+    for ex in chosen:
+        options = f"\nOptions: {' | '.join(ex.choices)}" if ex.choices else ""
+        answer = f"\nAnswer: {ex.answer}"
+        question = _cut(ex.question.strip(), max(20, share - len(options) - len(answer) - 10))
+        rows.append(_cut(f"Question: {question}{options}{answer}", share))
+    return "Examples:\n" + "\n\n".join(rows)
 
 
 def format_line(splits: TaskSplits) -> str:
@@ -73,18 +95,70 @@ def format_line(splits: TaskSplits) -> str:
     return "Answer format: a free-form answer generated by greedy decoding and compared exactly."
 
 
+def facts_line(splits: TaskSplits) -> str:
+    """Kind, number of choices and mean question length, measured on the support split."""
+    examples = splits.support or splits.validation
+    kind = splits.kind.replace("_", "-")
+    if not examples:
+        return f"Task facts: {kind}."
+    words = sum(len(ex.question.split()) for ex in examples) / len(examples)
+    chars = sum(len(ex.question) for ex in examples) / len(examples)
+    choices = ""
+    if examples[0].is_multiple_choice:
+        mean_choices = sum(len(ex.choices) for ex in examples) / len(examples)
+        choice_words = sum(len(c.split()) for ex in examples for c in ex.choices) / max(
+            1, sum(len(ex.choices) for ex in examples))
+        choices = f"; {mean_choices:g} choices per question, {choice_words:.1f} words per choice"
+    return (f"Task facts: {kind}{choices}; questions average {words:.0f} words "
+            f"({chars:.0f} characters).")
+
+
+def compose_context(description: str, splits: TaskSplits, examples: Sequence[Example] | None = None,
+                    k: int = N_CONTEXT_EXAMPLES, budget: int = EXAMPLE_BUDGET) -> str:
+    """Description, ``k`` verbatim examples (default: the first labeled support ones), answer
+    format and facts, separated by blank lines (empty parts left out)."""
+    examples = labeled_support(splits) if examples is None else examples
+    parts = [description.strip(), example_block(examples, k, budget), format_line(splits),
+             facts_line(splits)]
+    return "\n\n".join(p for p in parts if p)
+
+
+def context_prompt(examples: Sequence[Example], tokenizer) -> str:
+    """The chat-formatted request for a task description."""
+    content = CONTEXT_PROMPT.format(examples=format_examples(examples))
+    return tokenizer.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
+                                         add_generation_prompt=True)
+
+
+@torch.no_grad()
+def write_description(model, tokenizer, examples: Sequence[Example], kind: str,
+                      max_new_tokens: int = MAX_NEW_TOKENS) -> str:
+    """Greedy task description from the base model (any adapter disabled)."""
+    prompt = context_prompt(examples, tokenizer)
+    enc = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+    disable = model.disable_adapter() if hasattr(model, "disable_adapter") else nullcontext()
+    with disable:
+        out = model.generate(**enc, do_sample=False, max_new_tokens=max_new_tokens,
+                             pad_token_id=tokenizer.pad_token_id)
+    text = tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+    return text or f"A {kind.replace('_', ' ')} task."
+
+
 def task_context(runtime, name: str, splits: TaskSplits) -> str:
-    """The cached context of task ``name`` (written by the runtime's context model on first use)."""
+    """The context of task ``name``; its description is cached (written by the runtime's context
+    model on first use), the rest is composed from the splits each time."""
     model_name = runtime.context_model_name
-    key = hashlib.sha1(f"{model_name}|{runtime.config.seed}|{format_examples(splits)}"
+    shown = labeled_support(splits)
+    key = hashlib.sha1(f"v{CACHE_VERSION}|{model_name}|{runtime.config.seed}|{format_examples(shown)}"
                        .encode()).hexdigest()[:12]
     path = runtime.paths.base / "contexts" / f"{name}-{key}.json"
     if path.exists():
-        cached = read_json(path, "delete it (the next reset writes the context again)")
-        if not isinstance(cached.get("context"), str):
-            raise corrupt(path, "no 'context' text", "delete it (the next reset writes the context again)")
-        return cached["context"]
-    model, tokenizer = runtime.context_writer()
-    text = write_context(model, tokenizer, splits).strip() + "\n\n" + format_line(splits)
-    atomic_write_json(path, {"task": name, "model": model_name, "context": text})
-    return text
+        cached = read_json(path, _RETRY)
+        description = cached.get("description")
+        if not isinstance(description, str):
+            raise corrupt(path, "no 'description' text", _RETRY)
+    else:
+        model, tokenizer = runtime.context_writer()
+        description = write_description(model, tokenizer, shown, splits.kind)
+        atomic_write_json(path, {"task": name, "model": model_name, "description": description})
+    return compose_context(description, splits)

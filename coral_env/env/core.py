@@ -43,7 +43,9 @@ class CoralEnv(gym.Env[dict, str]):
     ## Observation Space
 
     ``Dict`` with
-    - ``context``: the task description (``AnyText``: any character, up to 4096);
+    - ``context``: the task context (``AnyText``: any character, up to 4096): an LLM-written
+      description, three verbatim labeled support examples, the answer format and facts the
+      env knows (kind, choices, answer type, question length); see ``coral_env.env.contexts``;
     - ``adapter``: a fixed-size float32 vector describing the current adapter (in a chained
       episode, the adapter the last strategy left; the terminal observation keeps the one
       before, as nothing acts on it): the CVAE posterior mean when alignment is
