@@ -55,7 +55,7 @@ def test_sb3_check_env_on_wrapped_envs(make):
 
 
 def test_context_has_description_examples_format_and_facts_and_caches_the_description(make, tiny_artifacts):
-    from coral_env.env.contexts import format_line
+    from coral_env.env.contexts import facts_line, format_line
     from coral_env.env.runtime import default_context_model
     from coral_env.tasks import load_task
 
@@ -72,9 +72,10 @@ def test_context_has_description_examples_format_and_facts_and_caches_the_descri
     assert f"Question: {splits.support[3].question}\n" not in context
     assert "Answer format: multiple choice, 2 options, scored by log-likelihood." in context
     words = sum(len(ex.question.split()) for ex in splits.support) / len(splits.support)
-    assert context.endswith(f"questions average {words:.0f} words "
-                            f"({sum(len(ex.question) for ex in splits.support) / len(splits.support):.0f} characters).")
-    assert "Task facts: multiple-choice; 2 choices per question" in context
+    assert context.endswith("Task facts: multiple choice with 2 choices; the choices are yes / no; "
+                            f"very short questions (mean {words:.0f} words).")
+    assert facts_line(load_task("syn_count", seed=0)).startswith(
+        "Task facts: free-form generation; the answer is a number; short questions")
     assert default_context_model("tiny", "tiny") == "tiny"
     assert format_line(load_task("syn_count", seed=0)).startswith("Answer format: a free-form answer")
 
@@ -87,7 +88,7 @@ def test_context_examples_are_cut_to_the_budget():
                     choices=("a", "b"), label=0, answer="a") for i in range(3)]
     block = example_block(long, k=3, budget=600)
     assert len(block) <= len("Examples:\n") + 600 + 4 and block.count("Question: ") == 3
-    assert block.count("Answer: a") == 3  # the answer survives the cut
+    assert block.count("Answer: a") == 3 and block.count("Options: a | b") == 3  # kept through the cut
     assert example_block(long, k=0) == ""
     splits = load_task("syn_count", seed=0)
     assert compose_context("Count words.", splits, k=1).count("Question: ") == 1
