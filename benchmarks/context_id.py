@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from coral_env.env.contexts import compose_context, example_block, facts_line, format_line, labeled_support
-from coral_env.env.runtime import SPLIT_SIZES
+from coral_env.tasks import preset_split_sizes
 from coral_env.tasks import TaskSplits, list_tasks, load_task
 
 OFFLINE_TASKS = ("arc_challenge", "arc_easy", "hellaswag", "boolq", "piqa", "winogrande",
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     tasks = args.tasks.split(",") if args.tasks else default_tasks()
     views: dict[str, tuple[TaskSplits, TaskSplits]] = {}
     for name in tasks:
-        views[name] = halves(load_task(name, args.data_dir, seed=0, sizes=SPLIT_SIZES[args.preset]))
+        views[name] = halves(load_task(name, args.data_dir, seed=0, sizes=preset_split_sizes(args.preset)))
     descriptions = {name: ("", "") for name in tasks}
     describe_seconds = None
     if args.describe:

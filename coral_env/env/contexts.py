@@ -47,7 +47,7 @@ EXAMPLE_BUDGET = 900
 """Characters for the verbatim examples together (each gets an equal share)."""
 MAX_NEW_TOKENS = 96
 CACHE_VERSION = 2  # v1 files cached the whole context; v2 caches only the description
-_RETRY = "delete it (the next reset writes the description again)"
+_RETRY = "delete it (the next reset writes the context again)"
 
 
 def labeled_support(splits: TaskSplits) -> list[Example]:
