@@ -90,7 +90,7 @@ def main() -> None:
     if args.report_only:
         summary = json.loads((Path(args.out) / "summary.json").read_text())
         plot(summary, Path(args.figure))
-        print(table(summary), "", diagnostics(summary), sep="\n")
+        print(table(summary), "", diagnostics(summary), "", rank_choice(summary), sep="\n")
         return
 
     from coral_env.agents import Generator, PromptEncoder
@@ -156,7 +156,14 @@ def main() -> None:
             for name, a in adapters.items() if name.startswith("aligned")}
         rec["task_vector_norm"] = float(tv.norm())
 
-        examples = contract_splits(paths, holdout).test[:args.n_test]
+        task_splits = contract_splits(paths, holdout)
+        examples = task_splits.test[:args.n_test]
+        val_results = rec.setdefault("validation", {})
+        for name in CONDITIONS:  # the basis rank is chosen on validation; test is reported once
+            if name.startswith("aligned") and name not in val_results:
+                layout.set_flat(adapters[name])
+                val_results[name] = evaluate(model, tok, task_splits.validation, task=holdout).summary()
+                atomic_write_json(summary_path, summary)
         theirs = gen_results.get(holdout, {})
         by_weights = {}  # hash of the adapter as the bf16 model holds it -> condition evaluated
         for name in CONDITIONS:
@@ -188,8 +195,25 @@ def main() -> None:
         atomic_write_json(summary_path, summary)
     summary["meta"]["total_s_this_run"] = round(time.perf_counter() - t0, 1)
     atomic_write_json(summary_path, summary)
+    print(rank_choice(summary))
     plot(summary, Path(args.figure))
     print(table(summary))
+
+
+def rank_choice(summary: dict) -> str:
+    """Per reconstruction target, the CVAE basis rank chosen on the held-out tasks' validation
+    accuracy of the aligned adapter, with the chosen rank's test accuracy reported once."""
+    from choose import choice_markdown, choose_on_validation
+
+    sections = []
+    for target in ("input", "checkpoint"):
+        candidates = {f"basis_rank={rank}": {
+            task: {"validation": rec["validation"][f"aligned_{target}{suffix}"]["accuracy"],
+                   "test": rec["results"][f"aligned_{target}{suffix}"]["accuracy"]}
+            for task, rec in summary["tasks"].items()} for suffix, rank in VARIANTS.items()}
+        sections.append(choice_markdown(f"CVAE basis rank (target {target}), chosen on validation",
+                                        choose_on_validation(candidates)))
+    return "\n\n".join(sections)
 
 
 def table(summary: dict) -> str:

@@ -64,6 +64,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--skip-eval", action="store_true", help="collect and train only")
     p.add_argument("--report-only", action="store_true",
                    help="redraw the figure and print the table from the results JSON")
+    p.add_argument("--choose", default=None,
+                   help="comma-separated results JSONs of anchor variants: pick the anchor on the held-out "
+                        "tasks' validation accuracy of the generated adapter and report its test accuracy once")
     p.add_argument("--reuse-from", default=None,
                    help="results JSON whose base/mean/own evaluations to reuse (they do not depend on "
                         "the generator; for variants)")
@@ -132,6 +135,9 @@ def main() -> None:
     artifacts = Path(args.artifacts)
     out = Path(args.out)
     results = json.loads(out.read_text()) if out.exists() else {}
+    if args.choose:
+        print(anchor_choice([Path(f) for f in args.choose.split(",")]))
+        return
     if args.report_only:
         results["task_similarity_delta"] = task_similarity(ArtifactPaths(artifacts, "cpu"), tasks)
         atomic_write_json(out, results)
@@ -142,7 +148,8 @@ def main() -> None:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, threads {args.threads}",
         "cpu": _cpu_name(), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(default)"), "n_test": args.n_test,
-        "variant": args.variant})
+        "variant": args.variant,
+        "anchor": args.anchor or GeneratorTrainingConfig.preset("cpu").anchor})
     timings = results.setdefault("timings", {})
     if args.reuse_from:
         other = json.loads(Path(args.reuse_from).read_text())
@@ -201,7 +208,14 @@ def main() -> None:
             "dist_mean_adapter_to_target": float((vectors["mean"] - task_means[task]).norm()),
             "dist_generated_to_mean_adapter": float((g - vectors["mean"]).norm()),
         }
-        test = contract_splits(paths, task).test[:args.n_test]
+        task_splits = contract_splits(paths, task)
+        test = task_splits.test[:args.n_test]
+        if "generated" not in results.setdefault("validation", {}).get(task, {}):
+            # The anchor is chosen on validation (--choose); test is reported once, for the choice.
+            layout.set_flat(vectors["generated"])
+            res = evaluate(peft, tok, task_splits.validation, task=task)
+            results["validation"].setdefault(task, {})["generated"] = res.summary()
+            atomic_write_json(out, results)
         for method in METHODS:
             key = method
             if key in evals.get(task, {}):
@@ -224,6 +238,24 @@ def main() -> None:
     atomic_write_json(out, results)
     figure(results, tasks, Path(args.figure))
     print(markdown_table(results, tasks))
+
+
+def anchor_choice(files: list[Path]) -> str:
+    """The anchor chosen on validation among variant results files (each from one anchor)."""
+    from choose import choice_markdown, choose_on_validation
+
+    candidates = {}
+    for file in files:
+        res = json.loads(file.read_text())
+        name = res.get("meta", {}).get("anchor") or file.stem
+        val = res.get("validation", {})
+        missing = [t for t in res.get("eval", {}) if "generated" not in val.get(t, {})]
+        if missing or not val:
+            raise ValueError(f"{file} has no validation accuracy for {missing or 'any task'}; rerun the benchmark "
+                             "with this version (it evaluates the generated adapter on validation too)")
+        candidates[name] = {t: {"validation": val[t]["generated"]["accuracy"],
+                                "test": res["eval"][t]["generated"]["accuracy"]} for t in val}
+    return choice_markdown("Generator anchor, chosen on validation", choose_on_validation(candidates))
 
 
 def task_similarity(paths: ArtifactPaths, tasks: list[str]) -> dict:

@@ -198,3 +198,63 @@ def test_the_reward_never_reads_the_test_split(tiny_artifacts):
             probe.step('{"family": "LORA", "lambda": 0.3}')
     finally:
         splits.test = real
+
+
+def test_factored_action_masks_are_real(tiny_artifacts):
+    from coral_env.env.wrappers import EmbedObservation, FactoredStrategies
+
+    env = gym.make("Coral-v0", task=["syn_add", "syn_sum"], preset="tiny", artifacts=str(tiny_artifacts))
+    wrapped = FactoredStrategies(EmbedObservation(env), max_prompt_batches=4)
+    names = [f"{fam}.{spec.name}={b}" if fam else f"family={b}"
+             for (fam, spec), bins in zip(wrapped.encoding.dims, wrapped.encoding.bins) for b in bins]
+    wrapped.reset(options={"task": "syn_add"})
+    masked = {n for n, keep in zip(names, wrapped.action_masks()) if not keep}
+    batches = [n for n in names if n.startswith("TTS.num_prompt_batches=")]
+    assert masked == {n for n in batches if int(n.split("=")[1]) > 4} and masked
+    wrapped.reset(options={"task": "syn_sum"})  # generative: these two methods would only repeat the vote
+    masked = {n for n, keep in zip(names, wrapped.action_masks()) if not keep}
+    assert {"TTS.method=max_confidence", "TTS.method=sum_logprobs"} <= masked
+    assert "TTS.method=majority_vote" not in masked
+
+
+def test_ttl_objective_setting_is_used(tiny_lora):
+    """S*logPPL (default) and DeGAML Eq. 12's S*PPL take different steps; a bad name is an error."""
+    from coral_env.strategies.context import StrategyContext, TTLConfig
+    from coral_env.strategies.runners import execute
+    from coral_env.strategies.schema import TTLStrategy
+    from coral_env.tasks import SplitSizes, load_task
+
+    model, tok, layout = tiny_lora
+    start = torch.randn(layout.size) * 0.3
+    splits = load_task("syn_add", seed=0, sizes=SplitSizes(support=8, validation=4, test=4, max_train=4))
+    strategy = TTLStrategy(ttl_steps=2, learning_rate=1e-3, batch_size=4)
+    adapted, losses = {}, {}
+    for objective in ("log_ppl", "ppl"):
+        layout.set_flat(start)
+        ctx = StrategyContext(model, tok, layout, "syn_add", splits.support, ttl=TTLConfig(ppl_threshold=1.0,
+                                                                                          objective=objective))
+        outcome = execute(strategy, ctx, splits.validation)
+        adapted[objective], losses[objective] = outcome.adapter, outcome.cost["ttl_loss_first"]
+    assert not torch.allclose(adapted["log_ppl"], adapted["ppl"])
+    assert losses["ppl"] > losses["log_ppl"] > 0  # PPL = exp(logPPL) > logPPL
+    with pytest.raises(ValueError, match="objective"):
+        TTLConfig(objective="perplexity")
+
+
+def test_design_choices_are_made_on_validation_and_report_test_once():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+    try:
+        from choose import choose_on_validation
+    finally:
+        sys.path.pop(0)
+    # "mean" wins on validation, "none" would win on test: the choice must follow validation
+    scores = {"none": {"arc": {"validation": 0.50, "test": 0.70}, "piqa": {"validation": 0.60, "test": 0.66}},
+              "mean": {"arc": {"validation": 0.58, "test": 0.52}, "piqa": {"validation": 0.60, "test": 0.60}}}
+    choice = choose_on_validation(scores)
+    assert choice["chosen"] == "mean" and choice["test"] == pytest.approx(0.56)
+    assert choice["validation"] == pytest.approx({"none": 0.55, "mean": 0.59})
+    with pytest.raises(ValueError, match="same held-out tasks"):
+        choose_on_validation({"a": {"arc": {"validation": 1, "test": 1}}, "b": {}})

@@ -135,7 +135,9 @@ def wrap_env(env, algo: str, encoder=None, max_prompt_batches: int | None = None
     )
 
     env = EmbedObservation(env, encoder=encoder)
-    return FactoredStrategies(env) if algo == "maskable_ppo" else DiscreteStrategies(env, max_prompt_batches)
+    if algo == "maskable_ppo":
+        return FactoredStrategies(env, max_prompt_batches)
+    return DiscreteStrategies(env, max_prompt_batches)
 
 
 def train_sb3(config: SB3Config, make_env: Callable[[list[str]], Any] | None = None,

@@ -4,6 +4,7 @@
   then the adapter description, then the metrics.
 * ``DiscreteStrategies``: ``Discrete(n)`` over the schema's strategy catalogue.
 * ``FactoredStrategies``: ``MultiDiscrete`` (family + per-field bins) with ``action_masks()``
+  (the TTS cost cap, and TTS methods that would only repeat the vote on generative tasks)
   for sb3-contrib's MaskablePPO.
 
 >>> # env = DiscreteStrategies(EmbedObservation(gym.make("Coral-v0", task="syn_add", preset="tiny")))
@@ -63,16 +64,38 @@ class DiscreteStrategies(gym.ActionWrapper):
 
 
 class FactoredStrategies(gym.ActionWrapper):
-    """``MultiDiscrete(nvec)``: family + one dim per field; see ``FactoredEncoding``."""
+    """``MultiDiscrete(nvec)``: family + one dim per field; see ``FactoredEncoding``.
 
-    def __init__(self, env: gym.Env) -> None:
+    ``action_masks()`` (sb3-contrib's MaskablePPO) masks the bins that would not do what they
+    say: TTS prompt-batch counts above ``max_prompt_batches`` (the cost cap the ``Discrete``
+    catalogue applies too) and, on a generative task, the TTS methods ``max_confidence`` and
+    ``sum_logprobs`` (without choice log-probabilities they fall back to the majority vote).
+    """
+
+    _VOTE_ONLY = ("max_confidence", "sum_logprobs")
+
+    def __init__(self, env: gym.Env, max_prompt_batches: int | None = None) -> None:
         super().__init__(env)
         self.encoding = FactoredEncoding()
+        self.max_prompt_batches = max_prompt_batches
         self.action_space = spaces.MultiDiscrete(np.array(self.encoding.nvec, dtype=np.int64))
 
     def action(self, action) -> str:
         return self.encoding.decode([int(a) for a in action]).to_json()
 
+    def _generative(self) -> bool:
+        state = getattr(self.env.unwrapped, "_state", None)
+        return state is not None and state.task.splits.kind == "generative"
+
     def action_masks(self) -> np.ndarray:
         """Flat mask over all bins of all dims (MaskablePPO's MultiDiscrete convention)."""
-        return self.encoding.action_masks()
+        masks = []
+        generative = self._generative()
+        for (family, spec), bins in zip(self.encoding.dims, self.encoding.bins):
+            keep = np.ones(len(bins), dtype=bool)
+            if family == "TTS" and spec.name == "num_prompt_batches" and self.max_prompt_batches is not None:
+                keep = np.array([b <= self.max_prompt_batches for b in bins])
+            elif family == "TTS" and spec.name == "method" and generative:
+                keep = np.array([b not in self._VOTE_ONLY for b in bins])
+            masks.append(keep)
+        return np.concatenate(masks)

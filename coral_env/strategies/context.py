@@ -33,12 +33,21 @@ class TTLConfig:
     """Fixed constants of test-time learning (the action sets steps, lr, batch, shuffle).
 
     ``scale`` is the paper's lambda in S(x) = lambda * exp(log PPL(x) - log P0) for PPL > P0;
-    ``ppl_threshold`` is P0 (TLM uses e^3).
+    ``ppl_threshold`` is P0 (TLM uses e^3). ``objective``: what S(x) weights, ``log_ppl``
+    (default, TLM's form: the mean token NLL) or ``ppl`` (DeGAML Eq. 12 as written,
+    S(x) * PPL(x)). The gradient of S * PPL is S * PPL * grad(log PPL), i.e. a weight growing
+    with PPL^2, which lets the least familiar inputs dominate; log_ppl keeps the weight at S
+    (benchmarks/ttl_objective.md measures both once).
     """
 
     scale: float = 1.0
     ppl_threshold: float = math.exp(3.0)
     max_len: int = 256
+    objective: str = "log_ppl"
+
+    def __post_init__(self) -> None:
+        if self.objective not in ("log_ppl", "ppl"):
+            raise ValueError(f"TTLConfig.objective must be 'log_ppl' or 'ppl', got {self.objective!r}")
 
 
 @dataclass

@@ -2,7 +2,9 @@
 
 Each step takes ``batch_size`` inputs, computes per-sample log-perplexity under the current
 adapter, weights it with S(x) = scale * exp(log PPL(x) - log P0) (zero when PPL <= P0, so
-already-familiar inputs are skipped), and takes one AdamW step on the LoRA weights only.
+already-familiar inputs are skipped), and takes one AdamW step on the LoRA weights only. The
+loss is S(x) * log PPL(x) (TLM's form); DeGAML's Eq. 12 writes S(x) * PPL(x), available as
+``TTLConfig(objective="ppl")`` (see ``TTLConfig`` for why the default differs).
 """
 
 from __future__ import annotations
@@ -52,7 +54,8 @@ def run(strategy: TTLStrategy, ctx: StrategyContext, examples) -> StrategyOutcom
             if not bool(weights.any()):
                 skipped += 1  # every input already under P0: nothing to learn from
                 continue
-            loss = (weights * nll).sum() / len(batch)
+            per_sample = nll if ctx.ttl.objective == "log_ppl" else nll.exp()  # S*logPPL or Eq. 12's S*PPL
+            loss = (weights * per_sample).sum() / len(batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
