@@ -47,7 +47,7 @@ def test_one_set_of_sizes_per_preset_and_every_stage_recorded_it(tiny_artifacts)
     assert PRESET_SPLIT_SIZES["paper"].test == 1000 and PRESET_SPLIT_SIZES["cpu"].test == 300
     paths = ArtifactPaths(tiny_artifacts, "tiny")
     manifest = json.loads(manifest_path(paths).read_text())["tasks"]
-    assert sorted(manifest) == sorted(SETUP_TASKS)
+    assert set(SETUP_TASKS) <= set(manifest)  # other tests' envs may have recorded more tasks since
     for task in SETUP_TASKS:
         expected = split_fingerprint(load_task(task, seed=0, sizes=PRESET_SPLIT_SIZES["tiny"]), 0,
                                      PRESET_SPLIT_SIZES["tiny"])
