@@ -48,6 +48,25 @@ class EvalArgs:
     json: bool = field(default=False, metadata={"help": "print one JSON object"})
 
 
+def _check_runtime_args(args: argparse.Namespace) -> None:
+    """``--threads``, ``--device`` and ``--dtype``, checked before any data or model loads."""
+    import torch
+
+    from .backend.models import resolve_dtype
+
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        raise ValueError(f"--device {args.device!r} is not a torch device; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {args.device}: CUDA is not available here; use --device cpu")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"--device {args.device!r} is not supported; use cpu, cuda or cuda:N")
+    resolve_dtype(args.dtype, args.device)  # an unknown dtype names the allowed ones
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     """Evaluate a model (optionally with an adapter) on one task split."""
     import torch
@@ -61,6 +80,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be >= 1, got {args.limit}")
+    _check_runtime_args(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     # The preset's splits, checked against (never written to) the artifacts' manifest: --limit

@@ -17,6 +17,10 @@ class Policy(Protocol):
     def act(self, observation: dict, info: dict | None = None) -> str:
         ...
 
+    # Optional: ``reseed(seed)``. A sampling policy that has it is reseeded before each episode
+    # of an evaluation from the episode's place (trainers.evaluation), so its draws do not depend
+    # on the episodes before it (a resumed job skips some).
+
 
 class RandomPolicy:
     """Uniform family, then uniform (log-uniform for rates) fields within their ranges."""
@@ -24,6 +28,10 @@ class RandomPolicy:
     name = "random"
 
     def __init__(self, seed: int = 0) -> None:
+        self.rng = np.random.default_rng(seed)
+
+    def reseed(self, seed: int) -> None:
+        """Restart the draws from ``seed``."""
         self.rng = np.random.default_rng(seed)
 
     def act(self, observation: dict, info: dict | None = None) -> str:

@@ -29,6 +29,26 @@ class SamplingConfig:
     max_new_tokens: int = 96
     max_retries: int = 3
 
+    def __post_init__(self) -> None:
+        check_sampling(self.temperature, self.top_p, self.top_k, self.max_new_tokens)
+        if self.max_retries < 0:
+            raise ValueError(f"max_retries must be >= 0, got {self.max_retries}")
+
+
+def check_sampling(temperature: float, top_p: float, top_k: int, max_new_tokens: int) -> None:
+    """``ValueError`` naming the setting and its allowed range when a sampling value is unusable
+    (checked before any model loads)."""
+    import math
+
+    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be a number > 0 (the paper: 1.0), got {temperature!r}")
+    if not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
+        raise ValueError(f"top_p must be in (0, 1] (the paper: 0.9), got {top_p!r}")
+    if not (isinstance(top_k, int) and top_k >= 0):
+        raise ValueError(f"top_k must be an int >= 0 (0 turns it off; the paper: 50), got {top_k!r}")
+    if not (isinstance(max_new_tokens, int) and max_new_tokens >= 1):
+        raise ValueError(f"max_new_tokens must be an int >= 1, got {max_new_tokens!r}")
+
 
 def default_policy_model() -> str:
     """Qwen2.5-0.5B-Instruct where the Hub is reachable, else the packaged Qwen2.5-Coder-0.5B."""
@@ -81,6 +101,10 @@ class LLMPolicy:
         self.generator = torch.Generator().manual_seed(seed)
         self.seed = seed
         self.shared_prefix = shared_prefix
+
+    def reseed(self, seed: int) -> None:
+        """Restart the sampler from ``seed`` (evaluations call it per episode; see policies.base)."""
+        self.generator = torch.Generator().manual_seed(seed)
 
     def prompt(self, context: str, task: str | None = None) -> str:
         """The chat-formatted policy prompt for a task context."""

@@ -25,14 +25,17 @@ TARGETS = {"syn_a": "LORA", "syn_b": "TTL", "held_1": "LORA", "held_2": "TTS"}
 class StubPolicy:
     """Known replies per task; counts the work asked of it."""
 
+    seeds: dict[str, int] = {}  # task -> the seed of its last sample() call
+
     def __init__(self, calls: Counter, replies=REPLIES, fail_on: str | None = None) -> None:
         self.calls, self.replies, self.fail_on = calls, replies, fail_on
         self.name = "stub"
 
-    def sample(self, context, task, n):
+    def sample(self, context, task, n, seed=None):
         if task == self.fail_on:
             raise KeyboardInterrupt("killed")
         self.calls["sample"] += 1
+        StubPolicy.seeds[task] = seed
         assert context == f"Synthetic task {task}."
         return self.replies[task][:n]
 
@@ -123,11 +126,22 @@ def test_killed_run_resumes_where_it_stopped_and_empty_iteration_skips_sft(tmp_p
     calls, steps = Counter(), Counter()
     config, result = run(tmp_path, calls, steps, replies=nothing, eval_base=False)
     assert calls["sample"] == 1 and steps["env"] == 6 + 6  # only syn_b's samples, then the evaluation
+    # syn_b's draws are seeded by their place in the run, not by a stream syn_a's (skipped) sampling advanced.
+    from coral_env.seeding import derived_seed
+
+    assert StubPolicy.seeds["syn_b"] == derived_seed(config.seed, "restem-sample", 1, "syn_b")
+    assert StubPolicy.seeds["syn_a"] == derived_seed(config.seed, "restem-sample", 1, "syn_a") != StubPolicy.seeds["syn_b"]
     (it,) = result["iterations"]
     assert it["sft"]["skipped"] and it["policy_adapter"] is None
     assert not (tmp_path / "run/iter_1/adapter").exists()
     log = [json.loads(line) for line in (tmp_path / "run/log.jsonl").read_text().splitlines()]
     assert any(r["event"] == "sft_skipped" for r in log)
+    # Each event once: the resumed run did not log syn_a's samples again.
+    events = [(r["event"], r.get("iteration"), r.get("task")) for r in log]
+    assert events == [("samples", 1, "syn_a"), ("samples", 1, "syn_b"), ("sft_skipped", 1, None),
+                      ("eval", 1, None), ("iteration", 1, None)]
+    run(tmp_path, Counter(), Counter(), replies=nothing, eval_base=False)  # finished: nothing logged
+    assert len((tmp_path / "run/log.jsonl").read_text().splitlines()) == len(log)
     with pytest.raises(ValueError, match="different settings"):
         run(tmp_path, Counter(), Counter(), replies=nothing, eval_base=False, samples_per_task=5)
 

@@ -39,22 +39,29 @@ def evaluate_policy_on_tasks(env, policy, tasks: list[str], n_per_task: int = 1,
         n_per_task: episodes per task (sampling policies differ between them; for a
             deterministic policy one is enough).
         name: the policy's label in the rows (default ``policy.name``).
-        seed: seeds the env's first reset.
+        seed: seeds the env's first reset, and (with the label, task and episode index) each
+            episode of a policy that has ``reseed(seed)``: its draws do not depend on earlier
+            episodes, so a resumed job that skips some draws what an uninterrupted one draws.
 
     Returns:
         rows with ``policy, task, sample, action, strategy, family, valid, heldout, reward, success,
         metric, metric_before, metric_after, metric_gain, accuracy_before, accuracy_after,
         accuracy_gain, steps, error`` and ``test_accuracy`` when the env reports it.
     """
+    from coral_env.seeding import derived_seed
+
     if n_per_task < 1:
         raise ValueError(f"n_per_task must be >= 1, got {n_per_task}")
     if callable(env) and not hasattr(env, "step"):
         env = env(list(tasks))
     label = name or getattr(policy, "name", type(policy).__name__)
+    reseed, base_seed = getattr(policy, "reseed", None), 0 if seed is None else seed
     bar = _progress(len(tasks) * n_per_task, f"eval {label}", progress)
     rows = []
     for task in tasks:
         for sample in range(n_per_task):
+            if reseed is not None:
+                reseed(derived_seed(base_seed, "episode", label, task, sample))
             obs, info = env.reset(seed=seed, options={"task": task})
             seed = None  # seed only the first reset
             first, actions, total, done = dict(info), [], 0.0, False

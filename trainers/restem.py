@@ -107,6 +107,31 @@ class RestemConfig(Presets):
             raise ValueError("train_tasks and eval_tasks must each name at least one task")
         if leak := set(self.train_tasks) & set(self.eval_tasks):
             raise ValueError(f"held-out tasks must not be trained on: {sorted(leak)}")
+        self._check_values()
+
+    def _check_values(self) -> None:
+        """Every setting a later stage would reject, checked now: before any model loads and
+        before ``config.json`` is written (a corrected rerun would otherwise be refused)."""
+        from policies.llm import check_sampling
+
+        check_sampling(self.temperature, self.top_p, self.top_k, self.max_new_tokens)
+        for key in ("policy_dtype", "sft_dtype"):
+            if getattr(self, key) not in ("auto", "bf16", "fp16", "fp32"):
+                raise ValueError(f"{key} must be auto, bf16, fp16 or fp32, got {getattr(self, key)!r}")
+        for key in ("lora_r", "lora_alpha", "max_length"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if not 0 <= self.lora_dropout < 1:
+            raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        for key in ("learning_rate", "num_train_epochs"):
+            if not getattr(self, key) > 0:
+                raise ValueError(f"{key} must be > 0, got {getattr(self, key)}")
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise ValueError(f"max_steps must be -1 (use num_train_epochs) or >= 1, got {self.max_steps}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be >= 1, got {self.threads}")
+        if not self.lora_targets:
+            raise ValueError("lora_targets must name at least one module (e.g. q_proj,v_proj)")
 
 
 # Fields that may change between a run and its resumption.
@@ -128,7 +153,7 @@ def train_restem(config: RestemConfig, make_env: Callable[[list[str]], Any] | No
     import torch
     from tqdm.auto import tqdm
 
-    from coral_env.backend.io import append_jsonl, atomic_write_json
+    from coral_env.backend.io import append_jsonl, atomic_write_json, read_json
 
     from .evaluation import env_factory, evaluate_policy_on_tasks, summarize
 
@@ -152,8 +177,14 @@ def train_restem(config: RestemConfig, make_env: Callable[[list[str]], Any] | No
     _check_resume(out / "config.json", config)
     atomic_write_json(out / "config.json", config)
 
+    logged = _logged_events(out / "log.jsonl")
+
     def log(event: str, **record) -> None:
-        append_jsonl(out / "log.jsonl", {"event": event, "time": time.time(), **record})
+        """Append an event once: a resumed run logs the events a kill cut off, and no others."""
+        key = _event_key(event, record)
+        if key not in logged:
+            logged.add(key)
+            append_jsonl(out / "log.jsonl", {"event": event, "time": time.time(), **record})
 
     make_policy = make_policy or _llm_policy_factory(config)
     loaded: dict[str | None, Any] = {}  # adapter -> policy; one in memory at a time
@@ -180,8 +211,9 @@ def train_restem(config: RestemConfig, make_env: Callable[[list[str]], Any] | No
                                             progress=config.progress)
             atomic_write_json(path, {"policy": label, "adapter": adapter, "rows": rows,
                                      "summary": summarize(rows)[0]})
-            log("eval", iteration=iteration, policy=label, summary=_brief(summarize(rows)[0]))
-        return json.loads(path.read_text())
+        evaluation = read_json(path, _redo(path))
+        log("eval", iteration=iteration, policy=label, summary=_brief(evaluation["summary"]))
+        return evaluation
 
     results, summaries = [], []
     if config.eval_base:
@@ -192,10 +224,11 @@ def train_restem(config: RestemConfig, make_env: Callable[[list[str]], Any] | No
         folder = out / f"iter_{iteration}"
         marker = folder / "iteration.json"
         if marker.exists():
-            done = json.loads(marker.read_text())
+            done = read_json(marker, _redo(folder))
             adapter = done["policy_adapter"]
+            log("iteration", **done)
             results.append(done)
-            summaries.append(json.loads((folder / "eval.json").read_text())["summary"])
+            summaries.append(read_json(folder / "eval.json", _redo(folder))["summary"])
             continue
 
         # ----- 1. E-step: sample K replies per training task, score them, keep the winners ----
@@ -205,7 +238,7 @@ def train_restem(config: RestemConfig, make_env: Callable[[list[str]], Any] | No
         contexts: dict[str, str] = {}
         for task in config.train_tasks:
             samples = _sample_task(folder / "samples" / f"{task}.json", task, env_for("train"),
-                                   lambda: policy_for(adapter), config, bar)
+                                   lambda: policy_for(adapter), config, bar, iteration)
             kept[task] = keep_rewarded(samples["results"], config.keep_per_task, config.dedupe, config.min_reward)
             contexts[task] = samples["context"]
             log("samples", iteration=iteration, task=task, sampled=len(samples["results"]),
@@ -222,11 +255,12 @@ def train_restem(config: RestemConfig, make_env: Callable[[list[str]], Any] | No
             sft = {"skipped": True, "reason": "no sample reached the reward threshold; policy unchanged"}
             log("sft_skipped", iteration=iteration, reason=sft["reason"])
         elif (target / "coral_policy.json").exists():
-            sft = json.loads((target / "coral_policy.json").read_text())["sft"]
+            sft = read_json(target / "coral_policy.json", _redo(target))["sft"]
         else:
             loaded.clear()  # free the sampling model before training
             start = adapter if not config.restart_from_base else None
             sft = finetune(config, records, target, start, iteration)
+        if records:
             log("sft", iteration=iteration, **sft)
         if records:
             adapter = str(target)
@@ -254,18 +288,22 @@ def evaluation_rows(out: str | Path) -> list[dict]:
 # ----- E-step helpers ------------------------------------------------------------------------------
 
 
-def _sample_task(path: Path, task: str, env, get_policy: Callable[[], Any], config: RestemConfig, bar) -> dict:
+def _sample_task(path: Path, task: str, env, get_policy: Callable[[], Any], config: RestemConfig, bar,
+                 iteration: int) -> dict:
     """Sample K replies for ``task`` and score each in a one-step episode; resumes from ``path``."""
-    from coral_env.backend.io import atomic_write_json
+    from coral_env.backend.io import atomic_write_json, read_json
+    from coral_env.seeding import derived_seed
     from coral_env.env.reward import reward_of
 
-    state = json.loads(path.read_text()) if path.exists() else None
+    state = read_json(path, _redo(path)) if path.exists() else None
     if state is not None and state["complete"]:
         bar.update(len(state["results"]))
         return state
     if state is None:  # sample all K at once; the replies are saved before any is scored
         obs, _ = env.reset(options={"task": task})
-        replies = get_policy().sample(obs["context"], task, config.samples_per_task)
+        # Seeded by its place in the run, so a resumed run (which skips earlier sampling) draws the same.
+        replies = get_policy().sample(obs["context"], task, config.samples_per_task,
+                                      seed=derived_seed(config.seed, "restem-sample", iteration, task))
         state = {"task": task, "context": obs["context"], "replies": list(replies), "results": [],
                  "complete": False}
         atomic_write_json(path, state)
@@ -352,7 +390,7 @@ def finetune(config: RestemConfig, records: list[dict], target: Path, start_adap
     """SFT a LoRA on ``records``; the PEFT adapter folder is written with ``atomic_dir`` (it
     appears complete or not at all; the trainer's scratch folder sits beside it). Returns
     training statistics."""
-    from coral_env.backend.io import atomic_dir
+    from coral_env.backend.io import atomic_dir, to_json
 
     target.parent.mkdir(parents=True, exist_ok=True)
     for stale in target.parent.glob(f".{target.name}.sft-*"):  # left by a killed run
@@ -369,8 +407,8 @@ def finetune(config: RestemConfig, records: list[dict], target: Path, start_adap
                "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
                "seconds": time.perf_counter() - started, "init": start_adapter or "base"}
         trainer.model.save_pretrained(str(adapter_dir))
-        (adapter_dir / "coral_policy.json").write_text(json.dumps(
-            {"base_model": config.policy_model, "iteration": iteration, "sft": sft}, indent=2))
+        (adapter_dir / "coral_policy.json").write_text(to_json(
+            {"base_model": config.policy_model, "iteration": iteration, "sft": sft}))
     return sft
 
 
@@ -393,10 +431,34 @@ def _llm_policy_factory(config: RestemConfig) -> Callable[[str | None], Any]:
     return make
 
 
+def _redo(path: Path) -> str:
+    """The fix for an unreadable file of a run folder."""
+    return f"delete {path} and re-run the same command (that step is redone)"
+
+
+def _event_key(event: str, record: dict) -> str:
+    return json.dumps([event, record.get("iteration"), record.get("task")])
+
+
+def _logged_events(path: Path) -> set[str]:
+    """Keys of the events ``log.jsonl`` already holds (a line cut by a kill is ignored)."""
+    keys = set()
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            keys.add(_event_key(row.get("event"), row))
+    return keys
+
+
 def _check_resume(path: Path, config: RestemConfig) -> None:
     if not path.exists():
         return
-    old = json.loads(path.read_text())
+    from coral_env.backend.io import read_json
+
+    old = read_json(path, f"delete {path.parent} or choose another --out")
     new = json.loads(json.dumps(dataclasses.asdict(config)))
     changed = sorted(k for k in new if k not in RESUMABLE_CHANGES and old.get(k) != new[k])
     if changed:

@@ -90,9 +90,23 @@ class SB3Config(Presets):
             raise ValueError("total_timesteps and eval_samples_per_task must be >= 1")
         if leak := set(self.train_tasks) & set(self.eval_tasks):
             raise ValueError(f"held-out tasks must not be trained on: {sorted(leak)}")
+        for key in ("batch_size", "n_epochs", "buffer_size", "train_freq", "target_update_interval"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
+        for key in ("n_steps", "threads", "max_prompt_batches"):
+            if getattr(self, key) is not None and getattr(self, key) < 1:
+                raise ValueError(f"{key} must be >= 1 (or unset for the default), got {getattr(self, key)}")
+        if self.learning_rate is not None and not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if not self.net_arch or min(self.net_arch) < 1:
+            raise ValueError(f"net_arch must list hidden sizes >= 1, got {self.net_arch}")
 
     def run_dir(self) -> Path:
         return Path(self.out) if self.out else Path("runs") / "sb3" / f"{self.algo}__seed{self.seed}"
+
+
+EVAL_SETTINGS = ("eval_tasks", "eval_samples_per_task", "deterministic_eval", "eval_test", "seed", "reward_metric")
+"""Settings of the held-out evaluation: a rerun with the same ones reuses ``eval.json``."""
 
 
 def algorithm_class(algo: str):
@@ -155,7 +169,7 @@ def train_sb3(config: SB3Config, make_env: Callable[[list[str]], Any] | None = N
     import numpy as np
     import torch
 
-    from coral_env.backend.io import append_jsonl, atomic_write_json
+    from coral_env.backend.io import append_jsonl_once, atomic_write_json, read_json, to_json
     from policies.sb3 import SB3Policy
 
     from .evaluation import env_factory, evaluate_policy_on_tasks, summarize
@@ -183,27 +197,40 @@ def train_sb3(config: SB3Config, make_env: Callable[[list[str]], Any] | None = N
     policy_dir = out / "policy"
     started = time.perf_counter()
     trained = not (policy_dir / "config.json").exists()
+    seconds = None
     if trained:
         model = algorithm_class(config.algo)("MlpPolicy", train_env, **hyperparameters(config))
         model.learn(total_timesteps=config.total_timesteps, callback=_progress_callback(config))
         save_sb3(model, policy_dir, config)
-        append_jsonl(out / "log.jsonl", {"event": "train", "algo": config.algo, "timesteps": config.total_timesteps,
-                                         "seconds": time.perf_counter() - started})
+        seconds = time.perf_counter() - started
     else:
         _check_same_agent(policy_dir, config)
         model = load_sb3(policy_dir)
+    # Logged once, also when a kill came between the save and this line.
+    append_jsonl_once(out / "log.jsonl", {"event": "train", "algo": config.algo,
+                                          "timesteps": config.total_timesteps, "seconds": seconds})
 
-    # ----- evaluate on held-out tasks ------------------------------------------------------------
-    eval_env = make_env(config.eval_tasks, strict_heldout=True)  # artifacts never trained on them
-    policy = SB3Policy(model, wrap_env(eval_env, config.algo, encoder, config.max_prompt_batches),
-                       deterministic=config.deterministic_eval,
-                       name=config.algo)
-    rows = evaluate_policy_on_tasks(eval_env, policy, config.eval_tasks, config.eval_samples_per_task,
-                                    name=config.algo, seed=config.seed, progress=config.progress)
-    summary = summarize(rows)[0]
-    atomic_write_json(out / "eval.json", {"policy": config.algo, "rows": rows, "summary": summary})
-    append_jsonl(out / "log.jsonl", {"event": "eval", "algo": config.algo, "success_rate": summary["success_rate"],
-                                     "mean_metric_gain": summary["mean_metric_gain"]})
+    # ----- evaluate on held-out tasks (a finished evaluation with these settings is reused) ------
+    settings = json.loads(to_json({k: getattr(config, k) for k in EVAL_SETTINGS}))
+    eval_path = out / "eval.json"
+    stored = None
+    if not trained and eval_path.exists():
+        stored = read_json(eval_path, f"delete {eval_path} and re-run the same command (it re-evaluates)")
+    if stored is not None and stored.get("settings") == settings:
+        rows, summary = stored["rows"], stored["summary"]
+    else:
+        eval_env = make_env(config.eval_tasks, strict_heldout=True)  # artifacts never trained on them
+        policy = SB3Policy(model, wrap_env(eval_env, config.algo, encoder, config.max_prompt_batches),
+                           deterministic=config.deterministic_eval,
+                           name=config.algo)
+        rows = evaluate_policy_on_tasks(eval_env, policy, config.eval_tasks, config.eval_samples_per_task,
+                                        name=config.algo, seed=config.seed, progress=config.progress)
+        summary = summarize(rows)[0]
+        atomic_write_json(eval_path, {"policy": config.algo, "settings": settings, "rows": rows,
+                                      "summary": summary})
+    append_jsonl_once(out / "log.jsonl", {"event": "eval", "algo": config.algo, "settings": settings,
+                                          "success_rate": summary["success_rate"],
+                                          "mean_metric_gain": summary["mean_metric_gain"]}, keys=("event", "settings"))
     return {"policy_dir": str(policy_dir), "rows": rows, "summary": summary, "trained": trained,
             "seconds": time.perf_counter() - started, "model": model}
 
@@ -257,7 +284,7 @@ def save_sb3(model, folder: str | Path, config: SB3Config) -> Path:
     hyperparameters, spaces, and the catalogue the discrete actions index) atomically."""
     from safetensors.torch import save_file
 
-    from coral_env.backend.io import atomic_dir
+    from coral_env.backend.io import atomic_dir, to_json
     from coral_env.strategies import catalogue
 
     folder = Path(folder)
@@ -269,7 +296,7 @@ def save_sb3(model, folder: str | Path, config: SB3Config) -> Path:
         meta["catalogue"] = [s.canonical_json() for s in catalogue(config.max_prompt_batches)]
     with atomic_dir(folder, clean_stale=True) as tmp:  # the old agent stays until the new one is in
         save_file(state, str(tmp / "policy.safetensors"))
-        (tmp / "config.json").write_text(json.dumps(meta, indent=2))
+        (tmp / "config.json").write_text(to_json(meta))
     return folder
 
 

@@ -187,13 +187,38 @@ def atomic_save_safetensors(path: str | Path, tensors: dict[str, torch.Tensor],
 
 
 def append_jsonl(path: str | Path, record: dict) -> None:
-    """Append one JSON line and flush it to disk (logs survive a kill)."""
+    """Append one JSON line and flush it to disk (logs survive a kill; a line a kill cut short is
+    dropped first, so it never merges with the new one)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and path.stat().st_size:
+        with open(path, "rb") as fh:
+            fh.seek(-1, os.SEEK_END)
+            cut = fh.read(1) != b"\n"
+        if cut:
+            text = path.read_text()
+            atomic_write_text(path, text[:text.rfind("\n") + 1])
     with open(path, "a") as fh:
         fh.write(to_json(record, indent=None) + "\n")
         fh.flush()
         os.fsync(fh.fileno())
+
+
+def append_jsonl_once(path: str | Path, record: dict, keys: tuple[str, ...] = ("event",)) -> bool:
+    """``append_jsonl`` unless a line with the same values of ``keys`` is there already (a job
+    resumed after a kill logs what the kill cut off, never twice). Returns whether it appended."""
+    path = Path(path)
+    if path.exists():
+        want = json.loads(to_json({k: record.get(k) for k in keys}, indent=None))
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if {k: row.get(k) for k in keys} == want:
+                return False
+    append_jsonl(path, record)
+    return True
 
 
 def trim_jsonl(path: str | Path, step: int) -> None:

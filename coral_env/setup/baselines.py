@@ -35,7 +35,7 @@ from typing import Sequence
 import torch
 
 from ..backend.finetune import answer_loss, batch_indices, build_sequences, collate
-from ..backend.io import atomic_save_safetensors, atomic_write_json, read_state
+from ..backend.io import atomic_save_safetensors, atomic_write_json, read_json, read_state
 
 METHODS = ("no_meta_lora", "union_lora", "maml_fo", "abmll_fo")
 METHOD_LABELS = {
@@ -168,7 +168,10 @@ class BaselineTrainer:
             if path.exists():
                 meta, tensors = read_state(path, chash,
                                            f"{path} was trained with other settings; delete {folder} to retrain")
-                if path == done:
+                if path == done:  # finished; a kill may have come before its config or cleanup
+                    if not (folder / "config.json").exists():
+                        self._write_config(folder, method, chash, sorted(train_data), float(meta["final_loss"]))
+                    state_path.unlink(missing_ok=True)
                     return tensors["adapter"]
                 break
         else:
@@ -219,11 +222,13 @@ class BaselineTrainer:
         bar.close()
         atomic_save_safetensors(done, {"adapter": theta, "prior_var": var},
                                 {"config_hash": chash, "method": method, "final_loss": repr(loss)})
-        atomic_write_json(folder / "config.json", {"method": method, "config_hash": chash,
-                                                   "train_tasks": tasks, "config": dataclasses.asdict(cfg),
-                                                   "final_loss": loss})
+        self._write_config(folder, method, chash, tasks, loss)
         state_path.unlink(missing_ok=True)
         return theta
+
+    def _write_config(self, folder: Path, method: str, chash: str, tasks: list[str], loss: float) -> None:
+        atomic_write_json(folder / "config.json", {"method": method, "config_hash": chash, "train_tasks": tasks,
+                                                   "config": dataclasses.asdict(self.config), "final_loss": loss})
 
     def prior_var(self, folder: Path) -> torch.Tensor | None:
         path = folder / "adapter.safetensors"
@@ -273,7 +278,7 @@ def run_baselines(model, tokenizer, layout, init: torch.Tensor, config: Baseline
     for method, target in tqdm(jobs, desc="baselines", disable=not progress):
         result_path = out / method / target / "result.json"
         if result_path.exists():
-            rows.append(json.loads(result_path.read_text()))
+            rows.append(read_json(result_path, f"delete {result_path} and re-run (that result is redone)"))
             continue
         t0 = time.perf_counter()
         pool = [t for t in train_tasks if t != target]

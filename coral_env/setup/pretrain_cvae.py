@@ -322,11 +322,12 @@ def pretrain_cvae(config: CVAETrainingConfig, artifacts: str | Path, tasks: Sequ
         reptile_update(meta, fast, optimizers.get("meta"), config.meta_lr)
         loss_value = float(loss.detach())
         done = step + 1
-        if done % config.save_every == 0 or done == config.meta_steps:
-            _save_state(state_path, meta, optimizers, done, chash, loss_value)
+        # The log row first: a kill after the state save must not lose it (resume trims past the state).
         append_jsonl(log_path, {"step": done, "task": task, "loss": loss_value, "recon": float(rec.detach()),
                                 "kl": float(kl.detach()), "kl_weight": weight,
                                 "seconds": round(time.perf_counter() - t0, 3)})
+        if done % config.save_every == 0 or done == config.meta_steps:
+            _save_state(state_path, meta, optimizers, done, chash, loss_value)
         bar.set_postfix(recon=f"{rec.item():.4f}", kl=f"{kl.item():.2f}")
         if callback is not None:
             callback(done, loss_value)

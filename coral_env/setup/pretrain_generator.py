@@ -341,10 +341,11 @@ def pretrain_generator(config: GeneratorTrainingConfig, artifacts: str | Path, t
         optimizer.step()
         loss_value = float(loss.detach())
         done = step + 1
-        if done % config.save_every == 0 or done == config.steps:
-            _save_state(state_path, decoder, optimizer, done, chash, loss_value)
+        # The log row first: a kill after the state save must not lose it (resume trims past the state).
         append_jsonl(out / "log.jsonl", {"step": done, "loss": loss_value, "lr": config.lr_at(step),
                                          "seconds": round(time.perf_counter() - t0, 3)})
+        if done % config.save_every == 0 or done == config.steps:
+            _save_state(state_path, decoder, optimizer, done, chash, loss_value)
         bar.set_postfix(loss=f"{loss_value:.4f}")
         if callback is not None:
             callback(done, loss_value)
