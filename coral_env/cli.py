@@ -21,7 +21,7 @@ from .config import add_config_arguments, run_guarded
 class EvalArgs:
     """Settings of ``coral eval``."""
 
-    task: str = field(metadata={"help": "task name (see `coral tasks`)"})
+    task: str = field(metadata={"help": "task name (see `coral tasks`) or a user task config path (.json/.yaml)"})
     model: str = field(default="smollm2-135m-instruct", metadata={
         "help": "tiny, an offline name (smollm2-135m-instruct, qwen2.5-coder-0.5b-instruct), a .gguf file, "
                 "a model folder, or a Hub id"})
@@ -77,7 +77,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .setup.artifacts import ArtifactPaths, default_artifacts_root
     from .setup.split_manifest import contract_splits
     from .tasks import PRESET_SPLIT_SIZES
+    from .tasks import resolve_task
 
+    args.task = resolve_task(args.task)  # a config path registers its task
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be >= 1, got {args.limit}")
     _check_runtime_args(args)

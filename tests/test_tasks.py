@@ -561,6 +561,11 @@ def test_user_task_registration_errors(user_file: Path, tmp_path: Path) -> None:
         UserTaskConfig.from_dict({"name": "my_quiz"})
     bad_row = UserTaskConfig(name="my_quiz", path=str(user_file), question_field="missing",
                              choices_field="opts", label_field="gold")
-    register_user_task(bad_row)
-    with pytest.raises(MalformedRowError, match="line 1.*'missing'"):
+    with pytest.raises(UserTaskConfigError, match="question_field 'missing' does not match the data"):
+        register_user_task(bad_row)  # the first row is read at registration
+    rows = user_file.read_text().splitlines()
+    user_file.write_text("\n".join(rows[:3] + ['{"id": "r99", "opts": ["1", "2"], "gold": "A"}'] + rows[3:]))
+    register_user_task(UserTaskConfig(name="my_quiz", path=str(user_file), question_field="q",
+                                      choices_field="opts", label_field="gold"))
+    with pytest.raises(MalformedRowError, match="line 4.*'q'"):  # a later bad row: file and line
         load_examples("my_quiz")

@@ -109,10 +109,13 @@ def run_demo(config: DemoConfig) -> Path:
     import torch
 
     from coral_env.backend.io import atomic_write_json
-    from coral_env.tasks import get_task
+    from coral_env.tasks import get_task, resolve_tasks
 
+    # config paths register their tasks; a misspelt task fails before any work
+    config = dataclasses.replace(config, train_tasks=resolve_tasks(config.train_tasks),
+                                 eval_tasks=resolve_tasks(config.eval_tasks))
     for task in config.train_tasks + config.eval_tasks:
-        get_task(task)  # a misspelt task fails before any work
+        get_task(task)
     if config.threads:
         torch.set_num_threads(config.threads)
     out = Path(config.out)

@@ -249,7 +249,16 @@ def env_factory(preset: str, artifacts: str | None = None, data_dir: str | None 
 
         import coral_env  # noqa: F401  (registers Coral-v0)
 
-        return gym.make("Coral-v0", task=list(tasks), preset=preset, artifacts=artifacts,
+        return gym.make("Coral-v0", task=task_arguments(tasks), preset=preset, artifacts=artifacts,
                         data_dir=data_dir, seed=seed, **(kwargs | extra))
 
     return make
+
+
+def task_arguments(tasks: list[str]) -> list[str]:
+    """Task names, with a user task registered from a config file named by that file again, so
+    a worker process (async vector env, Ray actor) registers it too."""
+    from coral_env.tasks import registered_task_files
+
+    files = registered_task_files()
+    return [files.get(t, t) for t in tasks]

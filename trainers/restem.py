@@ -165,9 +165,12 @@ def train_restem(config: RestemConfig, make_env: Callable[[list[str]], Any] | No
         from policies.llm import default_policy_model
 
         config = dataclasses.replace(config, policy_model=default_policy_model())
-    if make_env is None:
-        from coral_env.tasks import get_task
+    from coral_env.tasks import get_task, resolve_tasks
 
+    # a task config path (*.json, *.yaml) registers its task; the run then uses its name
+    config = dataclasses.replace(config, train_tasks=resolve_tasks(config.train_tasks),
+                                 eval_tasks=resolve_tasks(config.eval_tasks))
+    if make_env is None:
         for task in config.train_tasks + config.eval_tasks:
             get_task(task)  # a misspelt task fails now, not after an hour of work
         make_env = env_factory(config.preset, config.artifacts, config.data_dir, config.seed,

@@ -179,9 +179,12 @@ def train_sb3(config: SB3Config, make_env: Callable[[list[str]], Any] | None = N
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
-    if make_env is None:
-        from coral_env.tasks import get_task
+    from coral_env.tasks import get_task, resolve_tasks
 
+    # a task config path (*.json, *.yaml) registers its task; the run then uses its name
+    config = dataclasses.replace(config, train_tasks=resolve_tasks(config.train_tasks),
+                                 eval_tasks=resolve_tasks(config.eval_tasks))
+    if make_env is None:
         for task in config.train_tasks + config.eval_tasks:
             get_task(task)  # a misspelt task fails before any training
         make_env = env_factory(config.preset, config.artifacts, config.data_dir, config.seed,

@@ -89,7 +89,8 @@ class CoralEnv(gym.Env[dict, str]):
 
     ## Arguments
 
-    ``task`` (name or list), ``preset`` (tiny/cpu/paper), ``model``, ``artifacts``, ``data_dir``,
+    ``task`` (a name, the path of a user task config ``*.json``/``*.yaml``, or a list of
+    them), ``preset`` (tiny/cpu/paper), ``model``, ``artifacts``, ``data_dir``,
     ``seed``, ``reward_mode``, ``reward_metric``, ``tie_reward``, ``significance_level``
     (``significant`` mode), ``max_adaptation_steps``,
     ``eval_test``, ``context`` (str or {task: str}: your own task descriptions),
@@ -139,8 +140,9 @@ class CoralEnv(gym.Env[dict, str]):
             raise ValueError(f"max_adaptation_steps must be an int in [1, 16], got {max_adaptation_steps!r}")
         if render_mode not in (None, "ansi"):
             raise ValueError(f"render_mode must be None or 'ansi', got {render_mode!r}")
-        from ..tasks import get_task
+        from ..tasks import get_task, resolve_task
 
+        self.tasks = [resolve_task(name) for name in self.tasks]  # a config path registers its task
         for name in self.tasks:
             get_task(name)  # unknown names fail here, listing the known ones
         self.config = EnvConfig(preset=preset, model=model, artifacts=artifacts, data_dir=data_dir,
@@ -158,7 +160,7 @@ class CoralEnv(gym.Env[dict, str]):
             if len(self.tasks) != 1:
                 raise ValueError("a single context string needs a single task; pass {task: context}")
             context = {self.tasks[0]: context}
-        self.user_contexts = dict(context or {})
+        self.user_contexts = {resolve_task(k): v for k, v in (context or {}).items()}
         self.reward_mode, self.reward_metric, self.tie_reward = reward_mode, reward_metric, tie_reward
         self.significance_level = float(significance_level)
         self.max_adaptation_steps, self.eval_test, self.render_mode = max_adaptation_steps, eval_test, render_mode
@@ -193,6 +195,10 @@ class CoralEnv(gym.Env[dict, str]):
                             f"got {type(options).__name__} {options!r}")
         options = options or {}
         name = options.get("task")
+        if name is not None:
+            from ..tasks import resolve_task
+
+            name = resolve_task(name)
         if name is None:
             name = self.tasks[int(self.np_random.integers(len(self.tasks)))]
         elif name not in self.tasks:

@@ -59,7 +59,19 @@ from coral_env.tasks.splits import (
     split_fingerprint,
 )
 from coral_env.tasks.synthetic import SYNTHETIC_TASKS
+from coral_env.tasks.task_files import (
+    is_task_path,
+    register_env_tasks,
+    register_task_file,
+    register_task_folder,
+    register_task_files,
+    resolve_task,
+    resolve_tasks,
+    registered_task_files,
+)
 from coral_env.tasks.user import UserTaskConfig, register_user_task
+
+register_env_tasks()  # $CORAL_TASKS: user task configs every process (and worker) sees
 
 __all__ = [
     "CONTROL_TASKS",
@@ -94,6 +106,7 @@ __all__ = [
     "extract_math_answer",
     "get_task",
     "input_prompts",
+    "is_task_path",
     "list_tasks",
     "load_examples",
     "load_task",
@@ -102,11 +115,18 @@ __all__ = [
     "normalize_text",
     "preset_split_sizes",
     "read_jsonl",
+    "register_env_tasks",
     "register_task",
+    "register_task_file",
+    "register_task_files",
+    "register_task_folder",
     "register_user_task",
     "resolve_data_dir",
+    "resolve_task",
+    "resolve_tasks",
     "split_examples",
     "split_fingerprint",
     "stop_sequences",
+    "registered_task_files",
     "unregister_task",
 ]

@@ -106,10 +106,13 @@ def unregister_task(name: str) -> None:
 
 
 def get_task(name: str | TaskSpec) -> TaskSpec:
-    """The spec of a registered task; ``UnknownTaskError`` (a KeyError) lists known names."""
+    """The spec of a registered task, or of the user task a config file (``*.json``,
+    ``*.yaml``) describes; ``UnknownTaskError`` (a KeyError) lists known names."""
     if isinstance(name, TaskSpec):
         return name
-    key = str(name).strip().lower()
+    from coral_env.tasks.task_files import resolve_task  # lazy: it imports this module
+
+    key = resolve_task(name)
     if key in _REGISTRY:
         return _REGISTRY[key]
     known = sorted(_REGISTRY)

@@ -1,7 +1,10 @@
 """User-defined tasks: a JSONL file plus a few lines of configuration (``UserTaskConfig``).
 
-Files and templates are treated as data: templates are filled with ``str.format`` restricted to
-plain field names (no attribute or index access), nothing is imported or evaluated.
+Fields are dotted paths into the row (``choices.text``), so a Hub-schema file (ARC's nested
+``choices: {text, label}``) is read as it is. Files and templates are treated as data:
+templates name row fields or dotted paths only (no attribute access), nothing is imported or
+evaluated. A config may be a JSON or (with PyYAML) YAML file; ``coral_env.tasks.task_files``
+registers one from its path.
 """
 
 from __future__ import annotations
@@ -9,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import string
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -18,7 +20,7 @@ from typing import Any
 from coral_env.tasks.answers import normalize_number
 from coral_env.tasks.base import Example
 from coral_env.tasks.converters import Converter, Row, generative, multiple_choice, parse_label
-from coral_env.tasks.converters import field as row_field
+from coral_env.tasks.fields import lookup, render, template_fields, valid_path
 from coral_env.tasks.errors import RowError, UnknownTaskError, UserTaskConfigError
 from coral_env.tasks.registry import TaskSpec, get_task, register_task
 
@@ -34,14 +36,20 @@ class UserTaskConfig:
         name: registry name, lower case letters, digits and "_" (e.g. "my_quiz").
         path: the JSONL file (relative paths in a config file resolve against its folder).
         kind: "multiple_choice" or "generative".
-        question_field: row field with the question text.
+        question_field: row field with the question text. Every ``*_field`` may be a dotted
+            path into nested values: ``choices.text``, ``choices.label``, ``options.0``.
         choices_field: multiple choice: row field holding a list of option texts...
         choice_fields: ...or a list of row fields, one option each (set exactly one of the two).
-        label_field: multiple choice: gold option as an index, a letter or the option text.
+        choice_labels_field: multiple choice, optional: row field holding the options' labels
+            (e.g. ARC's ``choices.label``: ["A", "B", ...] or ["1", "2", ...]); the gold
+            label is then looked up among them.
+        label_field: multiple choice: gold option as an index, a letter, the option text, or
+            (with ``choice_labels_field``) one of the labels.
         label_base: 0 if integer labels count from 0, 1 if they count from 1.
         answer_field: generative: row field with the gold answer.
         answer_type: generative: "number" (GSM8K-style extraction) or "text" (exact match).
-        template: plain prompt, ``str.format`` over row fields plus ``{question}``.
+        template: plain prompt over row fields and dotted paths plus ``{question}``, e.g.
+            ``"{passage}\\nQuestion: {question}?\\nAnswer:"`` (lists render one item a line).
         test_path: optional separate JSONL file used as the test split.
         description: one line for listings.
     """
@@ -52,6 +60,7 @@ class UserTaskConfig:
     question_field: str = "question"
     choices_field: str | None = None
     choice_fields: tuple[str, ...] | None = None
+    choice_labels_field: str | None = None
     label_field: str = "label"
     label_base: int = 0
     answer_field: str = "answer"
@@ -94,16 +103,42 @@ class UserTaskConfig:
 
     @classmethod
     def from_json(cls, path: str | os.PathLike[str]) -> UserTaskConfig:
-        """Read a config from a small JSON file."""
+        """Read a config from a small JSON (or, by suffix, YAML) file; see ``from_file``."""
+        return cls.from_file(path)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> UserTaskConfig:
+        """Read a config from a ``.json`` or ``.yaml``/``.yml`` file; every error names the file."""
         file = Path(path)
         try:
-            data = json.loads(file.read_text(encoding="utf-8"))
+            text = file.read_text(encoding="utf-8")
         except FileNotFoundError:
-            raise UserTaskConfigError(f"config file {file} does not exist") from None
-        except json.JSONDecodeError as exc:
-            problem = f"{file}: not valid JSON ({exc.msg}, line {exc.lineno})"
-            raise UserTaskConfigError(problem) from None
-        return cls.from_dict(data, base_dir=file.parent)
+            raise UserTaskConfigError(f"task config file {file} does not exist; check the path") from None
+        except (IsADirectoryError, UnicodeDecodeError) as exc:
+            raise UserTaskConfigError(f"{file}: cannot read the task config ({exc})") from None
+        if file.suffix.lower() in (".yaml", ".yml"):
+            try:
+                import yaml
+            except ImportError:
+                raise UserTaskConfigError(
+                    f"{file}: YAML task configs need PyYAML (pip install pyyaml), or write it as JSON"
+                ) from None
+            try:
+                data = yaml.safe_load(text)
+            except yaml.YAMLError as exc:
+                raise UserTaskConfigError(f"{file}: not valid YAML ({exc})") from None
+        else:
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as exc:
+                problem = f"{file}: not valid JSON ({exc.msg}, line {exc.lineno})"
+                raise UserTaskConfigError(problem) from None
+        try:
+            return cls.from_dict(data, base_dir=file.parent)
+        except UserTaskConfigError as exc:
+            raise UserTaskConfigError(f"{file}: {exc}") from None
+        except TypeError as exc:  # a field of the wrong type, e.g. choice_fields: 3
+            raise UserTaskConfigError(f"{file}: {exc}") from None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready mapping (``from_dict(to_dict())`` round-trips)."""
@@ -119,20 +154,12 @@ class UserTaskConfig:
 
 def _template_fields(template: str) -> list[str]:
     try:
-        parsed = list(string.Formatter().parse(template))
+        return template_fields(template)
     except ValueError as exc:
-        raise UserTaskConfigError(
-            f"template is not a valid format string ({exc}); "
-            "write fields as {field_name} and literal braces as {{ }}"
-        ) from None
-    names = [name for _, name, _, _ in parsed if name is not None]
-    for name in names:
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-            raise UserTaskConfigError(
-                f"template field {{{name}}} is not allowed; use plain row field names "
-                "like {question} (no positional, attribute or index access)"
-            )
-    return names
+        raise UserTaskConfigError(f"template: {exc}") from None
+
+
+_FIELD_KEYS = ("question_field", "choices_field", "choice_labels_field", "label_field", "answer_field")
 
 
 def validate_config(config: UserTaskConfig) -> None:
@@ -148,6 +175,16 @@ def validate_config(config: UserTaskConfig) -> None:
         )
     if not isinstance(config.path, str) or not config.path:
         raise UserTaskConfigError("path must be the JSONL file's path")
+    for key in _FIELD_KEYS:
+        value = getattr(config, key)
+        if value is not None and not valid_path(value):
+            raise UserTaskConfigError(
+                f"{key} {value!r} is not a field name; use a row field or a dotted path like "
+                "'choices.text' (letters, digits, '_', '-', separated by '.')"
+            )
+    for value in config.choice_fields or ():
+        if not valid_path(value):
+            raise UserTaskConfigError(f"choice_fields entry {value!r} is not a field name or dotted path")
     if config.kind == "multiple_choice":
         if (config.choices_field is None) == (config.choice_fields is None):
             raise UserTaskConfigError(
@@ -167,63 +204,105 @@ def validate_config(config: UserTaskConfig) -> None:
 
 def _converter(config: UserTaskConfig) -> Converter:
     """The row -> Example converter a config describes."""
-    wanted = _template_fields(config.template)
+    _template_fields(config.template)
 
     def convert(row: Row, uid: str) -> Example:
-        question = str(row_field(row, config.question_field))
-        values = {k: v for k, v in row.items() if isinstance(k, str)}
-        values["question"] = question
-        missing = [name for name in wanted if name not in values]
-        if missing:
-            raise RowError(
-                f"template field(s) {missing} not in the row; fix 'template' or the data"
-            )
-        context = config.template.format_map(values)
+        question = str(lookup(row, config.question_field))
+        context = render(config.template, row, {"question": question})
         uid = str(row.get("id", uid))
         if config.kind == "generative":
-            gold = str(row_field(row, config.answer_field)).strip()
+            gold = str(lookup(row, config.answer_field)).strip()
             if config.answer_type == "number":
                 gold = normalize_number(gold)
             return generative(uid, question, context, gold)
         if config.choices_field is not None:
-            choices = row_field(row, config.choices_field)
+            choices = lookup(row, config.choices_field)
             if not isinstance(choices, list) or not choices:
                 raise RowError(
                     f"field {config.choices_field!r} must be a non-empty list of options"
                 )
         else:
-            choices = [row_field(row, name) for name in config.choice_fields or ()]
+            choices = [lookup(row, name) for name in config.choice_fields or ()]
         choices = [str(c) for c in choices]
-        label = parse_label(row_field(row, config.label_field), len(choices), choices,
-                            base=config.label_base)
+        gold = lookup(row, config.label_field)
+        if config.choice_labels_field is not None:
+            labels = lookup(row, config.choice_labels_field)
+            if not isinstance(labels, list) or len(labels) != len(choices):
+                raise RowError(f"field {config.choice_labels_field!r} must be a list with one label "
+                               f"per option ({len(choices)})")
+            labels = [str(x) for x in labels]
+            if str(gold) not in labels:
+                raise RowError(f"label {gold!r} ({config.label_field}) is not one of the labels "
+                               f"{labels} ({config.choice_labels_field})")
+            label = labels.index(str(gold))
+        else:
+            label = parse_label(gold, len(choices), choices, base=config.label_base)
         return multiple_choice(uid, question, context, choices, label)
 
     return convert
 
 
+def check_first_row(config: UserTaskConfig, source: str | None = None) -> None:
+    """Read the data file's first row with the config, so a field the data lacks fails at
+    registration naming the config field to fix (not later, deep inside an evaluation)."""
+    from coral_env.tasks.loading import read_jsonl_lines
+
+    where = f"{source}: " if source else ""
+    rows = read_jsonl_lines(config.path)
+    if not rows:
+        raise UserTaskConfigError(f"{where}path {config.path!r} holds no rows; point 'path' at the task's JSONL")
+    line, row = rows[0]
+    present = ", ".join(sorted(map(str, row)))
+    used = ["question_field"] + (["answer_field"] if config.kind == "generative" else
+                                 ["choices_field", "choice_labels_field", "label_field"])
+    for key in used:
+        value = getattr(config, key)
+        if value is None:
+            continue
+        try:
+            lookup(row, value)
+        except RowError as exc:
+            raise UserTaskConfigError(
+                f"{where}{key} {value!r} does not match the data ({exc}; line {line} of "
+                f"{config.path}); set {key} to one of the row's fields or a dotted path into them "
+                f"(row fields: {present})") from None
+    try:
+        _converter(config)(row, "probe")
+    except RowError as exc:
+        raise UserTaskConfigError(
+            f"{where}line {line} of {config.path} does not fit the config ({exc}); fix the "
+            f"template or the *_field settings (row fields: {present})") from None
+
+
 def register_user_task(
-    config: UserTaskConfig | str | os.PathLike[str], *, overwrite: bool = False
+    config: UserTaskConfig | str | os.PathLike[str], *, overwrite: bool = False,
+    source: str | None = None,
 ) -> TaskSpec:
-    """Register a user task (a config, or the path of its JSON file); returns its spec.
+    """Register a user task (a config, or the path of its JSON/YAML file); returns its spec.
 
     Built-in task names cannot be replaced; re-registering a user task needs ``overwrite``.
+    The data file's first row is converted now, so a field the data lacks is reported here.
+    ``source`` (the config file, if any) prefixes error messages.
     """
     if not isinstance(config, UserTaskConfig):
-        config = UserTaskConfig.from_json(config)
+        source = source or str(config)
+        config = UserTaskConfig.from_file(config)
+    where = f"{source}: " if source else ""
     try:
         existing = get_task(config.name)
     except UnknownTaskError:
         existing = None
     if existing is not None and existing.domain != "user":
-        raise UserTaskConfigError(f"name {config.name!r} is a built-in task; choose another name")
+        raise UserTaskConfigError(f"{where}name {config.name!r} is a built-in task; choose another name")
     if existing is not None and not overwrite:
         raise UserTaskConfigError(
-            f"user task {config.name!r} is already registered; pass overwrite=True to replace it"
+            f"{where}user task {config.name!r} is already registered; pass overwrite=True to replace it"
         )
     for key in ("path", "test_path"):
         value = getattr(config, key)
         if value is not None and not Path(value).is_file():
-            raise UserTaskConfigError(f"{key} {value!r} is not a file; fix {key!r} in the config")
+            raise UserTaskConfigError(f"{where}{key} {value!r} is not a file; fix {key!r} in the config")
+    check_first_row(config, source)
     files = [("train", str(Path(config.path)))]
     if config.test_path:
         files.append(("test", str(Path(config.test_path))))
