@@ -141,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     stage1_commands.register(sub)
     cvae_commands.register(sub)
+    from . import generate_command
+
+    generate_command.register(sub)
     # Trainers are imported only when their subcommand runs; their own parser handles the
     # arguments, including --help (the registry names them without importing them).
     from trainers.commands import TRAINERS

@@ -46,6 +46,12 @@ TRAINERS: dict[str, TrainerCommand] = {
         "train a stable-baselines3 agent on the wrapped env (see coral sb3 --help)",
         "Train a stable-baselines3 agent (ppo, a2c, dqn, maskable_ppo) on the wrapped Coral env over the "
         "training tasks; save it as safetensors + JSON; evaluate on held-out tasks."),
+    "grpo": TrainerCommand(
+        "trainers.grpo:GrpoConfig", "trainers.grpo:command",
+        "train the LLM policy with TRL's GRPO, rewards from the env (see coral grpo --help)",
+        "Train the LLM policy with GRPO (TRL's GRPOTrainer, LoRA on the policy): each sampled strategy is "
+        "executed in Coral-v0 and the env's reward (0 for invalid JSON) drives the update; then evaluate on "
+        "held-out tasks as ReST^EM does. Resumes from TRL checkpoints under --out."),
     "demo": TrainerCommand(
         "trainers.demo:DemoConfig", "trainers.demo:command",
         "the whole pipeline end to end on built-in tasks, then the report (the main job)",

@@ -34,7 +34,8 @@ def evaluate_policy_on_tasks(env, policy, tasks: list[str], n_per_task: int = 1,
 
     Args:
         env: a ``Coral-v0``-like env whose tasks include ``tasks`` (raw Dict observations, JSON
-            actions), or a callable ``tasks -> env``.
+            actions), a ``coral_env.env.ray_pool.EpisodePool`` (one-step episodes scored on Ray
+            actors, the same rows), or a callable ``tasks -> env``.
         policy: anything with ``act(observation, info) -> str``.
         n_per_task: episodes per task (sampling policies differ between them; for a
             deterministic policy one is enough).
@@ -58,6 +59,16 @@ def evaluate_policy_on_tasks(env, policy, tasks: list[str], n_per_task: int = 1,
     reseed, base_seed = getattr(policy, "reseed", None), 0 if seed is None else seed
     bar = _progress(len(tasks) * n_per_task, f"eval {label}", progress)
     rows = []
+    if hasattr(env, "score"):  # an EpisodePool: act here, score the one-step episodes on its workers
+        for task in tasks:
+            obs, info = env.reset(seed=seed, options={"task": task})
+            seed = None
+            actions = [policy.act(obs, info) for _ in range(n_per_task)]
+            for sample, (action, (reward, last)) in enumerate(zip(actions, env.score([(task, a) for a in actions], replies=False))):
+                rows.append(_row(label, task, sample, [action], float(reward), dict(info), last))
+                bar.update(1)
+        bar.close()
+        return rows
     for task in tasks:
         for sample in range(n_per_task):
             if reseed is not None:
@@ -239,12 +250,23 @@ def report(rows: list[dict]) -> str:
 
 
 def env_factory(preset: str, artifacts: str | None = None, data_dir: str | None = None, seed: int = 0,
-                **kwargs) -> Callable[[list[str]], Any]:
+                workers: int = 1, ray_address: str | None = None, **kwargs) -> Callable[[list[str]], Any]:
     """``(tasks, **env kwargs) -> Coral-v0 env`` with these settings (envs share one runtime per
     process); ``seed`` is the strategies' sampling seed, never the split seed. The trainers build
-    their held-out env with ``strict_heldout=True``."""
+    their held-out env with ``strict_heldout=True``. With ``workers > 1`` (or a ``ray_address``)
+    it returns an ``EpisodePool`` of that many Ray actors instead, one per factory, shared by the
+    training and held-out envs (each with its own env arguments)."""
+
+    pools = []
 
     def make(tasks: list[str], **extra):
+        if workers > 1 or ray_address:
+            from coral_env.env.ray_pool import EpisodePool
+
+            if not pools:
+                env_kwargs = dict(preset=preset, artifacts=artifacts, data_dir=data_dir, seed=seed, **kwargs)
+                pools.append(EpisodePool(env_kwargs, workers=workers, address=ray_address))
+            return pools[0].with_env_kwargs(**extra)
         import gymnasium as gym
 
         import coral_env  # noqa: F401  (registers Coral-v0)

@@ -97,6 +97,13 @@ class RestemConfig(Presets):
     eval_test: bool = field(default=False, metadata={"help": "also report test accuracy in the evaluation rows"})
     seed: int = field(default=0, metadata={"help": "seed of the env splits, sampling and SFT"})
     threads: int | None = field(default=None, metadata={"help": "torch CPU threads"})
+    report_to: str = field(default="none", metadata={
+        "help": "none or tensorboard (TRL's report_to for the SFT steps; logs under <out>/iter_<i>/tensorboard)"})
+    workers: int = field(default=1, metadata={
+        "help": "Ray actors that score episodes (sampling and held-out evaluation), one env runtime each; "
+                "1 = in this process (needs pip install -e \".[ray]\" when > 1)"})
+    ray_address: str | None = field(default=None, metadata={
+        "help": "join this Ray cluster (ray.init(address=...)); default: a local Ray when --workers > 1"})
     progress: bool = field(default=True, metadata={"help": "show progress bars"})
 
     def __post_init__(self) -> None:
@@ -132,10 +139,14 @@ class RestemConfig(Presets):
             raise ValueError(f"threads must be >= 1, got {self.threads}")
         if not self.lora_targets:
             raise ValueError("lora_targets must name at least one module (e.g. q_proj,v_proj)")
+        if self.report_to not in ("none", "tensorboard"):
+            raise ValueError(f"report_to must be one of none, tensorboard, got {self.report_to!r}")
+        if not isinstance(self.workers, int) or self.workers < 1:
+            raise ValueError(f"workers must be an int >= 1, got {self.workers!r}")
 
 
 # Fields that may change between a run and its resumption.
-RESUMABLE_CHANGES = {"iterations", "out", "threads", "progress"}
+RESUMABLE_CHANGES = {"iterations", "out", "threads", "progress", "report_to", "workers", "ray_address"}
 
 
 def train_restem(config: RestemConfig, make_env: Callable[[list[str]], Any] | None = None,
@@ -175,7 +186,8 @@ def train_restem(config: RestemConfig, make_env: Callable[[list[str]], Any] | No
             get_task(task)  # a misspelt task fails now, not after an hour of work
         make_env = env_factory(config.preset, config.artifacts, config.data_dir, config.seed,
                                reward_metric=config.reward_metric, auto_setup=config.auto_setup,
-                               eval_test=config.eval_test)
+                               eval_test=config.eval_test, workers=config.workers,
+                               ray_address=config.ray_address)
     out = Path(config.out)
     _check_resume(out / "config.json", config)
     atomic_write_json(out / "config.json", config)
@@ -311,18 +323,28 @@ def _sample_task(path: Path, task: str, env, get_policy: Callable[[], Any], conf
                  "complete": False}
         atomic_write_json(path, state)
     bar.update(len(state["results"]))
+    if hasattr(env, "score"):  # an EpisodePool: score the remaining replies on its Ray actors at once
+        start = len(state["results"])
+        remaining = state["replies"][start:]
+        for index, (reply, (reward, info)) in enumerate(zip(remaining, env.score([(task, r) for r in remaining])),
+                                                        start=start):
+            state["results"].append(_sample_result(index, reply, reward, info))
+        bar.update(len(remaining))
     for index in range(len(state["results"]), len(state["replies"])):
         reply = state["replies"][index]
         reward, info = reward_of(reply, env, task)
-        state["results"].append({"index": index, "reply": reply, "action": info["action"], "valid": info["valid"],
-                                 "strategy": info.get("strategy"), "reward": float(reward),
-                                 "metric_before": info.get("metric_before"),
-                                 "metric_after": info.get("metric_after"), "error": info.get("error")})
+        state["results"].append(_sample_result(index, reply, reward, info))
         atomic_write_json(path, state)
         bar.update(1)
     state["complete"] = True
     atomic_write_json(path, state)
     return state
+
+
+def _sample_result(index: int, reply: str, reward: float, info: dict) -> dict:
+    return {"index": index, "reply": reply, "action": info["action"], "valid": info["valid"],
+            "strategy": info.get("strategy"), "reward": float(reward), "metric_before": info.get("metric_before"),
+            "metric_after": info.get("metric_after"), "error": info.get("error")}
 
 
 def keep_rewarded(results: list[dict], cap: int, dedupe: bool = True, min_reward: float = 1.0) -> list[dict]:
@@ -381,7 +403,7 @@ def build_sft_trainer(config: RestemConfig, records: list[dict], output_dir: Pat
         max_steps=config.max_steps, per_device_train_batch_size=config.batch_size, max_length=config.max_length,
         completion_only_loss=True, bf16=dtype == torch.bfloat16,
         gradient_checkpointing=config.gradient_checkpointing, logging_steps=1, save_strategy="no",
-        report_to="none", seed=config.seed, disable_tqdm=not config.progress,
+        report_to=config.report_to, seed=config.seed, disable_tqdm=not config.progress,
         use_cpu=device == "cpu")
     dataset = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in records])
     return SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
@@ -395,13 +417,18 @@ def finetune(config: RestemConfig, records: list[dict], target: Path, start_adap
     training statistics."""
     from coral_env.backend.io import atomic_dir, to_json
 
+    from .reporting import check_report_to, tensorboard_dir
+
     target.parent.mkdir(parents=True, exist_ok=True)
     for stale in target.parent.glob(f".{target.name}.sft-*"):  # left by a killed run
         shutil.rmtree(stale, ignore_errors=True)
     with atomic_dir(target, clean_stale=True) as adapter_dir, tempfile.TemporaryDirectory(
             dir=target.parent, prefix=f".{target.name}.sft-") as scratch:
-        trainer = build_sft_trainer(dataclasses.replace(config, seed=config.seed + iteration), records,
-                                    Path(scratch) / "trainer", start_adapter)
+        check_report_to(config.report_to)
+        logs = target.parent / "tensorboard" if config.report_to == "tensorboard" else None
+        with tensorboard_dir(logs):  # the trainer's own folder is scratch
+            trainer = build_sft_trainer(dataclasses.replace(config, seed=config.seed + iteration), records,
+                                        Path(scratch) / "trainer", start_adapter)
         started = time.perf_counter()
         output = trainer.train()
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]

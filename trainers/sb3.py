@@ -25,6 +25,8 @@ from typing import Any, Callable
 
 from coral_env.config import Presets, documented
 
+from .reporting import REPORT_TO, check_report_to
+
 # SB3 and torch are imported where used: `coral --help` imports this module.
 
 ALGOS = ("ppo", "a2c", "dqn", "maskable_ppo")
@@ -76,6 +78,11 @@ class SB3Config(Presets):
     max_prompt_batches: int | None = field(default=None, metadata={
         "help": "Discrete catalogue: leave out TTS entries with more prompt batches (cpu preset: 4, "
                 "dropping the 20-adapter ensembles that cost 20 evaluations each)"})
+    n_envs: int = field(default=1, metadata={
+        "help": "training envs: 1 in this process, N > 1 in N worker processes (SB3 SubprocVecEnv, one Coral "
+                "runtime each, seeds seed..seed+N-1)"})
+    report_to: str = field(default="none", metadata={
+        "help": "none or tensorboard (SB3's tensorboard_log, under <out>/tensorboard)"})
     eval_samples_per_task: int = field(default=1, metadata={"help": "episodes per held-out task"})
     deterministic_eval: bool = field(default=True, metadata={"help": "greedy actions when evaluating"})
     eval_test: bool = field(default=False, metadata={"help": "also report test accuracy in the evaluation rows"})
@@ -88,6 +95,10 @@ class SB3Config(Presets):
             raise ValueError(f"algo must be one of {ALGOS}, got {self.algo!r}")
         if self.total_timesteps < 1 or self.eval_samples_per_task < 1:
             raise ValueError("total_timesteps and eval_samples_per_task must be >= 1")
+        if not isinstance(self.n_envs, int) or self.n_envs < 1:
+            raise ValueError(f"n_envs must be an int >= 1, got {self.n_envs!r}")
+        if self.report_to not in REPORT_TO:
+            raise ValueError(f"report_to must be one of {', '.join(REPORT_TO)}, got {self.report_to!r}")
         if leak := set(self.train_tasks) & set(self.eval_tasks):
             raise ValueError(f"held-out tasks must not be trained on: {sorted(leak)}")
         for key in ("batch_size", "n_epochs", "buffer_size", "train_freq", "target_update_interval"):
@@ -195,15 +206,24 @@ def train_sb3(config: SB3Config, make_env: Callable[[list[str]], Any] | None = N
     atomic_write_json(out / "config.json", config)
 
     # ----- train (or reload a finished run) ----------------------------------------------------
-    train_env = wrap_env(make_env(config.train_tasks), config.algo, encoder, config.max_prompt_batches)
-    encoder = train_env.get_wrapper_attr("encoder")  # the held-out env must embed the same way
+    local_env = wrap_env(make_env(config.train_tasks), config.algo, encoder, config.max_prompt_batches)
+    encoder = local_env.get_wrapper_attr("encoder")  # the held-out env must embed the same way
     policy_dir = out / "policy"
     started = time.perf_counter()
     trained = not (policy_dir / "config.json").exists()
     seconds = None
     if trained:
-        model = algorithm_class(config.algo)("MlpPolicy", train_env, **hyperparameters(config))
-        model.learn(total_timesteps=config.total_timesteps, callback=_progress_callback(config))
+        # n_envs > 1: workers embed with their own copy of the same encoder (the same artifact)
+        train_env = local_env if config.n_envs == 1 else worker_envs(config, make_env)
+        logs = str(out / "tensorboard") if config.report_to == "tensorboard" else None
+        check_report_to(config.report_to)
+        model = algorithm_class(config.algo)("MlpPolicy", train_env, tensorboard_log=logs,
+                                             **hyperparameters(config))
+        try:
+            model.learn(total_timesteps=config.total_timesteps, callback=_progress_callback(config))
+        finally:
+            if config.n_envs > 1:
+                train_env.close()
         save_sb3(model, policy_dir, config)
         seconds = time.perf_counter() - started
     else:
@@ -236,6 +256,28 @@ def train_sb3(config: SB3Config, make_env: Callable[[list[str]], Any] | None = N
                                           "mean_metric_gain": summary["mean_metric_gain"]}, keys=("event", "settings"))
     return {"policy_dir": str(policy_dir), "rows": rows, "summary": summary, "trained": trained,
             "seconds": time.perf_counter() - started, "model": model}
+
+
+def worker_envs(config: SB3Config, make_env: Callable[[list[str]], Any]):
+    """``n_envs`` wrapped training envs in worker processes (SB3 ``SubprocVecEnv``; forkserver
+    or spawn, so each worker builds its own runtime). SB3 seeds worker i with ``seed + i``."""
+    import functools
+    import multiprocessing
+
+    from stable_baselines3.common.vec_env import SubprocVecEnv
+
+    threads = config.threads or max(1, (os.cpu_count() or 1) // config.n_envs)
+    make = functools.partial(_worker_env, make_env, list(config.train_tasks), config.algo,
+                             config.max_prompt_batches, threads)
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    return SubprocVecEnv([make] * config.n_envs, start_method=method)
+
+
+def _worker_env(make_env, tasks: list[str], algo: str, max_prompt_batches: int | None, threads: int):
+    import torch
+
+    torch.set_num_threads(threads)
+    return wrap_env(make_env(tasks), algo, None, max_prompt_batches)
 
 
 def _progress_callback(config: SB3Config):

@@ -273,18 +273,31 @@ class LoadedAdapter:
 
 
 def save_adapter(directory: str | Path, layout: AdapterLayout, vector: torch.Tensor,
-                 spec: LoraSpec, base_model: str, extra: dict | None = None) -> None:
-    """Save as a PEFT-compatible folder: ``adapter_model.safetensors`` + ``adapter_config.json``."""
-    from .io import atomic_save_safetensors, atomic_write_json
+                 spec: LoraSpec, base_model: str, extra: dict | None = None) -> Path:
+    """Save as a PEFT adapter folder: ``adapter_model.safetensors`` + ``adapter_config.json``
+    (``peft.PeftModel.from_pretrained(base, directory)`` loads it), plus ``extra`` (provenance)
+    in ``coral_adapter.json``. Written with ``atomic_dir``: it appears complete or not at all,
+    and an existing adapter folder is replaced; any other existing folder is refused."""
+    from safetensors.torch import save_file
+
+    from .io import atomic_dir
 
     directory = Path(directory)
-    state = {_peft_key(n): t.contiguous() for n, t in layout.to_state_dict(vector).items()}
-    atomic_save_safetensors(directory / "adapter_model.safetensors", state)
-    atomic_write_json(directory / "adapter_config.json", {
-        "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": spec.rank, "lora_alpha": spec.alpha,
-        "target_modules": list(spec.targets), "lora_dropout": spec.dropout, "bias": "none",
-        "base_model_name_or_path": base_model, "coral": extra or {},
-    })
+    if directory.is_file() or (directory.is_dir() and any(directory.iterdir())
+                               and not (directory / "adapter_config.json").exists()):
+        raise ValueError(f"{directory} exists and is not an adapter folder; choose a new or empty "
+                         "folder (an existing adapter folder is replaced)")
+    with atomic_dir(directory) as tmp:
+        state = {_peft_key(n): t.detach().float().cpu().contiguous()
+                 for n, t in layout.to_state_dict(vector).items()}
+        save_file(state, str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
+        config = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": spec.rank, "lora_alpha": spec.alpha,
+                  "target_modules": list(spec.targets), "lora_dropout": spec.dropout, "bias": "none",
+                  "base_model_name_or_path": base_model}
+        (tmp / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
+        if extra:
+            (tmp / "coral_adapter.json").write_text(json.dumps(extra, indent=2, default=str) + "\n")
+    return directory
 
 
 def load_adapter(directory: str | Path) -> LoadedAdapter:

@@ -276,6 +276,19 @@ class CoralEnv(gym.Env[dict, str]):
             test, _ = self.runtime.evaluate(self._state.task, self._state.adapter, strategy, split="test")
             info["test_accuracy"] = test.result.accuracy
 
+    def save_adapter(self, directory) -> "Path":
+        """Write the current episode's adapter (after the strategies applied so far; TTS and
+        Latent act at inference and leave it unchanged) as a PEFT adapter folder that
+        ``peft.PeftModel.from_pretrained(base_model, directory)`` loads."""
+        from .export import save_runtime_adapter
+
+        if self._state is None:
+            raise gym.error.ResetNeeded("call reset() before save_adapter(): the adapter is the episode's")
+        state = self._state
+        return save_runtime_adapter(self.runtime, state.adapter, directory,
+                                    {"task": state.task.name, "step": state.step, "source": state.task.source,
+                                     "seed": self.config.seed})
+
     def render(self) -> str | None:
         if self.render_mode != "ansi" or self._state is None:
             return None

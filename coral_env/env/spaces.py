@@ -39,3 +39,24 @@ class AnyText(Text):
 
 def as_float32(values) -> np.ndarray:
     return np.asarray(values, dtype=np.float32)
+
+
+
+# ----- async vector envs ------------------------------------------------------------------------
+# Gymnasium reads a Text space out of shared memory once, when the vector env is built, so text
+# observations would never update (silently). Refuse shared memory for AnyText instead: Gymnasium
+# turns this into a ValueError telling the user to pass shared_memory=False.
+
+
+def _register_shared_memory() -> None:
+    from gymnasium.error import CustomSpaceError
+    from gymnasium.vector.utils import shared_memory as shm
+
+    @shm.create_shared_memory.register(AnyText)
+    def _refuse(space: AnyText, n: int = 1, ctx=None):
+        raise CustomSpaceError(
+            "Coral-v0's text observations cannot live in shared memory; use gym.make_vec(\"Coral-v0\", "
+            "vectorization_mode=\"async\", vector_kwargs={\"shared_memory\": False}, ...)")
+
+
+_register_shared_memory()
