@@ -206,6 +206,7 @@ def train_sb3(config: SB3Config, make_env: Callable[[list[str]], Any] | None = N
     atomic_write_json(out / "config.json", config)
 
     # ----- train (or reload a finished run) ----------------------------------------------------
+    given_encoder = encoder  # workers get it too (None: each builds the env's own, the same artifact)
     local_env = wrap_env(make_env(config.train_tasks), config.algo, encoder, config.max_prompt_batches)
     encoder = local_env.get_wrapper_attr("encoder")  # the held-out env must embed the same way
     policy_dir = out / "policy"
@@ -214,7 +215,7 @@ def train_sb3(config: SB3Config, make_env: Callable[[list[str]], Any] | None = N
     seconds = None
     if trained:
         # n_envs > 1: workers embed with their own copy of the same encoder (the same artifact)
-        train_env = local_env if config.n_envs == 1 else worker_envs(config, make_env)
+        train_env = local_env if config.n_envs == 1 else worker_envs(config, make_env, given_encoder)
         logs = str(out / "tensorboard") if config.report_to == "tensorboard" else None
         check_report_to(config.report_to)
         model = algorithm_class(config.algo)("MlpPolicy", train_env, tensorboard_log=logs,
@@ -258,26 +259,28 @@ def train_sb3(config: SB3Config, make_env: Callable[[list[str]], Any] | None = N
             "seconds": time.perf_counter() - started, "model": model}
 
 
-def worker_envs(config: SB3Config, make_env: Callable[[list[str]], Any]):
+def worker_envs(config: SB3Config, make_env: Callable[[list[str]], Any], encoder=None):
     """``n_envs`` wrapped training envs in worker processes (SB3 ``SubprocVecEnv``; forkserver
     or spawn, so each worker builds its own runtime). SB3 seeds worker i with ``seed + i``."""
     import functools
     import multiprocessing
+    import os
 
     from stable_baselines3.common.vec_env import SubprocVecEnv
 
     threads = config.threads or max(1, (os.cpu_count() or 1) // config.n_envs)
     make = functools.partial(_worker_env, make_env, list(config.train_tasks), config.algo,
-                             config.max_prompt_batches, threads)
+                             config.max_prompt_batches, threads, encoder)
     method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
     return SubprocVecEnv([make] * config.n_envs, start_method=method)
 
 
-def _worker_env(make_env, tasks: list[str], algo: str, max_prompt_batches: int | None, threads: int):
+def _worker_env(make_env, tasks: list[str], algo: str, max_prompt_batches: int | None, threads: int,
+                encoder=None):
     import torch
 
     torch.set_num_threads(threads)
-    return wrap_env(make_env(tasks), algo, None, max_prompt_batches)
+    return wrap_env(make_env(tasks), algo, encoder, max_prompt_batches)
 
 
 def _progress_callback(config: SB3Config):
