@@ -23,10 +23,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     config = EnvConfig(preset=args.preset, model=args.model, artifacts=args.artifacts, data_dir=args.data_dir,
-                       seed=args.seed, use_alignment=args.align)
+                       split_seed=args.split_seed, use_alignment=args.align)
     runtime = CoralRuntime.get(config)
     vector, info = generate_adapter(runtime, task, prompts, align=args.align)
-    out = save_runtime_adapter(runtime, vector, args.out, info | {"seed": args.seed})
+    out = save_runtime_adapter(runtime, vector, args.out, info | {"split_seed": args.split_seed})
     print(f"{info['source']} adapter ({vector.numel()} weights, base {runtime.backend.model}) -> {out}")
     print(f"load it with: peft.PeftModel.from_pretrained(base_model, {str(out)!r})")
     return 0
@@ -52,11 +52,13 @@ def register(sub) -> None:
                                                        "on all setup tasks)")
     p.add_argument("--out", required=True, help="adapter folder to write (replaced if it is an adapter folder)")
     p.add_argument("--align", action="store_true", help="align the adapter with the CVAE (as the env does)")
-    p.add_argument("--preset", default="cpu", choices=["tiny", "cpu", "paper"], help="scale preset (default: %(default)s)")
+    p.add_argument("--preset", default="cpu", choices=["tiny", "cpu", "paper"],
+                   help="scale preset (default: %(default)s)")
     p.add_argument("--artifacts", default=str(default_artifacts_root()),
                    help="artifacts root of `coral setup` (default: %(default)s)")
     p.add_argument("--model", default=None, help="override the preset's model (must match the artifacts)")
     p.add_argument("--data-dir", default=None, help="benchmark JSONL folder")
-    p.add_argument("--seed", type=int, default=0, help="split seed: which support prompts (default: %(default)s)")
+    p.add_argument("--split-seed", type=int, default=0,
+                   help="task split seed (which support prompts); must match the artifacts' (default: %(default)s)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.set_defaults(func=cmd_generate)

@@ -10,9 +10,9 @@ from collections import Counter
 
 import gymnasium as gym
 import pytest
+from fakes import BanditCoralEnv
 
 import coral_env  # noqa: F401  (registers Coral-v0)
-from fakes import BanditCoralEnv
 from trainers.grpo import EnvReward, GrpoConfig, train_grpo
 
 LORA = '{"family": "LORA", "lambda": 0.5}'
@@ -66,7 +66,7 @@ class LoraPolicy:
 def test_grpo_step_reward_comes_from_the_env_and_resumes(tmp_path) -> None:
     steps, envs = Counter(), []
 
-    def make_env(tasks):
+    def make_env(tasks, **_):
         envs.append(SpyEnv(tasks, steps))
         return envs[-1]
 
@@ -110,4 +110,4 @@ def test_grpo_config_errors(tmp_path) -> None:
     saved = json.loads(json.dumps(dataclasses.asdict(config))) | {"learning_rate": 0.5, "max_steps": 99}
     (tmp_path / "run" / "config.json").write_text(json.dumps(saved))
     with pytest.raises(ValueError, match=r"different settings \(learning_rate\)"):  # max_steps may grow
-        train_grpo(config, make_env=lambda tasks: SpyEnv(tasks, Counter()))
+        train_grpo(config, make_env=lambda tasks, **_: SpyEnv(tasks, Counter()))

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 
 import pytest
-
 from fakes import BanditCoralEnv, HashEncoder
+
 from trainers.sb3 import SB3Config, train_sb3
 
 TARGETS = {"task_a": "LORA", "task_b": "TTL", "task_d": "LORA"}
 
 
-def make_bandit(tasks):
+def make_bandit(tasks, **_):
     return BanditCoralEnv({t: TARGETS[t] for t in tasks})
 
 
@@ -31,11 +30,12 @@ def test_sb3_trains_on_two_worker_processes_and_logs_to_tensorboard(tmp_path) ->
 def test_grpo_logs_to_tensorboard(tmp_path) -> None:
     pytest.importorskip("tensorboard")
     from test_grpo import LoraPolicy, SpyEnv
+
     from trainers.grpo import GrpoConfig, train_grpo
 
     config = GrpoConfig.from_preset("tiny", out=str(tmp_path / "run"), train_tasks=["a"], eval_tasks=["b"],
                                     progress=False, report_to="tensorboard", eval_base=False)
-    train_grpo(config, make_env=lambda tasks: SpyEnv(tasks, Counter()), make_policy=lambda a: LoraPolicy())
+    train_grpo(config, make_env=lambda tasks, **_: SpyEnv(tasks, Counter()), make_policy=lambda a: LoraPolicy())
     events = list((tmp_path / "run" / "tensorboard").rglob("events.out.tfevents.*"))
     assert events and any(f.stat().st_size > 0 for f in events)
 

@@ -15,9 +15,8 @@ from coral_env.tasks import (
     UserTaskConfigError,
     get_task,
     load_examples,
-    load_task,
-    resolve_task,
     registered_task_files,
+    resolve_task,
     unregister_task,
 )
 from coral_env.tasks import task_files as task_files_module
@@ -147,7 +146,7 @@ def test_coral_eval_takes_a_task_path(arc_dir: Path) -> None:
     (arc_dir / "data.jsonl").write_text("\n".join(json.dumps(r) for r in arc_rows(200)) + "\n")
     config = write(arc_dir / "my_arc.json", ARC_CONFIG)
     code = main(["eval", "--model", "tiny", "--dtype", "fp32", "--task", str(config), "--limit", "3",
-                 "--test-size", "3", "--json"])
+                 "--preset", "tiny", "--json"])
     assert code == 0
     bad = write(arc_dir / "bad.json", ARC_CONFIG | {"choices_field": "choices.txt"})
     assert main(["eval", "--model", "tiny", "--task", str(bad), "--limit", "3"]) == 2

@@ -8,10 +8,10 @@ import importlib.util
 from pathlib import Path
 
 import numpy as np
+from fakes import BanditCoralEnv, HashEncoder
 
 from coral_env.env.wrappers import DiscreteStrategies, EmbedObservation
 from coral_env.strategies import catalogue
-from fakes import BanditCoralEnv, HashEncoder
 
 SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "cleanrl_pg.py"
 

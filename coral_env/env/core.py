@@ -287,7 +287,7 @@ class CoralEnv(gym.Env[dict, str]):
         state = self._state
         return save_runtime_adapter(self.runtime, state.adapter, directory,
                                     {"task": state.task.name, "step": state.step, "source": state.task.source,
-                                     "seed": self.config.seed})
+                                     "split_seed": self.config.split_seed})
 
     def render(self) -> str | None:
         if self.render_mode != "ansi" or self._state is None:

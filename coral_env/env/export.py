@@ -42,9 +42,14 @@ def generate_adapter(runtime, task: str | None = None, prompts: list[str] | None
         return generated, {"source": "generated", "prompts": len(prompts)}
     from ..agents.task_vector import TaskVectorizer
 
-    vector = TaskVectorizer(runtime.model, runtime.tokenizer, runtime.layout)(generated, prompts[:16])
-    aligned = runtime.cvae_for(None).align(generated, vector)
-    return aligned, {"source": "generated+aligned", "prompts": len(prompts)}
+    # the task vector is measured as the CVAE was trained (its prompt count and length), on
+    # the given prompts as the model sees them
+    cvae = runtime.cvae_for(None)
+    n_prompts, max_len = int(cvae.extra.get("tv_prompts", 16)), int(cvae.extra.get("tv_max_len", 128))
+    with runtime.lock:  # the runtime's model is shared with its envs
+        vector = TaskVectorizer(runtime.model, runtime.tokenizer, runtime.layout, max_len=max_len)(
+            generated, prompts[:n_prompts])
+    return cvae.align(generated, vector), {"source": "generated+aligned", "prompts": len(prompts)}
 
 
 def read_prompts(path: str | Path) -> list[str]:
