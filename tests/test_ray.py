@@ -27,11 +27,11 @@ def local_ray():
     ray.shutdown()
 
 
-def user_task(folder) -> str:
+def user_task(folder, name: str = "ray_odd") -> str:
     rows = [{"id": f"u{i}", "item": {"q": f"Is {i} odd?"}, "answers": ["yes", "no"], "gold": 0 if i % 2 else 1}
             for i in range(80)]
     (folder / "odd.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
-    (folder / "odd.json").write_text(json.dumps({"name": "ray_odd", "path": "odd.jsonl", "question_field": "item.q",
+    (folder / "odd.json").write_text(json.dumps({"name": name, "path": "odd.jsonl", "question_field": "item.q",
                                                  "choices_field": "answers", "label_field": "gold"}))
     return str(folder / "odd.json")
 
@@ -78,10 +78,14 @@ class StubPolicy:
 def test_restem_with_two_ray_actors_keeps_the_same_samples_as_one_process(local_ray, tiny_artifacts, tmp_path) -> None:
     from trainers.restem import RestemConfig, train_restem
 
+    held_out = user_task(tmp_path, "ray_odd_heldout")
+
     def run(workers: int) -> tuple[dict, list]:
         out = tmp_path / f"w{workers}"
+        # the held-out task is a user task by path: the tiny artifacts never saw it (strict_heldout)
         config = RestemConfig.from_preset("tiny", out=str(out), artifacts=str(tiny_artifacts), samples_per_task=6,
-                                          min_reward=0.0, max_steps=1, progress=False, workers=workers)
+                                          min_reward=0.0, max_steps=1, progress=False, workers=workers,
+                                          eval_tasks=[held_out])
         train_restem(config, make_policy=lambda adapter: StubPolicy())
         samples = {t: json.loads((out / "iter_1" / "samples" / f"{t}.json").read_text())["results"]
                    for t in config.train_tasks}
@@ -92,6 +96,7 @@ def test_restem_with_two_ray_actors_keeps_the_same_samples_as_one_process(local_
     assert one[0] == two[0]  # every sample: action, validity, reward, metrics
     assert one[1] == two[1] and len(one[1]) > 0  # the kept samples (the SFT data)
     assert one[2] == two[2] and len(one[2]) == 2 * 2  # held-out evaluation rows (zero-shot + iteration 1)
+    assert {row["task"] for row in two[2]} == {"ray_odd_heldout"}
 
 
 def test_workers_need_a_positive_count() -> None:

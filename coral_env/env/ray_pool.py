@@ -5,7 +5,8 @@ actor; the driver keeps the memo.
 ``address`` names a cluster). ``pool.score([(task, reply), ...])`` reads each reply with
 ``action_from_reply`` and scores it like ``reward_of`` in a fresh one-step episode on some
 actor (``replies=False``: actions sent as they are); results come back in input order. A
-(task, action) pair already scored, by any actor, is answered from the driver's memo, so duplicate strategies cost nothing across actors.
+(task, action) pair already scored, by any actor, is answered from the driver's memo, so
+duplicate strategies cost nothing across actors.
 ``pool.reset(options={"task": t})`` returns the task's starting observation (the same on every
 actor). Trainers accept a pool wherever they take an env for one-step scoring
 (``trainers.evaluation.evaluate_policy_on_tasks``, ReST^EM's sampling, the GRPO reward).
