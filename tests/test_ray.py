@@ -67,7 +67,7 @@ class StubPolicy:
     def __init__(self) -> None:
         self.calls = 0
 
-    def sample(self, context, task, n):
+    def sample(self, context, task, n, **_):
         return (REPLIES * 2)[:n]
 
     def act(self, observation, info=None):

@@ -63,8 +63,13 @@ def evaluate_policy_on_tasks(env, policy, tasks: list[str], n_per_task: int = 1,
         for task in tasks:
             obs, info = env.reset(seed=seed, options={"task": task})
             seed = None
-            actions = [policy.act(obs, info) for _ in range(n_per_task)]
-            for sample, (action, (reward, last)) in enumerate(zip(actions, env.score([(task, a) for a in actions], replies=False))):
+            actions = []
+            for sample in range(n_per_task):  # the same draws as the loop below
+                if reseed is not None:
+                    reseed(derived_seed(base_seed, "episode", label, task, sample))
+                actions.append(policy.act(obs, info))
+            scored = env.score([(task, a) for a in actions], replies=False)
+            for sample, (action, (reward, last)) in enumerate(zip(actions, scored)):
                 rows.append(_row(label, task, sample, [action], float(reward), dict(info), last))
                 bar.update(1)
         bar.close()
