@@ -3,6 +3,7 @@ adapter, resumption. The sampler is a stub; the fine-tuning is real (TRL on the 
 
 import json
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from fakes import BanditCoralEnv
@@ -11,6 +12,7 @@ from coral_env.strategies import parse_strategy
 from trainers.restem import RestemConfig, build_sft_trainer, keep_rewarded, sft_example, train_restem
 
 LORA = '{"family": "LORA", "lambda": 0.5}'
+TTS = '{"family": "TTS", "num_prompt_batches": 2, "method": "majority_vote"}'
 REPLIES = {
     # LORA earns reward 1 on syn_a: kept are replies 0 and 4 (1 repeats 0; the cap is 2, so 5 is dropped).
     "syn_a": [LORA, 'Sure! {"family":"LORA","lambda":0.5} hope it helps', "no json here",
@@ -23,13 +25,15 @@ TARGETS = {"syn_a": "LORA", "syn_b": "TTL", "held_1": "LORA", "held_2": "TTS"}
 
 
 class StubPolicy:
-    """Known replies per task; counts the work asked of it."""
+    """Known replies per task; counts the work asked of it. It acts on what it was built from:
+    LORA with a trained adapter folder, TTS without one, so evaluations show which one they used."""
 
     seeds: dict[str, int] = {}  # task -> the seed of its last sample() call
 
-    def __init__(self, calls: Counter, replies=REPLIES, fail_on: str | None = None) -> None:
+    def __init__(self, calls: Counter, replies=REPLIES, fail_on: str | None = None, adapter=None) -> None:
         self.calls, self.replies, self.fail_on = calls, replies, fail_on
         self.name = "stub"
+        self.trained = adapter is not None and (Path(adapter) / "adapter_model.safetensors").exists()
 
     def sample(self, context, task, n, seed=None):
         if task == self.fail_on:
@@ -41,7 +45,7 @@ class StubPolicy:
 
     def act(self, observation, info=None):
         self.calls["act"] += 1
-        return LORA
+        return LORA if self.trained else TTS
 
 
 def run(tmp_path, calls, steps, replies=REPLIES, fail_on=None, **overrides):
@@ -62,7 +66,7 @@ def run(tmp_path, calls, steps, replies=REPLIES, fail_on=None, **overrides):
 
     def make_policy(adapter):
         calls["make_policy"] += 1
-        return StubPolicy(calls, replies, fail_on)
+        return StubPolicy(calls, replies, fail_on, adapter)
 
     return config, train_restem(config, make_env=make_env, make_policy=make_policy)
 
@@ -102,6 +106,9 @@ def test_iteration_keeps_rewarded_samples_trains_and_resumes(tmp_path):
 
     # Held-out evaluation: base (iter_0) and iteration 1, 3 episodes per task.
     assert [s["policy"] for s in result["summaries"]] == ["zero_shot", "restem_iter1"]
+    # the base policy (no adapter) acts TTS, the iteration's policy (its trained adapter) LORA
+    assert result["summaries"][0]["per_task"]["held_1"]["success_rate"] == 0.0
+    assert result["summaries"][0]["per_task"]["held_2"]["success_rate"] == 1.0
     assert result["summaries"][1]["per_task"]["held_1"]["success_rate"] == 1.0
     assert result["summaries"][1]["per_task"]["held_2"]["success_rate"] == 0.0
     assert calls == Counter({"sample": 2, "act": 12, "make_policy": 2}) and steps["env"] == 24
