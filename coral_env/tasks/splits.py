@@ -23,7 +23,8 @@ N_LABELED_SUPPORT = 20
 
 PRESET_SPLIT_SIZES: dict[str, SplitSizes] = {
     "tiny": SplitSizes(support=16, validation=16, test=16, max_train=64),
-    "cpu": SplitSizes(support=64, validation=100, test=300, max_train=2000),
+    # cpu validation 300: at 100 questions a binary reward pays for noise (benchmarks/landscape.md)
+    "cpu": SplitSizes(support=64, validation=300, test=300, max_train=2000),
     "paper": SplitSizes(support=128, validation=200, test=1000, max_train=5000),
 }
 """The one set of split sizes per scale preset: every stage (collection, generator prompts, CVAE

@@ -1,0 +1,82 @@
+"""benchmarks/landscape.py at the tiny preset: cells, resume, bad input, a user task, the report."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "landscape.py"
+_spec = importlib.util.spec_from_file_location("landscape", _PATH)
+landscape = importlib.util.module_from_spec(_spec)
+sys.modules["landscape"] = landscape
+_spec.loader.exec_module(landscape)
+
+STRATEGIES = ["noop", "LORA:lambda=0.5", '{"family": "Latent", "slot_steps": 2, "slot_lr": 0.5}']
+
+
+def _args(tiny_artifacts, out, *extra):
+    return ["--preset", "tiny", "--artifacts", str(tiny_artifacts), "--tasks", "syn_sequence",
+            "--out", str(out), "--no-progress", "--strategies", *STRATEGIES, *extra]
+
+
+def test_cells_report_and_resume(tiny_artifacts, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    assert landscape.main(_args(tiny_artifacts, out)) == 0
+    rows = landscape.read_rows(out / "cells.jsonl")
+    cells = {r["strategy"]: r for r in rows}
+    assert set(cells) == {"noop", "LORA:lambda=0.5", "Latent:steps=2,lr=0.5", "__reference__"}
+    noop = cells["noop"]
+    assert noop["val_change"] == 0 and noop["test_flipped"] == 0 and noop["reward_binary"] == 0
+    slot = cells["Latent:steps=2,lr=0.5"]
+    before, after = landscape._unbits(slot["test_correct_before"]), landscape._unbits(slot["test_correct_after"])
+    assert slot["test_acc_change"] == pytest.approx(after.mean() - before.mean())
+    assert slot["test_ci"][0] <= slot["test_acc_change"] <= slot["test_ci"][1] or slot["test_metric"] != "accuracy"
+    assert cells["__reference__"]["heldout"] is True  # syn_sequence is not among the tiny setup tasks
+    summary = json.loads((out / "landscape_summary.json").read_text())
+    task = summary["tasks"]["syn_sequence"]
+    changes = [cells[n]["test_change"] for n in ("LORA:lambda=0.5", "Latent:steps=2,lr=0.5")]
+    assert task["random_test_gain"] == pytest.approx(sum(changes) / 2)
+    oracle = max(("LORA:lambda=0.5", "Latent:steps=2,lr=0.5"), key=lambda n: (cells[n]["val_change"], -cells[n]["seconds"]))
+    assert task["oracle_test_gain"] == cells[oracle]["test_change"]
+    assert set(summary["false_reward_rate"]) == {"binary", "significant"}
+    assert "| syn_sequence |" in (out / "landscape.md").read_text() and (out / "landscape.png").stat().st_size > 0
+
+    # a killed run resumes: finished cells are not recomputed, a torn last line is dropped
+    with (out / "cells.jsonl").open("a") as f:
+        f.write('{"task": "syn_sequence", "strat')
+    calls = []
+    monkeypatch.setattr(landscape, "run_cell", lambda *a: calls.append(a[2]) or {})
+    landscape.main(_args(tiny_artifacts, out))
+    assert calls == []
+    assert len(landscape.read_rows(out / "cells.jsonl")) == 4
+
+
+def test_bad_input_names_the_fix(tiny_artifacts, tmp_path):
+    with pytest.raises(SystemExit, match="syn_sequence"):
+        landscape.main(["--preset", "tiny", "--tasks", "syn_sequense", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match="unknown strategy 'LORA:lambda=0.3'.*catalogue labels"):
+        landscape.main(["--preset", "tiny", "--tasks", "syn_sequence", "--out", str(tmp_path),
+                        "--strategies", "LORA:lambda=0.3"])
+    with pytest.raises(SystemExit, match="(?s)no data.*--data-dir"):
+        landscape.main(["--preset", "tiny", "--tasks", "arc_easy", "--data-dir", str(tmp_path / "empty"),
+                        "--out", str(tmp_path)])
+    with pytest.raises(Exception, match="not held out.*--holdout syn_add"):
+        landscape.main(["--preset", "tiny", "--artifacts", str(tiny_artifacts), "--tasks", "syn_add",
+                        "--out", str(tmp_path), "--strategies", "noop", "--no-progress"])
+
+
+def test_user_defined_task(tiny_artifacts, tmp_path):
+    rows = [{"q": f"Is {i} smaller than {i + 3}?", "opts": ["yes", "no"], "gold": 0} for i in range(120)]
+    (tmp_path / "mine.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    (tmp_path / "mine.json").write_text(json.dumps({"name": "my_cmp", "path": "mine.jsonl", "question_field": "q",
+                                                    "choices_field": "opts", "label_field": "gold"}))
+    out = tmp_path / "run"
+    landscape.main(["--preset", "tiny", "--artifacts", str(tiny_artifacts), "--tasks", "my_cmp",
+                    "--user-task", str(tmp_path / "mine.json"), "--out", str(out), "--no-progress",
+                    "--strategies", "noop", "LORA:lambda=1"])
+    cells = {r["strategy"]: r for r in landscape.read_rows(out / "cells.jsonl")}
+    assert cells["LORA:lambda=1"]["test_n"] == 16 and cells["__reference__"]["kind"] == "multiple_choice"
