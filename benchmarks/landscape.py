@@ -39,6 +39,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import numpy as np  # noqa: E402
 
 NOOP = "noop"
+FAMILY_ORDER = ("noop", "LORA", "Latent", "TTS", "TTL")
 VAL_PREFIXES = (50, 100, 200)
 LEVEL = 0.05
 
@@ -223,7 +224,10 @@ def run(args) -> Path:
         if args.allow_seen:
             continue
         runtime.require_heldout(task)  # strict: the generator and CVAE never saw the task
-    todo = [(t, n) for t in tasks for n in [*strategies, "__reference__"] if (t, n) not in done]
+    # strategy-major, cheapest families first: a run cut short still covers every task and family
+    order = sorted(strategies, key=lambda n: FAMILY_ORDER.index(
+        "noop" if strategies[n] is None else strategies[n].family))
+    todo = [(t, n) for n in ["__reference__", *order] for t in tasks if (t, n) not in done]
     bar = tqdm(todo, desc="landscape cells", disable=args.no_progress)
     for task, name in bar:
         bar.set_postfix_str(f"{task} {name}"[:60])
