@@ -103,9 +103,30 @@ def _unbits(text: str) -> np.ndarray:
     return np.array([c == "1" for c in text], dtype=bool)
 
 
+def paired_metric_ci(before, after, labels, metric: str, n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """Paired-bootstrap 95% CI of metric(after) - metric(before) over the same resampled questions;
+    ``balanced_accuracy`` averages per-gold-class accuracy, anything else is plain accuracy."""
+    before, after = np.asarray(before, dtype=np.float64), np.asarray(after, dtype=np.float64)
+    n = len(before)
+    if n == 0:
+        return (0.0, 0.0)
+    idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+    if metric != "balanced_accuracy":
+        diffs = (after[idx] - before[idx]).mean(axis=1)
+    else:
+        labels = np.asarray(labels)
+        per_class = []
+        for c in np.unique(labels):
+            mask = (labels[idx] == c).astype(np.float64)
+            count = np.maximum(mask.sum(axis=1), 1.0)
+            per_class.append(((after[idx] - before[idx]) * mask).sum(axis=1) / count)
+        diffs = np.mean(per_class, axis=0)
+    return (float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5)))
+
+
 def run_cell(runtime, task: str, name: str, strategy) -> dict:
     """Evaluate one (task, strategy) cell on validation and test from the starting adapter."""
-    from coral_env.backend.metrics import mcnemar_improvement_pvalue, paired_bootstrap_ci
+    from coral_env.backend.metrics import mcnemar_improvement_pvalue
 
     state = runtime.task(task)
     row: dict = {"task": task, "strategy": name,
@@ -125,7 +146,7 @@ def run_cell(runtime, task: str, name: str, strategy) -> dict:
                 f"{short}_after": after.result.metric(metric),
                 f"{short}_change": after.result.metric(metric) - before.result.metric(metric),
                 f"{short}_acc_change": float(np.mean(a) - np.mean(b)),
-                f"{short}_ci": list(paired_bootstrap_ci(b, a)),
+                f"{short}_ci": list(paired_metric_ci(b, a, before.result.labels, metric)),
                 f"{short}_flipped": float(np.mean(np.array(before.result.predictions, dtype=object)
                                                   != np.array(after.result.predictions, dtype=object))),
                 f"{short}_p": mcnemar_improvement_pvalue(b, a),
@@ -217,6 +238,10 @@ def run(args) -> Path:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     cells_path = out / "cells.jsonl"
+    runs = json.loads((out / "runs.json").read_text()) if (out / "runs.json").exists() else []
+    runs.append({"command": "python benchmarks/landscape.py " + " ".join(sys.argv[1:]),
+                 "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())})
+    (out / "runs.json").write_text(json.dumps(runs, indent=2) + "\n")
     done = {(r["task"], r["strategy"]) for r in read_rows(cells_path)}
     runtime = CoralRuntime.get(EnvConfig(preset=args.preset, artifacts=args.artifacts, data_dir=args.data_dir,
                                          seed=args.seed))
@@ -315,8 +340,9 @@ def write_report(out: Path, args) -> None:
     summary_path.write_text(json.dumps(json_summary, indent=2) + "\n")
     heatmap(cells, Path(args.heatmap) if args.heatmap else out / "landscape.png")
     lines = ["# Strategy landscape", "",
-             f"Machine: {platform.machine()}, torch threads {args.threads or 'default'}. Command: "
-             f"`python benchmarks/landscape.py {' '.join(sys.argv[1:])}`. Metric: balanced accuracy on two-answer "
+             f"Machine: {platform.machine()}, {os.cpu_count()} CPUs shared with other jobs. Runs (resumed from "
+             f"`cells.jsonl`): " + "; ".join(f"`{r['command']}` ({r['started']})" for r in _runs(out)) +
+             ". Metric: balanced accuracy on two-answer "
              "tasks, accuracy otherwise. Changes are after - before on the same questions, with paired-bootstrap "
              "95% CIs; `*` marks a CI excluding 0.", "",
              "## Per task", "",
@@ -354,6 +380,11 @@ def write_report(out: Path, args) -> None:
         hits = sorted({r["task"] for r in cells if r["family"] == family and r["test_flipped"] >= 0.05})
         lines.append(f"- {family}: {', '.join(hits) if hits else 'no task'}")
     (Path(args.markdown) if args.markdown else out / "landscape.md").write_text("\n".join(lines) + "\n")
+
+
+def _runs(out: Path) -> list[dict]:
+    path = out / "runs.json"
+    return json.loads(path.read_text()) if path.exists() else []
 
 
 def _context_accuracy(args) -> float | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -15,17 +16,25 @@ landscape = importlib.util.module_from_spec(_spec)
 sys.modules["landscape"] = landscape
 _spec.loader.exec_module(landscape)
 
+@pytest.fixture(scope="module")
+def artifacts(tiny_artifacts, tmp_path_factory):
+    """A private copy: the landscape records new tasks in the split manifest."""
+    root = tmp_path_factory.mktemp("landscape") / "artifacts"
+    shutil.copytree(tiny_artifacts, root)
+    return root
+
+
 STRATEGIES = ["noop", "LORA:lambda=0.5", '{"family": "Latent", "slot_steps": 2, "slot_lr": 0.5}']
 
 
-def _args(tiny_artifacts, out, *extra):
-    return ["--preset", "tiny", "--artifacts", str(tiny_artifacts), "--tasks", "syn_sequence",
+def _args(artifacts, out, *extra):
+    return ["--preset", "tiny", "--artifacts", str(artifacts), "--tasks", "syn_sequence",
             "--out", str(out), "--no-progress", "--strategies", *STRATEGIES, *extra]
 
 
-def test_cells_report_and_resume(tiny_artifacts, tmp_path, monkeypatch):
+def test_cells_report_and_resume(artifacts, tmp_path, monkeypatch):
     out = tmp_path / "run"
-    assert landscape.main(_args(tiny_artifacts, out)) == 0
+    assert landscape.main(_args(artifacts, out)) == 0
     rows = landscape.read_rows(out / "cells.jsonl")
     cells = {r["strategy"]: r for r in rows}
     assert set(cells) == {"noop", "LORA:lambda=0.5", "Latent:steps=2,lr=0.5", "__reference__"}
@@ -50,12 +59,12 @@ def test_cells_report_and_resume(tiny_artifacts, tmp_path, monkeypatch):
         f.write('{"task": "syn_sequence", "strat')
     calls = []
     monkeypatch.setattr(landscape, "run_cell", lambda *a: calls.append(a[2]) or {})
-    landscape.main(_args(tiny_artifacts, out))
+    landscape.main(_args(artifacts, out))
     assert calls == []
     assert len(landscape.read_rows(out / "cells.jsonl")) == 4
 
 
-def test_bad_input_names_the_fix(tiny_artifacts, tmp_path):
+def test_bad_input_names_the_fix(artifacts, tmp_path):
     with pytest.raises(SystemExit, match="syn_sequence"):
         landscape.main(["--preset", "tiny", "--tasks", "syn_sequense", "--out", str(tmp_path)])
     with pytest.raises(SystemExit, match="unknown strategy 'LORA:lambda=0.3'.*catalogue labels"):
@@ -65,17 +74,17 @@ def test_bad_input_names_the_fix(tiny_artifacts, tmp_path):
         landscape.main(["--preset", "tiny", "--tasks", "arc_easy", "--data-dir", str(tmp_path / "empty"),
                         "--out", str(tmp_path)])
     with pytest.raises(Exception, match="not held out.*--holdout syn_add"):
-        landscape.main(["--preset", "tiny", "--artifacts", str(tiny_artifacts), "--tasks", "syn_add",
+        landscape.main(["--preset", "tiny", "--artifacts", str(artifacts), "--tasks", "syn_add",
                         "--out", str(tmp_path), "--strategies", "noop", "--no-progress"])
 
 
-def test_user_defined_task(tiny_artifacts, tmp_path):
+def test_user_defined_task(artifacts, tmp_path):
     rows = [{"q": f"Is {i} smaller than {i + 3}?", "opts": ["yes", "no"], "gold": 0} for i in range(120)]
     (tmp_path / "mine.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     (tmp_path / "mine.json").write_text(json.dumps({"name": "my_cmp", "path": "mine.jsonl", "question_field": "q",
                                                     "choices_field": "opts", "label_field": "gold"}))
     out = tmp_path / "run"
-    landscape.main(["--preset", "tiny", "--artifacts", str(tiny_artifacts), "--tasks", "my_cmp",
+    landscape.main(["--preset", "tiny", "--artifacts", str(artifacts), "--tasks", "my_cmp",
                     "--user-task", str(tmp_path / "mine.json"), "--out", str(out), "--no-progress",
                     "--strategies", "noop", "LORA:lambda=1"])
     cells = {r["strategy"]: r for r in landscape.read_rows(out / "cells.jsonl")}
