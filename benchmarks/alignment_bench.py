@@ -44,12 +44,24 @@ import torch  # noqa: E402
 
 IN_DOMAIN = ["arc_challenge", "arc_easy", "hellaswag", "boolq", "piqa", "winogrande"]
 VARIANTS = {"": 0, "_basis8": 8}  # condition suffix -> basis_rank
-CONDITIONS = ["base", "mean_ckpt", "generated", "aligned_input", "aligned_checkpoint",
-              "aligned_input_basis8", "aligned_checkpoint_basis8"]
-LABELS = {"base": "base", "mean_ckpt": "mean checkpoint", "generated": "generated",
-          "aligned_input": "aligned (input)", "aligned_checkpoint": "aligned (checkpoint)",
-          "aligned_input_basis8": "aligned +basis8 (input)",
-          "aligned_checkpoint_basis8": "aligned +basis8 (checkpoint)"}
+CONDITIONS = [
+    "base",
+    "mean_ckpt",
+    "generated",
+    "aligned_input",
+    "aligned_checkpoint",
+    "aligned_input_basis8",
+    "aligned_checkpoint_basis8",
+]
+LABELS = {
+    "base": "base",
+    "mean_ckpt": "mean checkpoint",
+    "generated": "generated",
+    "aligned_input": "aligned (input)",
+    "aligned_checkpoint": "aligned (checkpoint)",
+    "aligned_input_basis8": "aligned +basis8 (input)",
+    "aligned_checkpoint_basis8": "aligned +basis8 (checkpoint)",
+}
 
 
 def link_stage1(stage1: Path, root: Path, shared_cache: Path | None = None) -> None:
@@ -111,14 +123,20 @@ def main() -> None:
         link_stage1(Path(args.stage1), root, shared_cache=out / "cache")
     summary_path = out / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {"tasks": {}}
-    summary["meta"] = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-                                  f"threads {args.threads}", "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
-                       "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(default)"), "n_test": args.n_test}
+    summary["meta"] = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, threads {args.threads}",
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(default)"),
+        "n_test": args.n_test,
+    }
     gen_results = {}
     if Path(args.generator_results).exists():
         gen_results = json.loads(Path(args.generator_results).read_text()).get("eval", {})
-    configs = {(suffix, target): CVAETrainingConfig.preset("cpu", target=target, basis_rank=rank)
-               for suffix, rank in VARIANTS.items() for target in ("input", "checkpoint")}
+    configs = {
+        (suffix, target): CVAETrainingConfig.preset("cpu", target=target, basis_rank=rank)
+        for suffix, rank in VARIANTS.items()
+        for target in ("input", "checkpoint")
+    }
     summary["cvae_training"] = {f"{t}{s}": c.to_dict() for (s, t), c in configs.items()}
 
     t0 = time.perf_counter()
@@ -135,10 +153,11 @@ def main() -> None:
             encoder = PromptEncoder(gen.config.encoder, gen.config.prompt_length, cache_dir=paths.cache_dir)
             gen = Generator.from_pretrained(paths.generator_dir(holdout), encoder=encoder)
         support = task_prompts(paths, holdout, splits=("support",))
-        generated = gen.generate_adapter(support[:gen.config.num_prompts])
+        generated = gen.generate_adapter(support[: gen.config.num_prompts])
         t = time.perf_counter()
-        tv = vectorizer(generated, task_vector_prompts(paths, holdout, tok, limit=configs[("", "input")].tv_prompts,
-                                                       style="plain"))
+        tv = vectorizer(
+            generated, task_vector_prompts(paths, holdout, tok, limit=configs[("", "input")].tv_prompts, style="plain")
+        )
         rec["timings"]["task_vector_s"] = round(time.perf_counter() - t, 2)
         adapters = {"base": torch.zeros(layout.size), "generated": generated}
         for (suffix, target), config in configs.items():
@@ -153,11 +172,13 @@ def main() -> None:
         mean, gap = adapters["mean_ckpt"], (generated - adapters["mean_ckpt"]).norm()
         rec["distance_over_gen_to_mean"] = {
             name: {"to_generated": float((a - generated).norm() / gap), "to_mean": float((a - mean).norm() / gap)}
-            for name, a in adapters.items() if name.startswith("aligned")}
+            for name, a in adapters.items()
+            if name.startswith("aligned")
+        }
         rec["task_vector_norm"] = float(tv.norm())
 
         task_splits = contract_splits(paths, holdout)
-        examples = task_splits.test[:args.n_test]
+        examples = task_splits.test[: args.n_test]
         val_results = rec.setdefault("validation", {})
         for name in CONDITIONS:  # the basis rank is chosen on validation; test is reported once
             if name.startswith("aligned") and name not in val_results:
@@ -174,24 +195,29 @@ def main() -> None:
                 if reuse and reuse in theirs:
                     rec["results"][name] = dict(theirs[reuse], source="generator_results.json")
                 elif key in by_weights:
-                    rec["results"][name] = dict(rec["results"][by_weights[key]],
-                                                source=f"same weights as {by_weights[key]}")
+                    rec["results"][name] = dict(
+                        rec["results"][by_weights[key]], source=f"same weights as {by_weights[key]}"
+                    )
                 else:
                     res = evaluate(model, tok, examples, task=holdout)
                     rec["results"][name] = res.summary() | {"correct": res.correct.astype(int).tolist()}
                 atomic_write_json(summary_path, summary)
                 r = rec["results"][name]
-                print(f"{holdout:14s} {name:28s} acc {r['accuracy']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}]"
-                      f" bal {r.get('balanced_accuracy', '-')} {r.get('source', '')} ({r.get('seconds', 0):.0f} s)",
-                      flush=True)
+                print(
+                    f"{holdout:14s} {name:28s} acc {r['accuracy']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}]"
+                    f" bal {r.get('balanced_accuracy', '-')} {r.get('source', '')} ({r.get('seconds', 0):.0f} s)",
+                    flush=True,
+                )
             by_weights.setdefault(key, name)
         if "generated" in theirs:
             rec["generated_in_generator_results"] = theirs["generated"]["accuracy"]
         layout.set_flat(torch.zeros(layout.size))
         res = rec["results"]
-        rec["paired"] = {f"{b} - {a}": paired_bootstrap(res[a]["correct"], res[b]["correct"])
-                         for a, b in [("generated", c) for c in CONDITIONS if c.startswith("aligned")]
-                         + [("base", "generated"), ("mean_ckpt", "generated")]}
+        rec["paired"] = {
+            f"{b} - {a}": paired_bootstrap(res[a]["correct"], res[b]["correct"])
+            for a, b in [("generated", c) for c in CONDITIONS if c.startswith("aligned")]
+            + [("base", "generated"), ("mean_ckpt", "generated")]
+        }
         atomic_write_json(summary_path, summary)
     summary["meta"]["total_s_this_run"] = round(time.perf_counter() - t0, 1)
     atomic_write_json(summary_path, summary)
@@ -207,18 +233,26 @@ def rank_choice(summary: dict) -> str:
 
     sections = []
     for target in ("input", "checkpoint"):
-        candidates = {f"basis_rank={rank}": {
-            task: {"validation": rec["validation"][f"aligned_{target}{suffix}"]["accuracy"],
-                   "test": rec["results"][f"aligned_{target}{suffix}"]["accuracy"]}
-            for task, rec in summary["tasks"].items()} for suffix, rank in VARIANTS.items()}
-        sections.append(choice_markdown(f"CVAE basis rank (target {target}), chosen on validation",
-                                        choose_on_validation(candidates)))
+        candidates = {
+            f"basis_rank={rank}": {
+                task: {
+                    "validation": rec["validation"][f"aligned_{target}{suffix}"]["accuracy"],
+                    "test": rec["results"][f"aligned_{target}{suffix}"]["accuracy"],
+                }
+                for task, rec in summary["tasks"].items()
+            }
+            for suffix, rank in VARIANTS.items()
+        }
+        sections.append(
+            choice_markdown(
+                f"CVAE basis rank (target {target}), chosen on validation", choose_on_validation(candidates)
+            )
+        )
     return "\n\n".join(sections)
 
 
 def table(summary: dict) -> str:
-    rows = ["| held-out task | " + " | ".join(LABELS[c] for c in CONDITIONS) + " |",
-            "|---|" + "---|" * len(CONDITIONS)]
+    rows = ["| held-out task | " + " | ".join(LABELS[c] for c in CONDITIONS) + " |", "|---|" + "---|" * len(CONDITIONS)]
     for task, rec in summary["tasks"].items():
         cells = []
         for c in CONDITIONS:
@@ -234,15 +268,23 @@ def table(summary: dict) -> str:
 def diagnostics(summary: dict) -> str:
     """Paired differences to the generated adapter, reconstruction errors, adapter distances."""
     aligned = [c for c in CONDITIONS if c.startswith("aligned")]
-    rows = ["| held-out task | " + " | ".join(f"{LABELS[c]} - generated" for c in aligned)
-            + " | generated - base | generated - mean |", "|---|" + "---|" * (len(aligned) + 2)]
+    rows = [
+        "| held-out task | "
+        + " | ".join(f"{LABELS[c]} - generated" for c in aligned)
+        + " | generated - base | generated - mean |",
+        "|---|" + "---|" * (len(aligned) + 2),
+    ]
     for task, rec in summary["tasks"].items():
         pairs = [rec["paired"][f"{c} - generated"] for c in aligned]
         pairs += [rec["paired"]["generated - base"], rec["paired"]["generated - mean_ckpt"]]
         rows.append(f"| {task} | " + " | ".join(f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}]" for m, lo, hi in pairs) + " |")
-    rows += ["", "| held-out task | " + " | ".join(
-        f"{t}{s}: recon MSE / d(gen) / d(mean)" for s in VARIANTS for t in ("input", "checkpoint"))
-        + " | unaligned input MSE (checkpoint target) |", "|---|" + "---|" * 5]
+    rows += [
+        "",
+        "| held-out task | "
+        + " | ".join(f"{t}{s}: recon MSE / d(gen) / d(mean)" for s in VARIANTS for t in ("input", "checkpoint"))
+        + " | unaligned input MSE (checkpoint target) |",
+        "|---|" + "---|" * 5,
+    ]
     for task, rec in summary["tasks"].items():
         cells = []
         for s in VARIANTS:
@@ -251,16 +293,19 @@ def diagnostics(summary: dict) -> str:
                 cells.append(f"{rec[f'cvae_{t}{s}']['cvae_mse']:.3f} / {d['to_generated']:.2f} / {d['to_mean']:.2f}")
         cells.append(f"{rec['cvae_checkpoint']['input_mse']:.3f}")
         rows.append(f"| {task} | " + " | ".join(cells) + " |")
-    rows += ["", "| held-out task | " + " | ".join(k.removesuffix("_s") for k in TIMING_KEYS) + " |",
-             "|---|" + "---|" * len(TIMING_KEYS)]
+    rows += [
+        "",
+        "| held-out task | " + " | ".join(k.removesuffix("_s") for k in TIMING_KEYS) + " |",
+        "|---|" + "---|" * len(TIMING_KEYS),
+    ]
     for task, rec in summary["tasks"].items():
-        rows.append(f"| {task} | " + " | ".join(f"{rec['timings'].get(k, float('nan')):.1f}" for k in TIMING_KEYS)
-                    + " |")
+        rows.append(
+            f"| {task} | " + " | ".join(f"{rec['timings'].get(k, float('nan')):.1f}" for k in TIMING_KEYS) + " |"
+        )
     return "\n".join(rows)
 
 
-TIMING_KEYS = ["task_vector_s", "cvae_input_s", "cvae_checkpoint_s", "cvae_input_basis8_s",
-               "cvae_checkpoint_basis8_s"]
+TIMING_KEYS = ["task_vector_s", "cvae_input_s", "cvae_checkpoint_s", "cvae_input_basis8_s", "cvae_checkpoint_basis8_s"]
 
 
 def plot(summary: dict, path: Path) -> None:

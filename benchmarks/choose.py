@@ -25,8 +25,9 @@ def choose_on_validation(candidates: dict[str, dict[str, dict[str, float]]]) -> 
     first = next(iter(tasks.values()))
     if any(t != first for t in tasks.values()) or not first:
         raise ValueError(f"every option must be scored on the same held-out tasks; got {tasks}")
-    validation = {name: sum(r["validation"] for r in by_task.values()) / len(by_task)
-                  for name, by_task in candidates.items()}
+    validation = {
+        name: sum(r["validation"] for r in by_task.values()) / len(by_task) for name, by_task in candidates.items()
+    }
     chosen = max(validation, key=lambda name: validation[name])  # first of equals wins
     test = sum(r["test"] for r in candidates[chosen].values()) / len(first)
     return {"chosen": chosen, "validation": validation, "test": test, "tasks": first}
@@ -35,8 +36,13 @@ def choose_on_validation(candidates: dict[str, dict[str, dict[str, float]]]) -> 
 def choice_markdown(title: str, choice: dict) -> str:
     """A short markdown section: validation per option, the choice, its test accuracy."""
     rows = [f"### {title}", "", "| option | mean validation accuracy |", "|---|---|"]
-    rows += [f"| {name}{' (chosen)' if name == choice['chosen'] else ''} | {acc:.3f} |"
-             for name, acc in choice["validation"].items()]
-    rows += ["", f"Chosen on validation: **{choice['chosen']}**; its mean test accuracy over "
-                 f"{', '.join(choice['tasks'])}: {choice['test']:.3f} (test reported once, for the chosen option)."]
+    rows += [
+        f"| {name}{' (chosen)' if name == choice['chosen'] else ''} | {acc:.3f} |"
+        for name, acc in choice["validation"].items()
+    ]
+    rows += [
+        "",
+        f"Chosen on validation: **{choice['chosen']}**; its mean test accuracy over "
+        f"{', '.join(choice['tasks'])}: {choice['test']:.3f} (test reported once, for the chosen option).",
+    ]
     return "\n".join(rows)

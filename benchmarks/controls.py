@@ -47,11 +47,21 @@ from coral_env.tasks import (  # noqa: E402
 )
 
 HELDOUT_METHODS = ("base", "mean", "generated", "generated_batch2", "aligned", "own")
-LABELS = {"base": "base model", "mean": "mean adapter (6 training members)",
-          "generated": "generated (support batch 1)", "generated_batch2": "generated (support batch 2)",
-          "aligned": "generated + CVAE", "own": "own LoRA (reference)"}
-COMPARISONS = (("generated", "mean"), ("generated", "base"), ("aligned", "generated"), ("aligned", "mean"),
-               ("own", "base"))
+LABELS = {
+    "base": "base model",
+    "mean": "mean adapter (6 training members)",
+    "generated": "generated (support batch 1)",
+    "generated_batch2": "generated (support batch 2)",
+    "aligned": "generated + CVAE",
+    "own": "own LoRA (reference)",
+}
+COMPARISONS = (
+    ("generated", "mean"),
+    ("generated", "base"),
+    ("aligned", "generated"),
+    ("aligned", "mean"),
+    ("own", "base"),
+)
 
 
 def parse_args() -> argparse.Namespace:
@@ -66,8 +76,9 @@ def parse_args() -> argparse.Namespace:
 
 def paired(evals: dict, tasks: list[str], a: str, b: str) -> dict:
     """Mean accuracy difference a - b over the tasks' questions, with a paired bootstrap 95% CI."""
-    diffs = np.concatenate([np.array(evals[t][a]["correct"], float) - np.array(evals[t][b]["correct"], float)
-                            for t in tasks])
+    diffs = np.concatenate(
+        [np.array(evals[t][a]["correct"], float) - np.array(evals[t][b]["correct"], float) for t in tasks]
+    )
     lo, hi = bootstrap_ci(diffs)
     return {"diff": float(diffs.mean()), "ci": [lo, hi], "n": int(len(diffs))}
 
@@ -94,10 +105,16 @@ def main() -> None:
     if args.report_only:
         write_report(results, out)
         return
-    results.setdefault("meta", {}).update({
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, threads {args.threads}",
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "n_test": args.n_test,
-        "train_members": list(GENERATOR_CONTROL_TRAIN), "heldout_members": list(GENERATOR_CONTROL_HELDOUT)})
+    results.setdefault("meta", {}).update(
+        {
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+            f"threads {args.threads}",
+            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+            "n_test": args.n_test,
+            "train_members": list(GENERATOR_CONTROL_TRAIN),
+            "heldout_members": list(GENERATOR_CONTROL_HELDOUT),
+        }
+    )
     timings = results.setdefault("timings", {})
     root = Path(args.artifacts)
     generator, cvae, cvae_config = run_stages(root, timings)
@@ -117,16 +134,20 @@ def main() -> None:
         if task in GENERATOR_CONTROL_HELDOUT:
             questions = [ex.question for ex in splits.support]
             generated = generator.generate_adapter(questions[:n_prompts])
-            tv_prompts = input_prompts(splits.support[:cvae_config.tv_prompts], "plain", tok, task=task)
+            tv_prompts = input_prompts(splits.support[: cvae_config.tv_prompts], "plain", tok, task=task)
             aligned = cvae.align(generated, vectorizer(generated, tv_prompts))
-            vectors = {"mean": mean_adapter, "generated": generated,
-                       "generated_batch2": generator.generate_adapter(questions[n_prompts:2 * n_prompts]),
-                       "aligned": aligned, "own": own}
+            vectors = {
+                "mean": mean_adapter,
+                "generated": generated,
+                "generated_batch2": generator.generate_adapter(questions[n_prompts : 2 * n_prompts]),
+                "aligned": aligned,
+                "own": own,
+            }
             distances[task] = {name: float((v - phase2_means[task]).norm()) for name, v in vectors.items()}
             methods = HELDOUT_METHODS
         else:
             vectors, methods = {"own": own}, ("base", "own")
-        test = splits.test[:args.n_test]
+        test = splits.test[: args.n_test]
         for method in methods:
             if method in evals.get(task, {}):
                 continue
@@ -138,7 +159,9 @@ def main() -> None:
                 layout.set_flat(vectors[method])
                 res = evaluate(model, tok, test, task=task)
             evals.setdefault(task, {})[method] = res.summary() | {
-                "correct": res.correct.astype(int).tolist(), "eval_s": round(time.perf_counter() - t0, 1)}
+                "correct": res.correct.astype(int).tolist(),
+                "eval_s": round(time.perf_counter() - t0, 1),
+            }
             atomic_write_json(out, results)
             print(f"{task:10s} {method:17s} acc {res.accuracy:.3f}", flush=True)
     write_report(results, out)
@@ -149,15 +172,20 @@ def write_report(results: dict, out: Path) -> None:
     heldout = list(GENERATOR_CONTROL_HELDOUT)
     results["differences"] = {
         f"{a}_vs_{b}": {"pooled": paired(evals, heldout, a, b), **{t: paired(evals, [t], a, b) for t in heldout}}
-        for a, b in COMPARISONS}
+        for a, b in COMPARISONS
+    }
     results["own_vs_base_all_members"] = {t: paired(evals, [t], "own", "base") for t in GENERATOR_CONTROL}
     atomic_write_json(out, results)
     summary_path = out.with_name("controls_summary.json")
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     pooled = results["differences"]
-    summary.update({"generator_vs_mean": pooled["generated_vs_mean"]["pooled"],
-                    "generator_vs_base": pooled["generated_vs_base"]["pooled"],
-                    "cvae_vs_generator": pooled["aligned_vs_generated"]["pooled"]})
+    summary.update(
+        {
+            "generator_vs_mean": pooled["generated_vs_mean"]["pooled"],
+            "generator_vs_base": pooled["generated_vs_base"]["pooled"],
+            "cvae_vs_generator": pooled["aligned_vs_generated"]["pooled"],
+        }
+    )
     atomic_write_json(summary_path, summary)
     print(markdown(results))
 
@@ -168,8 +196,10 @@ def _pct(x: float) -> str:
 
 def markdown(results: dict) -> str:
     evals, diffs = results["eval"], results["differences"]
-    lines = ["| member | " + " | ".join(LABELS[m] for m in HELDOUT_METHODS) + " |",
-             "|---|" + "---|" * len(HELDOUT_METHODS)]
+    lines = [
+        "| member | " + " | ".join(LABELS[m] for m in HELDOUT_METHODS) + " |",
+        "|---|" + "---|" * len(HELDOUT_METHODS),
+    ]
     for task in GENERATOR_CONTROL_HELDOUT:
         cells = []
         for m in HELDOUT_METHODS:
@@ -177,20 +207,30 @@ def markdown(results: dict) -> str:
             lo, hi = e["ci95"]
             cells.append(f"{e['accuracy']:.3f} [{lo:.3f}, {hi:.3f}]")
         lines.append(f"| {task} (held out) | " + " | ".join(cells) + " |")
-    lines += ["", "| difference (points) | pooled [95% paired CI] | " +
-              " | ".join(GENERATOR_CONTROL_HELDOUT) + " |", "|---|---|" + "---|" * len(GENERATOR_CONTROL_HELDOUT)]
+    lines += [
+        "",
+        "| difference (points) | pooled [95% paired CI] | " + " | ".join(GENERATOR_CONTROL_HELDOUT) + " |",
+        "|---|---|" + "---|" * len(GENERATOR_CONTROL_HELDOUT),
+    ]
     for a, b in COMPARISONS:
         d = diffs[f"{a}_vs_{b}"]
-        cells = [f"{_pct(d[t]['diff'])} [{_pct(d[t]['ci'][0])}, {_pct(d[t]['ci'][1])}]" for t in GENERATOR_CONTROL_HELDOUT]
+        cells = [
+            f"{_pct(d[t]['diff'])} [{_pct(d[t]['ci'][0])}, {_pct(d[t]['ci'][1])}]" for t in GENERATOR_CONTROL_HELDOUT
+        ]
         p = d["pooled"]
-        lines.append(f"| {LABELS[a]} - {LABELS[b]} | {_pct(p['diff'])} [{_pct(p['ci'][0])}, {_pct(p['ci'][1])}] | "
-                     + " | ".join(cells) + " |")
+        lines.append(
+            f"| {LABELS[a]} - {LABELS[b]} | {_pct(p['diff'])} [{_pct(p['ci'][0])}, {_pct(p['ci'][1])}] | "
+            + " | ".join(cells)
+            + " |"
+        )
     lines += ["", "| member | role | base | own LoRA | own - base [95% paired CI] |", "|---|---|---|---|---|"]
     for task in GENERATOR_CONTROL:
         d = results["own_vs_base_all_members"][task]
         role = "held out" if task in GENERATOR_CONTROL_HELDOUT else "train"
-        lines.append(f"| {task} | {role} | {evals[task]['base']['accuracy']:.3f} | {evals[task]['own']['accuracy']:.3f} "
-                     f"| {_pct(d['diff'])} [{_pct(d['ci'][0])}, {_pct(d['ci'][1])}] |")
+        lines.append(
+            f"| {task} | {role} | {evals[task]['base']['accuracy']:.3f} | {evals[task]['own']['accuracy']:.3f} "
+            f"| {_pct(d['diff'])} [{_pct(d['ci'][0])}, {_pct(d['ci'][1])}] |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -75,10 +75,17 @@ def main() -> None:
         t = time.perf_counter()
         env.step(ACTION)
         memo.append(time.perf_counter() - t)
-    timing = {"task": tasks[0], "action": ACTION, "n_validation": len(state.splits.validation),
-              "step_median_s": statistics.median(step_s), "direct_median_s": statistics.median(direct_s),
-              "ratio": statistics.median(step_s) / statistics.median(direct_s),
-              "memo_median_ms": statistics.median(memo) * 1e3, "step_s": step_s, "direct_s": direct_s}
+    timing = {
+        "task": tasks[0],
+        "action": ACTION,
+        "n_validation": len(state.splits.validation),
+        "step_median_s": statistics.median(step_s),
+        "direct_median_s": statistics.median(direct_s),
+        "ratio": statistics.median(step_s) / statistics.median(direct_s),
+        "memo_median_ms": statistics.median(memo) * 1e3,
+        "step_s": step_s,
+        "direct_s": direct_s,
+    }
     print(json.dumps(timing))
     if args.no_episodes:
         (args.out / "summary.json").write_text(json.dumps({"timing": timing}, indent=2))
@@ -94,16 +101,25 @@ def main() -> None:
         for task in tasks:
             out = run_episode(env, policy, task=task, seed=0)
             info = out["info"]
-            rows.append({"policy": policy.name, "task": task, "action": out["actions"][0][:80],
-                         "reward": out["reward"], "before": info.get("metric_before"),
-                         "after": info.get("metric_after"), "error": info.get("error", "")[:60]})
+            rows.append(
+                {
+                    "policy": policy.name,
+                    "task": task,
+                    "action": out["actions"][0][:80],
+                    "reward": out["reward"],
+                    "before": info.get("metric_before"),
+                    "after": info.get("metric_after"),
+                    "error": info.get("error", "")[:60],
+                }
+            )
             print(json.dumps(rows[-1]), flush=True)
     (args.out / "summary.json").write_text(json.dumps({"timing": timing, "episodes": rows}, indent=2))
     print("\n| policy | task | action | before | after | reward |\n|---|---|---|---|---|---|")
     for r in rows:
         action = r["action"] if not r["error"] else f"invalid: {r['error']}"
-        print(f"| {r['policy']} | {r['task']} | `{action}` | {r['before']:.3f} | {r['after']:.3f} | "
-              f"{r['reward']:.0f} |")
+        print(
+            f"| {r['policy']} | {r['task']} | `{action}` | {r['before']:.3f} | {r['after']:.3f} | {r['reward']:.0f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ def matmul_gflops(threads: int, n: int = 2048, reps: int = 10) -> float:
         t = time.perf_counter()
         a @ b
         times.append(time.perf_counter() - t)
-    return 2 * n ** 3 / statistics.median(times) / 1e9
+    return 2 * n**3 / statistics.median(times) / 1e9
 
 
 def our_phase(limit: int, threads: int) -> dict:
@@ -75,11 +75,17 @@ def our_phase(limit: int, threads: int) -> dict:
     emb = cfg.vocab_size * cfg.hidden_size
     non_emb = sum(p.numel() for p in model.parameters()) - emb
     flops = 2 * non_emb * real + 2 * emb * scored
-    return {"seconds": seconds, "accuracy": result.accuracy, "acc_norm": result.acc_norm,
-            "predictions": result.predictions, "real_tokens": real, "scored_positions": scored,
-            "rows": len(rows), "naive_tokens": sum(len(c) + len(x) - 1 for x, c in
-                                                    encode_pairs(tok, [p for r in requests for p in r])),
-            "gflops": flops / seconds / 1e9}
+    return {
+        "seconds": seconds,
+        "accuracy": result.accuracy,
+        "acc_norm": result.acc_norm,
+        "predictions": result.predictions,
+        "real_tokens": real,
+        "scored_positions": scored,
+        "rows": len(rows),
+        "naive_tokens": sum(len(c) + len(x) - 1 for x, c in encode_pairs(tok, [p for r in requests for p in r])),
+        "gflops": flops / seconds / 1e9,
+    }
 
 
 def set_flat_ms(threads: int) -> dict:
@@ -122,21 +128,50 @@ def main() -> None:
         print(json.dumps(set_flat_ms(args.threads)))
         return
     args.out.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
-               OMP_NUM_THREADS=str(args.threads), TOKENIZERS_PARALLELISM="false")
+    env = dict(
+        os.environ,
+        HF_HUB_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        OMP_NUM_THREADS=str(args.threads),
+        TOKENIZERS_PARALLELISM="false",
+    )
     here = [sys.executable, str(Path(__file__).resolve())]
     runs = []
     for i in range(args.runs):
         row = {"matmul_gflops": matmul_gflops(args.threads)}
-        wall, out = run_cli(here + ["--phase", "ours", "--limit", str(args.limit),
-                                    "--threads", str(args.threads)], env)
+        wall, out = run_cli(here + ["--phase", "ours", "--limit", str(args.limit), "--threads", str(args.threads)], env)
         row["ours"] = json.loads(out.strip().splitlines()[-1])
-        wall, out = run_cli([sys.executable, "-m", "coral_env.cli", "eval", "--task", "arc_easy",
-                             "--limit", str(args.limit), "--threads", str(args.threads), "--json"], env)
+        wall, out = run_cli(
+            [
+                sys.executable,
+                "-m",
+                "coral_env.cli",
+                "eval",
+                "--task",
+                "arc_easy",
+                "--limit",
+                str(args.limit),
+                "--threads",
+                str(args.threads),
+                "--json",
+            ],
+            env,
+        )
         row["ours_cli_wall"] = wall
         lm_dir = args.out / f"lm_eval_run{i}"
-        wall, _ = run_cli([sys.executable, "benchmarks/lm_eval/run_lm_eval.py", "--output-dir",
-                           str(lm_dir), "--limit", str(args.limit), "--threads", str(args.threads)], env)
+        wall, _ = run_cli(
+            [
+                sys.executable,
+                "benchmarks/lm_eval/run_lm_eval.py",
+                "--output-dir",
+                str(lm_dir),
+                "--limit",
+                str(args.limit),
+                "--threads",
+                str(args.threads),
+            ],
+            env,
+        )
         row["lm_eval_cli_wall"] = wall
         row["lm_eval"] = json.loads((lm_dir / "timing.json").read_text())
         preds = [json.loads(line) for line in (lm_dir / "predictions.jsonl").read_text().splitlines()]
@@ -151,9 +186,11 @@ def main() -> None:
     for r in runs:
         r["fraction_of_run_matmul"] = r["ours"]["gflops"] / r["matmul_gflops"]
         r["fraction_of_best_matmul"] = r["ours"]["gflops"] / best
-    summary = {"runs": runs, "set_flat": json.loads(out.strip().splitlines()[-1]),
-               "median_fraction_of_best_matmul": statistics.median(
-                   r["fraction_of_best_matmul"] for r in runs)}
+    summary = {
+        "runs": runs,
+        "set_flat": json.loads(out.strip().splitlines()[-1]),
+        "median_fraction_of_best_matmul": statistics.median(r["fraction_of_best_matmul"] for r in runs),
+    }
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary["set_flat"]))
     print(f"median fraction of the best matmul rate: {summary['median_fraction_of_best_matmul']:.1%}")

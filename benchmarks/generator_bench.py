@@ -43,9 +43,13 @@ from coral_env.setup.split_manifest import contract_splits  # noqa: E402
 from coral_env.tasks import IN_DOMAIN  # noqa: E402
 
 METHODS = ("base", "generated", "generated_batch2", "mean", "own")
-LABELS = {"base": "base model", "generated": "generated (support batch 1)",
-          "generated_batch2": "generated (support batch 2)", "mean": "mean adapter (5 training tasks)",
-          "own": "own LoRA (target's final checkpoint)"}
+LABELS = {
+    "base": "base model",
+    "generated": "generated (support batch 1)",
+    "generated_batch2": "generated (support batch 2)",
+    "mean": "mean adapter (5 training tasks)",
+    "own": "own LoRA (target's final checkpoint)",
+}
 
 
 def parse_args() -> argparse.Namespace:
@@ -62,14 +66,21 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--noise-std", type=float, default=None)
     p.add_argument("--token-weighting", default=None)
     p.add_argument("--skip-eval", action="store_true", help="collect and train only")
-    p.add_argument("--report-only", action="store_true",
-                   help="redraw the figure and print the table from the results JSON")
-    p.add_argument("--choose", default=None,
-                   help="comma-separated results JSONs of anchor variants: pick the anchor on the held-out "
-                        "tasks' validation accuracy of the generated adapter and report its test accuracy once")
-    p.add_argument("--reuse-from", default=None,
-                   help="results JSON whose base/mean/own evaluations to reuse (they do not depend on "
-                        "the generator; for variants)")
+    p.add_argument(
+        "--report-only", action="store_true", help="redraw the figure and print the table from the results JSON"
+    )
+    p.add_argument(
+        "--choose",
+        default=None,
+        help="comma-separated results JSONs of anchor variants: pick the anchor on the held-out "
+        "tasks' validation accuracy of the generated adapter and report its test accuracy once",
+    )
+    p.add_argument(
+        "--reuse-from",
+        default=None,
+        help="results JSON whose base/mean/own evaluations to reuse (they do not depend on "
+        "the generator; for variants)",
+    )
     return p.parse_args()
 
 
@@ -97,14 +108,18 @@ def timed_collect(tasks: list[str], artifacts: Path, timings: dict) -> None:
     per_task = {}
     for task in tasks:
         rows = [json.loads(line) for line in paths.collect_log(task).read_text().splitlines()]
-        per_task[task] = {"steps": len(rows), "step_seconds_sum": round(sum(r["seconds"] for r in rows), 1),
-                          "median_step_s": round(float(np.median([r["seconds"] for r in rows])), 3)}
+        per_task[task] = {
+            "steps": len(rows),
+            "step_seconds_sum": round(sum(r["seconds"] for r in rows), 1),
+            "median_step_s": round(float(np.median([r["seconds"] for r in rows])), 3),
+        }
     timings["collect"] = per_task
 
 
 def timed_generators(tasks: list[str], root: Path, args, timings: dict, encoder: PromptEncoder | None):
-    config = GeneratorTrainingConfig.preset("cpu", anchor=args.anchor, steps=args.gen_steps,
-                                            noise_std=args.noise_std, token_weighting=args.token_weighting)
+    config = GeneratorTrainingConfig.preset(
+        "cpu", anchor=args.anchor, steps=args.gen_steps, noise_std=args.noise_std, token_weighting=args.token_weighting
+    )
     timings["generator_config"] = config.to_dict()
     gens = {}
     for holdout in tasks:
@@ -115,9 +130,15 @@ def timed_generators(tasks: list[str], root: Path, args, timings: dict, encoder:
         log = ArtifactPaths(root, "cpu").generator_dir(holdout) / "log.jsonl"
         rows = [json.loads(line) for line in log.read_text().splitlines()]
         entry = timings.setdefault("generators", {}).setdefault(holdout, {})
-        entry.update({"steps": config.steps, "step_seconds_sum": round(sum(r["seconds"] for r in rows), 1),
-                      "first_loss": rows[0]["loss"], "final_loss": rows[-1]["loss"],
-                      "params": gen.num_parameters()})
+        entry.update(
+            {
+                "steps": config.steps,
+                "step_seconds_sum": round(sum(r["seconds"] for r in rows), 1),
+                "first_loss": rows[0]["loss"],
+                "final_loss": rows[-1]["loss"],
+                "params": gen.num_parameters(),
+            }
+        )
         if not done_before:
             entry["wall_s_incl_data"] = round(time.perf_counter() - t0, 1)
         gens[holdout] = gen
@@ -144,12 +165,18 @@ def main() -> None:
         figure(results, tasks, Path(args.figure))
         print(markdown_table(results, tasks))
         return
-    results.setdefault("meta", {}).update({
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, threads {args.threads}",
-        "cpu": _cpu_name(), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
-        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(default)"), "n_test": args.n_test,
-        "variant": args.variant,
-        "anchor": args.anchor or GeneratorTrainingConfig.preset("cpu").anchor})
+    results.setdefault("meta", {}).update(
+        {
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+            f"threads {args.threads}",
+            "cpu": _cpu_name(),
+            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(default)"),
+            "n_test": args.n_test,
+            "variant": args.variant,
+            "anchor": args.anchor or GeneratorTrainingConfig.preset("cpu").anchor,
+        }
+    )
     timings = results.setdefault("timings", {})
     if args.reuse_from:
         other = json.loads(Path(args.reuse_from).read_text())
@@ -193,10 +220,12 @@ def main() -> None:
     for task in tasks:
         support = task_prompts(paths, task, splits=("support",))
         gen = gens[task]
-        vectors = {"generated": gen.generate_adapter(support[:n_prompts]),
-                   "generated_batch2": gen.generate_adapter(support[n_prompts:2 * n_prompts]),
-                   "mean": torch.stack([task_means[t] for t in tasks if t != task]).mean(0),
-                   "own": finals[task]}
+        vectors = {
+            "generated": gen.generate_adapter(support[:n_prompts]),
+            "generated_batch2": gen.generate_adapter(support[n_prompts : 2 * n_prompts]),
+            "mean": torch.stack([task_means[t] for t in tasks if t != task]).mean(0),
+            "own": finals[task],
+        }
         g = vectors["generated"]
         cos[task] = {
             "generated_vs_task_mean_full": {t: cosine(g, m) for t, m in task_means.items()},
@@ -209,7 +238,7 @@ def main() -> None:
             "dist_generated_to_mean_adapter": float((g - vectors["mean"]).norm()),
         }
         task_splits = contract_splits(paths, task)
-        test = task_splits.test[:args.n_test]
+        test = task_splits.test[: args.n_test]
         if "generated" not in results.setdefault("validation", {}).get(task, {}):
             # The anchor is chosen on validation (--choose); test is reported once, for the choice.
             layout.set_flat(vectors["generated"])
@@ -227,9 +256,11 @@ def main() -> None:
             else:
                 layout.set_flat(vectors[method])
                 res = evaluate(peft, tok, test, task=task)
-            summary = res.summary() | {"correct": res.correct.astype(int).tolist(),
-                                       "predictions": [int(p) for p in res.predictions],
-                                       "eval_s": round(time.perf_counter() - t0, 1)}
+            summary = res.summary() | {
+                "correct": res.correct.astype(int).tolist(),
+                "predictions": [int(p) for p in res.predictions],
+                "eval_s": round(time.perf_counter() - t0, 1),
+            }
             evals.setdefault(task, {})[key] = summary
             atomic_write_json(out, results)
             print(f"{task:14s} {method:17s} acc {res.accuracy:.3f} {summary.get('balanced_accuracy', '')}", flush=True)
@@ -251,10 +282,14 @@ def anchor_choice(files: list[Path]) -> str:
         val = res.get("validation", {})
         missing = [t for t in res.get("eval", {}) if "generated" not in val.get(t, {})]
         if missing or not val:
-            raise ValueError(f"{file} has no validation accuracy for {missing or 'any task'}; rerun the benchmark "
-                             "with this version (it evaluates the generated adapter on validation too)")
-        candidates[name] = {t: {"validation": val[t]["generated"]["accuracy"],
-                                "test": res["eval"][t]["generated"]["accuracy"]} for t in val}
+            raise ValueError(
+                f"{file} has no validation accuracy for {missing or 'any task'}; rerun the benchmark "
+                "with this version (it evaluates the generated adapter on validation too)"
+            )
+        candidates[name] = {
+            t: {"validation": val[t]["generated"]["accuracy"], "test": res["eval"][t]["generated"]["accuracy"]}
+            for t in val
+        }
     return choice_markdown("Generator anchor, chosen on validation", choose_on_validation(candidates))
 
 
@@ -282,8 +317,7 @@ def differences(evals: dict, tasks: list[str]) -> dict:
 
 def markdown_table(results: dict, tasks: list[str]) -> str:
     evals = results["eval"]
-    lines = ["| task | " + " | ".join(LABELS[m] for m in METHODS) + " |",
-             "|---|" + "---|" * len(METHODS)]
+    lines = ["| task | " + " | ".join(LABELS[m] for m in METHODS) + " |", "|---|" + "---|" * len(METHODS)]
     for task in tasks:
         cells = []
         for m in METHODS:
@@ -322,8 +356,15 @@ def figure(results: dict, tasks: list[str], path: Path) -> None:
     im = ax2.imshow(grid, cmap="viridis", vmin=min(0.0, grid.min()), vmax=1)
     for i in range(len(tasks)):
         for j in range(len(tasks)):
-            ax2.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=8,
-                     color="white" if grid[i, j] < 0.6 else "black")
+            ax2.text(
+                j,
+                i,
+                f"{grid[i, j]:.2f}",
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if grid[i, j] < 0.6 else "black",
+            )
     for i in range(len(tasks)):  # the held-out target: never seen by that generator
         ax2.add_patch(plt.Rectangle((i - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2))
     ax2.set_xticks(range(len(tasks)), tasks, rotation=35, ha="right")

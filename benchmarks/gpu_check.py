@@ -51,12 +51,30 @@ from coral_env.tasks import Example  # noqa: E402
 
 # Qwen2.5 configs (the Hub's config.json values); the tiny one is the tests' miniature model.
 ARCHITECTURES = {
-    "qwen2.5-0.5b": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
-                         num_attention_heads=14, num_key_value_heads=2, lora_rank=8),
-    "qwen2.5-1.5b": dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
-                         num_attention_heads=12, num_key_value_heads=2, lora_rank=16),
-    "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                 num_key_value_heads=2, lora_rank=2),
+    "qwen2.5-0.5b": dict(
+        hidden_size=896,
+        intermediate_size=4864,
+        num_hidden_layers=24,
+        num_attention_heads=14,
+        num_key_value_heads=2,
+        lora_rank=8,
+    ),
+    "qwen2.5-1.5b": dict(
+        hidden_size=1536,
+        intermediate_size=8960,
+        num_hidden_layers=28,
+        num_attention_heads=12,
+        num_key_value_heads=2,
+        lora_rank=16,
+    ),
+    "tiny": dict(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        lora_rank=2,
+    ),
 }
 PAPER_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -66,9 +84,14 @@ PAPER_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
 # episodes per held-out task (12 tasks); each episode one evaluation of 200 validation questions
 # plus the strategy's extra cost (the mean of TTL, SLOT and TTS less a plain evaluation); test
 # reports on 12 tasks x 1000 questions for ~10 methods.
-PAPER_SCHEDULE = dict(collection_steps=6 * 125, generator_steps=7 * 5000, cvae_meta_steps=7 * 4000,
-                      policy_sampling_calls=12 * 2 * 5, episodes=12 * 2 * 5 * 20,
-                      test_evaluations_of_200=12 * 10 * 5)
+PAPER_SCHEDULE = dict(
+    collection_steps=6 * 125,
+    generator_steps=7 * 5000,
+    cvae_meta_steps=7 * 4000,
+    policy_sampling_calls=12 * 2 * 5,
+    episodes=12 * 2 * 5 * 20,
+    test_evaluations_of_200=12 * 10 * 5,
+)
 AUTHORS_GPU_HOURS = (6 * 4, 8 * 4)  # 6-8 h on 4 x A6000
 
 
@@ -126,9 +149,16 @@ def build_model(arch: str, tokenizer, device: str, dtype: torch.dtype):
     shape = dict(ARCHITECTURES[arch])
     rank = shape.pop("lora_rank")
     vocab = len(tokenizer) if arch == "tiny" else 151936
-    config = Qwen2Config(vocab_size=vocab, max_position_embeddings=32768, tie_word_embeddings=True,
-                         rope_theta=1e6, rms_norm_eps=1e-6, pad_token_id=tokenizer.pad_token_id,
-                         eos_token_id=tokenizer.eos_token_id, **shape)
+    config = Qwen2Config(
+        vocab_size=vocab,
+        max_position_embeddings=32768,
+        tie_word_embeddings=True,
+        rope_theta=1e6,
+        rms_norm_eps=1e-6,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        **shape,
+    )
     torch.manual_seed(0)
     model = Qwen2ForCausalLM(config).to(device=device, dtype=dtype).eval()
     spec = LoraSpec(rank=rank, alpha=2 * rank, targets=PAPER_TARGETS)
@@ -147,9 +177,14 @@ class RandomMiniLM:
         from transformers import BertConfig, BertModel
 
         width = 384  # the generator's condition width C
-        config = BertConfig(vocab_size=len(tokenizer), hidden_size=width, num_hidden_layers=1 if small else 6,
-                            num_attention_heads=12, intermediate_size=4 * width,
-                            max_position_embeddings=512)
+        config = BertConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=width,
+            num_hidden_layers=1 if small else 6,
+            num_attention_heads=12,
+            intermediate_size=4 * width,
+            max_position_embeddings=512,
+        )
         torch.manual_seed(2)
         self.model = BertModel(config).to(device).eval()
         self.tokenizer, self.device, self.dim, self.max_length = tokenizer, device, width, 512
@@ -157,8 +192,9 @@ class RandomMiniLM:
     @torch.no_grad()
     def token_embeddings(self, texts, length: int | None = None) -> torch.Tensor:
         length = length or self.max_length
-        enc = self.tokenizer(list(texts), padding="max_length", truncation=True, max_length=length,
-                             return_tensors="pt").to(self.device)
+        enc = self.tokenizer(
+            list(texts), padding="max_length", truncation=True, max_length=length, return_tensors="pt"
+        ).to(self.device)
         enc["input_ids"] = enc["input_ids"].clamp(max=self.model.config.vocab_size - 1)
         hidden = self.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
         return (hidden * enc["attention_mask"].unsqueeze(-1)).float().cpu()
@@ -183,16 +219,26 @@ class GeneratedAdapters:
 
 def questions(n: int, words: int = 40) -> list[Example]:
     """ARC-shaped multiple-choice questions (a ~``words``-word stem, four short choices)."""
-    vocab = ("energy plant water light heat rock cell force motion earth moon sun air soil animal "
-             "temperature gravity mass liquid gas solid change cause effect measure").split()
+    vocab = (
+        "energy plant water light heat rock cell force motion earth moon sun air soil animal "
+        "temperature gravity mass liquid gas solid change cause effect measure"
+    ).split()
     out = []
     for i in range(n):
         stem = " ".join(vocab[(i * 7 + j * 3) % len(vocab)] for j in range(words))
         choices = tuple(" ".join(vocab[(i + k + j) % len(vocab)] for j in range(3)) for k in range(4))
         context = f"Question: {stem}?\nAnswer:"
-        out.append(Example(uid=f"q{i}", question=stem + "?", contexts=(context,) * 4,
-                           continuations=tuple(" " + c for c in choices), choices=choices, label=i % 4,
-                           answer=choices[i % 4]))
+        out.append(
+            Example(
+                uid=f"q{i}",
+                question=stem + "?",
+                contexts=(context,) * 4,
+                continuations=tuple(" " + c for c in choices),
+                choices=choices,
+                label=i % 4,
+                answer=choices[i % 4],
+            )
+        )
     return out
 
 
@@ -272,9 +318,16 @@ def time_stages(arch: str, cfg: CheckConfig, tokenizer) -> dict:
     examples = questions(cfg.questions)
     support = questions(gen_config.num_prompts * 2, words=30)
     scoring = ScoringConfig(row_len=256, rows_per_call=4)
-    ctx = StrategyContext(model=model, tokenizer=tokenizer, layout=layout, task="arc_easy", support=support,
-                          scoring=scoring, adapters=GeneratedAdapters(generator, encoder),
-                          prompts_per_batch=gen_config.num_prompts)
+    ctx = StrategyContext(
+        model=model,
+        tokenizer=tokenizer,
+        layout=layout,
+        task="arc_easy",
+        support=support,
+        scoring=scoring,
+        adapters=GeneratedAdapters(generator, encoder),
+        prompts_per_batch=gen_config.num_prompts,
+    )
     evaluation = {}
 
     def plain_evaluation() -> None:
@@ -288,29 +341,48 @@ def time_stages(arch: str, cfg: CheckConfig, tokenizer) -> dict:
     stages["slot_5_steps"] = timed(lambda: execute(LatentStrategy(slot_steps=5, slot_lr=0.01), ctx, examples))
     stages["tts_m4"] = timed(lambda: execute(TTSStrategy(num_prompt_batches=4, method="sum_logprobs"), ctx, examples))
 
-    messages = policy_prompt("An ARC-style science multiple-choice task about physical causes. "
-                             "Four answer options; the model picks the letter of the correct one.", "arc_easy")
+    messages = policy_prompt(
+        "An ARC-style science multiple-choice task about physical causes. "
+        "Four answer options; the model picks the letter of the correct one.",
+        "arc_easy",
+    )
     prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     ids = tokenizer(prompt, return_tensors="pt")["input_ids"].to(device)
     new_tokens = 8 if cfg.small else 96
 
     @torch.no_grad()
     def sample_policy() -> None:
-        model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=True, temperature=1.0, top_p=0.9,
-                       top_k=50, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
-                       num_return_sequences=cfg.samples, pad_token_id=tokenizer.pad_token_id)
+        model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            do_sample=True,
+            temperature=1.0,
+            top_p=0.9,
+            top_k=50,
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            num_return_sequences=cfg.samples,
+            pad_token_id=tokenizer.pad_token_id,
+        )
 
     stages["policy_sampling"] = timed(sample_policy)
     peak = torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else None
-    return {"architecture": arch, "stages_s": stages, "peak_gpu_memory_gib": peak,
-            "policy_prompt_tokens": int(ids.shape[1]), "adapter_size": layout.size,
-            "evaluated_questions": evaluation["result"].n, "accuracy_random_model": evaluation["result"].accuracy}
+    return {
+        "architecture": arch,
+        "stages_s": stages,
+        "peak_gpu_memory_gib": peak,
+        "policy_prompt_tokens": int(ids.shape[1]),
+        "adapter_size": layout.size,
+        "evaluated_questions": evaluation["result"].n,
+        "accuracy_random_model": evaluation["result"].accuracy,
+    }
 
 
 def project_gpu_hours(stages: dict[str, float], schedule: dict[str, int] = PAPER_SCHEDULE) -> dict[str, float]:
     """GPU-hours of the full paper pipeline from one architecture's stage times."""
-    strategy_extra = (statistics.mean([stages["ttl"], stages["slot_5_steps"], stages["tts_m4"]])
-                      - stages["env_evaluation"])
+    strategy_extra = (
+        statistics.mean([stages["ttl"], stages["slot_5_steps"], stages["tts_m4"]]) - stages["env_evaluation"]
+    )
     parts = {
         "collection": schedule["collection_steps"] * stages["collection_step"],
         "generator": schedule["generator_steps"] * stages["generator_step"],
@@ -325,19 +397,26 @@ def project_gpu_hours(stages: dict[str, float], schedule: dict[str, int] = PAPER
 
 
 def markdown(report: dict) -> str:
-    lines = [f"Device: {report['device_name']}. Command: `{report['command']}`. Medians of "
-             f"{report['config']['repeats']} runs after a warm-up; random-weight models.", "",
-             "| stage | " + " | ".join(r["architecture"] for r in report["results"]) + " |",
-             "|---|" + "---|" * len(report["results"])]
+    lines = [
+        f"Device: {report['device_name']}. Command: `{report['command']}`. Medians of "
+        f"{report['config']['repeats']} runs after a warm-up; random-weight models.",
+        "",
+        "| stage | " + " | ".join(r["architecture"] for r in report["results"]) + " |",
+        "|---|" + "---|" * len(report["results"]),
+    ]
     for stage in report["results"][0]["stages_s"]:
         lines.append(f"| {stage} (s) | " + " | ".join(f"{r['stages_s'][stage]:.3f}" for r in report["results"]) + " |")
     peak = [r["peak_gpu_memory_gib"] for r in report["results"]]
     lines.append("| peak GPU memory (GiB) | " + " | ".join("-" if p is None else f"{p:.1f}" for p in peak) + " |")
-    lines += ["", "| projected GPU-hours | " + " | ".join(r["architecture"] for r in report["results"]) + " |",
-              "|---|" + "---|" * len(report["results"])]
+    lines += [
+        "",
+        "| projected GPU-hours | " + " | ".join(r["architecture"] for r in report["results"]) + " |",
+        "|---|" + "---|" * len(report["results"]),
+    ]
     for part in report["results"][0]["projected_gpu_hours"]:
-        lines.append(f"| {part} | " + " | ".join(f"{r['projected_gpu_hours'][part]:.2f}"
-                                                 for r in report["results"]) + " |")
+        lines.append(
+            f"| {part} | " + " | ".join(f"{r['projected_gpu_hours'][part]:.2f}" for r in report["results"]) + " |"
+        )
     lo, hi = AUTHORS_GPU_HOURS
     lines += ["", f"The authors report 6-8 h on 4 x A6000 ({lo}-{hi} A6000 GPU-hours) for the whole pipeline."]
     return "\n".join(lines) + "\n"
@@ -357,8 +436,13 @@ def run(cfg: CheckConfig) -> dict:
         if cfg.device.startswith("cuda"):
             torch.cuda.empty_cache()
     name = torch.cuda.get_device_name() if cfg.device.startswith("cuda") else "cpu"
-    report = {"device_name": name, "command": " ".join(["python benchmarks/gpu_check.py", *sys.argv[1:]]),
-              "config": asdict(cfg), "schedule": PAPER_SCHEDULE, "results": results}
+    report = {
+        "device_name": name,
+        "command": " ".join(["python benchmarks/gpu_check.py", *sys.argv[1:]]),
+        "config": asdict(cfg),
+        "schedule": PAPER_SCHEDULE,
+        "results": results,
+    }
     if cfg.out:
         out = Path(cfg.out)
         out.mkdir(parents=True, exist_ok=True)
@@ -377,8 +461,9 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error(f"--repeats must be >= 1, got {args.repeats}")
-    report = run(CheckConfig(device=args.device, small=args.small, tokenizer=args.tokenizer,
-                             repeats=args.repeats, out=args.out))
+    report = run(
+        CheckConfig(device=args.device, small=args.small, tokenizer=args.tokenizer, repeats=args.repeats, out=args.out)
+    )
     print(markdown(report))
     return report
 

@@ -46,6 +46,7 @@ LEVEL = 0.05
 
 # ----- strategies -----------------------------------------------------------------------------
 
+
 def label(strategy) -> str:
     """A short, unique, shell-friendly name: ``LORA:lambda=0.5``, ``TTS:m=4,method=sum_logprobs``."""
     from coral_env.strategies.values import fmt_number
@@ -54,8 +55,15 @@ def label(strategy) -> str:
     for key, value in strategy.canonical().items():
         if key == "family":
             continue
-        key = {"num_prompt_batches": "m", "learning_rate": "lr", "ttl_steps": "steps",
-               "batch_size": "bs", "shuffle_data": "shuffle", "slot_steps": "steps", "slot_lr": "lr"}.get(key, key)
+        key = {
+            "num_prompt_batches": "m",
+            "learning_rate": "lr",
+            "ttl_steps": "steps",
+            "batch_size": "bs",
+            "shuffle_data": "shuffle",
+            "slot_steps": "steps",
+            "slot_lr": "lr",
+        }.get(key, key)
         parts.append(f"{key}={fmt_number(value) if not isinstance(value, str) else value}")
     return f"{strategy.family}:{','.join(parts)}"
 
@@ -88,12 +96,15 @@ def select_strategies(names: list[str] | None, max_prompt_batches: int | None = 
                 raise SystemExit(f"--strategies: {name!r} is not a valid strategy: {exc}") from None
             chosen[label(strategy)] = strategy
         else:
-            raise SystemExit(f"--strategies: unknown strategy {name!r}. Fix: use `noop`, a JSON strategy, or one "
-                             f"of the catalogue labels: {', '.join(known)}")
+            raise SystemExit(
+                f"--strategies: unknown strategy {name!r}. Fix: use `noop`, a JSON strategy, or one "
+                f"of the catalogue labels: {', '.join(known)}"
+            )
     return chosen
 
 
 # ----- one cell -------------------------------------------------------------------------------
+
 
 def _bits(correct) -> str:
     return "".join("1" if c else "0" for c in np.asarray(correct).astype(bool))
@@ -129,28 +140,41 @@ def run_cell(runtime, task: str, name: str, strategy) -> dict:
     from coral_env.backend.metrics import mcnemar_improvement_pvalue
 
     state = runtime.task(task)
-    row: dict = {"task": task, "strategy": name,
-                 "family": "noop" if strategy is None else strategy.family,
-                 "json": None if strategy is None else strategy.canonical_json()}
+    row: dict = {
+        "task": task,
+        "strategy": name,
+        "family": "noop" if strategy is None else strategy.family,
+        "json": None if strategy is None else strategy.canonical_json(),
+    }
     seconds = 0.0
     for split in ("validation", "test"):
         before, _ = runtime.evaluate(state, state.start_adapter, None, split=split)
         start = time.perf_counter()
-        after, hit = (before, True) if strategy is None else runtime.evaluate(state, state.start_adapter, strategy,
-                                                                              split=split)
+        after, hit = (
+            (before, True) if strategy is None else runtime.evaluate(state, state.start_adapter, strategy, split=split)
+        )
         seconds += after.cost.get("seconds", time.perf_counter() - start) if strategy is not None else 0.0
         metric = "balanced_accuracy" if before.result.two_answer else "accuracy"
         b, a = before.result.correct, after.result.correct
         short = "val" if split == "validation" else "test"
-        row |= {f"{short}_metric": metric, f"{short}_before": before.result.metric(metric),
-                f"{short}_after": after.result.metric(metric),
-                f"{short}_change": after.result.metric(metric) - before.result.metric(metric),
-                f"{short}_acc_change": float(np.mean(a) - np.mean(b)),
-                f"{short}_ci": list(paired_metric_ci(b, a, before.result.labels, metric)),
-                f"{short}_flipped": float(np.mean(np.array(before.result.predictions, dtype=object)
-                                                  != np.array(after.result.predictions, dtype=object))),
-                f"{short}_p": mcnemar_improvement_pvalue(b, a),
-                f"{short}_correct_before": _bits(b), f"{short}_correct_after": _bits(a), f"{short}_n": len(b)}
+        row |= {
+            f"{short}_metric": metric,
+            f"{short}_before": before.result.metric(metric),
+            f"{short}_after": after.result.metric(metric),
+            f"{short}_change": after.result.metric(metric) - before.result.metric(metric),
+            f"{short}_acc_change": float(np.mean(a) - np.mean(b)),
+            f"{short}_ci": list(paired_metric_ci(b, a, before.result.labels, metric)),
+            f"{short}_flipped": float(
+                np.mean(
+                    np.array(before.result.predictions, dtype=object)
+                    != np.array(after.result.predictions, dtype=object)
+                )
+            ),
+            f"{short}_p": mcnemar_improvement_pvalue(b, a),
+            f"{short}_correct_before": _bits(b),
+            f"{short}_correct_after": _bits(a),
+            f"{short}_n": len(b),
+        }
         if strategy is not None and "adapter_diversity" in after.cost:
             row["adapter_diversity"] = after.cost["adapter_diversity"]
     row["reward_binary"] = int(row["val_change"] > 0)
@@ -164,8 +188,12 @@ def task_reference(runtime, task: str) -> dict:
     import torch
 
     state = runtime.task(task)
-    out = {"task": task, "strategy": "__reference__", "source": state.source,
-           "heldout": runtime.provenance(task)["heldout"]}
+    out = {
+        "task": task,
+        "strategy": "__reference__",
+        "source": state.source,
+        "heldout": runtime.provenance(task)["heldout"],
+    }
     for label_, adapter in (("base", torch.zeros_like(state.start_adapter)), ("start", state.start_adapter)):
         for split in ("validation", "test"):
             evaluation, _ = runtime.evaluate(state, adapter, None, split=split)
@@ -177,6 +205,7 @@ def task_reference(runtime, task: str) -> dict:
 
 
 # ----- the run --------------------------------------------------------------------------------
+
 
 def read_rows(path: Path) -> list[dict]:
     """Finished rows; a torn last line (a run killed mid-write) is dropped."""
@@ -201,8 +230,8 @@ def append_row(path: Path, row: dict) -> None:
 def check_tasks(names: list[str], data_dir: str | None) -> list[str]:
     """Canonical names; an unknown task or one without data is a SystemExit naming the fix."""
     from coral_env.tasks import get_task
-    from coral_env.tasks.loading import load_examples
     from coral_env.tasks.errors import DataDirNotFoundError, TaskDataNotFoundError, UnknownTaskError
+    from coral_env.tasks.loading import load_examples
 
     out = []
     for name in names:
@@ -213,8 +242,10 @@ def check_tasks(names: list[str], data_dir: str | None) -> list[str]:
         try:
             load_examples(spec, data_dir)
         except (DataDirNotFoundError, TaskDataNotFoundError) as exc:
-            raise SystemExit(f"--tasks: task {spec.name!r} has no data: {exc}. Fix: pass --data-dir with its "
-                             f"JSONL files, or leave it out of --tasks") from None
+            raise SystemExit(
+                f"--tasks: task {spec.name!r} has no data: {exc}. Fix: pass --data-dir with its "
+                f"JSONL files, or leave it out of --tasks"
+            ) from None
         out.append(spec.name)
     return out
 
@@ -239,26 +270,35 @@ def run(args) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     cells_path = out / "cells.jsonl"
     runs = json.loads((out / "runs.json").read_text()) if (out / "runs.json").exists() else []
-    runs.append({"command": "python benchmarks/landscape.py " + " ".join(sys.argv[1:]),
-                 "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())})
+    runs.append(
+        {
+            "command": "python benchmarks/landscape.py " + " ".join(sys.argv[1:]),
+            "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        }
+    )
     (out / "runs.json").write_text(json.dumps(runs, indent=2) + "\n")
     done = {(r["task"], r["strategy"]) for r in read_rows(cells_path)}
-    runtime = CoralRuntime.get(EnvConfig(preset=args.preset, artifacts=args.artifacts, data_dir=args.data_dir,
-                                         seed=args.seed))
+    runtime = CoralRuntime.get(
+        EnvConfig(preset=args.preset, artifacts=args.artifacts, data_dir=args.data_dir, seed=args.seed)
+    )
     for task in tasks:
         if args.allow_seen:
             continue
         runtime.require_heldout(task)  # strict: the generator and CVAE never saw the task
     # strategy-major, cheapest families first: a run cut short still covers every task and family
-    order = sorted(strategies, key=lambda n: FAMILY_ORDER.index(
-        "noop" if strategies[n] is None else strategies[n].family))
+    order = sorted(
+        strategies, key=lambda n: FAMILY_ORDER.index("noop" if strategies[n] is None else strategies[n].family)
+    )
     todo = [(t, n) for n in ["__reference__", *order] for t in tasks if (t, n) not in done]
     bar = tqdm(todo, desc="landscape cells", disable=args.no_progress)
     for task, name in bar:
         bar.set_postfix_str(f"{task} {name}"[:60])
         runtime.contexts.setdefault(task, "(landscape: no context needed)")  # skip the context writer
-        row = task_reference(runtime, task) if name == "__reference__" else run_cell(runtime, task, name,
-                                                                                     strategies[name])
+        row = (
+            task_reference(runtime, task)
+            if name == "__reference__"
+            else run_cell(runtime, task, name, strategies[name])
+        )
         row["preset"] = args.preset
         append_row(cells_path, row)
     write_report(out, args)
@@ -266,6 +306,7 @@ def run(args) -> Path:
 
 
 # ----- the report -----------------------------------------------------------------------------
+
 
 def _spearman(x: list[float], y: list[float]) -> float | None:
     from scipy.stats import spearmanr
@@ -290,14 +331,18 @@ def summarize(rows: list[dict]) -> dict:
         val, test = [r["val_change"] for r in mine], [r["test_change"] for r in mine]
         positive = [r for r in mine if r["val_change"] > 0]
         tasks[task] = {
-            "oracle": oracle["strategy"], "oracle_val_gain": oracle["val_change"],
-            "oracle_test_gain": oracle["test_change"], "oracle_ci": oracle["test_ci"],
+            "oracle": oracle["strategy"],
+            "oracle_val_gain": oracle["val_change"],
+            "oracle_test_gain": oracle["test_change"],
+            "oracle_ci": oracle["test_ci"],
             "random_test_gain": float(np.mean(test)),
-            "val_positive_share_test_positive": (sum(r["test_change"] > 0 for r in positive) / len(positive)
-                                                 if positive else None),
+            "val_positive_share_test_positive": (
+                sum(r["test_change"] > 0 for r in positive) / len(positive) if positive else None
+            ),
             "val_test_spearman": _spearman(val, test),
             "signal": oracle["test_ci"][0] > 0 or oracle["test_ci"][1] < 0,
-            "strategies": len(mine), "reference": refs.get(task),
+            "strategies": len(mine),
+            "reference": refs.get(task),
         }
     false_rates: dict[str, dict] = {}
     for mode in ("binary", "significant"):
@@ -316,8 +361,11 @@ def summarize(rows: list[dict]) -> dict:
                 rewarded += ok
                 false += ok and r["test_change"] <= 0
             key = "full" if n is None else str(n)
-            false_rates.setdefault(mode, {})[key] = {"rewarded": rewarded, "false": false,
-                                                     "rate": false / rewarded if rewarded else None}
+            false_rates.setdefault(mode, {})[key] = {
+                "rewarded": rewarded,
+                "false": false,
+                "rate": false / rewarded if rewarded else None,
+            }
     return {"tasks": tasks, "false_rates": false_rates}
 
 
@@ -330,25 +378,37 @@ def write_report(out: Path, args) -> None:
     summary = summarize(rows)
     cells = [r for r in rows if r["strategy"] != "__reference__"]
     json_summary = {
-        "tasks": {t: {"oracle_test_gain": s["oracle_test_gain"], "oracle_ci": s["oracle_ci"],
-                      "random_test_gain": s["random_test_gain"], "val_test_spearman": s["val_test_spearman"]}
-                  for t, s in summary["tasks"].items()},
+        "tasks": {
+            t: {
+                "oracle_test_gain": s["oracle_test_gain"],
+                "oracle_ci": s["oracle_ci"],
+                "random_test_gain": s["random_test_gain"],
+                "val_test_spearman": s["val_test_spearman"],
+            }
+            for t, s in summary["tasks"].items()
+        },
         "false_reward_rate": {m: summary["false_rates"][m]["full"]["rate"] for m in ("binary", "significant")},
         "context_id_accuracy": _context_accuracy(args),
     }
     summary_path = Path(args.summary) if args.summary else out / "landscape_summary.json"
     summary_path.write_text(json.dumps(json_summary, indent=2) + "\n")
     heatmap(cells, Path(args.heatmap) if args.heatmap else out / "landscape.png")
-    lines = ["# Strategy landscape", "",
-             f"Machine: {platform.machine()}, {os.cpu_count()} CPUs shared with other jobs. Runs (resumed from "
-             f"`cells.jsonl`): " + "; ".join(f"`{r['command']}` ({r['started']})" for r in _runs(out)) +
-             ". Metric: balanced accuracy on two-answer "
-             "tasks, accuracy otherwise. Changes are after - before on the same questions, with paired-bootstrap "
-             "95% CIs; `*` marks a CI excluding 0.", "",
-             "## Per task", "",
-             "| task | n val / test | held out | base (test) | start (test) | no-op | oracle (val) | oracle test change [CI] "
-             "| signal | random policy | val+ also test+ | val/test Spearman |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# Strategy landscape",
+        "",
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs shared with other jobs. Runs (resumed from "
+        f"`cells.jsonl`): "
+        + "; ".join(f"`{r['command']}` ({r['started']})" for r in _runs(out))
+        + ". Metric: balanced accuracy on two-answer "
+        "tasks, accuracy otherwise. Changes are after - before on the same questions, with paired-bootstrap "
+        "95% CIs; `*` marks a CI excluding 0.",
+        "",
+        "## Per task",
+        "",
+        "| task | n val / test | held out | base (test) | start (test) | no-op | oracle (val) "
+        "| oracle test change [CI] | signal | random policy | val+ also test+ | val/test Spearman |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for task, s in summary["tasks"].items():
         ref = s["reference"] or {}
         share = s["val_positive_share_test_positive"]
@@ -358,23 +418,35 @@ def write_report(out: Path, args) -> None:
             f"{ref.get('base_test', float('nan')):.3f} | {ref.get('start_test', float('nan')):.3f} | 0 (reference) | "
             f"{s['oracle']} ({s['oracle_val_gain']:+.3f}) | {s['oracle_test_gain']:+.3f} {_fmt_ci(s['oracle_ci'])} | "
             f"{'yes' if s['signal'] else 'no'} | {s['random_test_gain']:+.3f} | "
-            f"{'-' if share is None else f'{share:.2f}'} | {'-' if rho is None else f'{rho:+.2f}'} |")
-    lines += ["", "## False rewards (rewarded on validation, test change <= 0)", "",
-              "| validation questions | binary: false / rewarded | rate | significant (McNemar p < 0.05) | rate |",
-              "|---|---|---|---|---|"]
+            f"{'-' if share is None else f'{share:.2f}'} | {'-' if rho is None else f'{rho:+.2f}'} |"
+        )
+    lines += [
+        "",
+        "## False rewards (rewarded on validation, test change <= 0)",
+        "",
+        "| validation questions | binary: false / rewarded | rate | significant (McNemar p < 0.05) | rate |",
+        "|---|---|---|---|---|",
+    ]
     for key in (*map(str, VAL_PREFIXES), "full"):
         b, s_ = summary["false_rates"]["binary"][key], summary["false_rates"]["significant"][key]
         rate = lambda d: "-" if d["rate"] is None else f"{d['rate']:.2f}"  # noqa: E731
-        lines.append(f"| {key} | {b['false']} / {b['rewarded']} | {rate(b)} | {s_['false']} / {s_['rewarded']} | "
-                     f"{rate(s_)} |")
-    lines += ["", "## Cells", "",
-              "| task | strategy | val change [CI] | test change [CI] | flipped (test) | val p | seconds |",
-              "|---|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {key} | {b['false']} / {b['rewarded']} | {rate(b)} | {s_['false']} / {s_['rewarded']} | {rate(s_)} |"
+        )
+    lines += [
+        "",
+        "## Cells",
+        "",
+        "| task | strategy | val change [CI] | test change [CI] | flipped (test) | val p | seconds |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in cells:
         mark = lambda ci: "*" if ci[0] > 0 or ci[1] < 0 else ""  # noqa: E731
-        lines.append(f"| {r['task']} | {r['strategy']} | {r['val_change']:+.3f} {_fmt_ci(r['val_ci'])}{mark(r['val_ci'])} | "
-                     f"{r['test_change']:+.3f} {_fmt_ci(r['test_ci'])}{mark(r['test_ci'])} | {r['test_flipped']:.1%} | "
-                     f"{r['val_p']:.3f} | {r['seconds']:.1f} |")
+        lines.append(
+            f"| {r['task']} | {r['strategy']} | {r['val_change']:+.3f} {_fmt_ci(r['val_ci'])}{mark(r['val_ci'])} | "
+            f"{r['test_change']:+.3f} {_fmt_ci(r['test_ci'])}{mark(r['test_ci'])} | {r['test_flipped']:.1%} | "
+            f"{r['val_p']:.3f} | {r['seconds']:.1f} |"
+        )
     lines += ["", "## Families that flip at least 5% of test predictions", ""]
     for family in ("TTL", "LORA", "TTS", "Latent"):
         hits = sorted({r["task"] for r in cells if r["family"] == family and r["test_flipped"] >= 0.05})
@@ -426,14 +498,23 @@ def parse_args(argv: list[str] | None = None):
     p.add_argument("--artifacts", default=None, help="artifacts root (default: $CORAL_ARTIFACTS or ~/.cache/coral)")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--tasks", default="syn_parity,arc_easy", help="comma-separated task names")
-    p.add_argument("--strategies", nargs="*", default=None,
-                   help="catalogue labels, `noop` or JSON strategies (default: noop + the whole catalogue)")
-    p.add_argument("--extra", nargs="*", default=None,
-                   help="JSON strategies run besides the chosen ones (probes outside the catalogue)")
+    p.add_argument(
+        "--strategies",
+        nargs="*",
+        default=None,
+        help="catalogue labels, `noop` or JSON strategies (default: noop + the whole catalogue)",
+    )
+    p.add_argument(
+        "--extra",
+        nargs="*",
+        default=None,
+        help="JSON strategies run besides the chosen ones (probes outside the catalogue)",
+    )
     p.add_argument("--max-prompt-batches", type=int, default=None, help="drop TTS entries with more batches")
     p.add_argument("--user-task", action="append", default=[], help="a user task config JSON to register")
-    p.add_argument("--allow-seen", action="store_true",
-                   help="run on tasks the generator/CVAE were trained on (default: refuse)")
+    p.add_argument(
+        "--allow-seen", action="store_true", help="run on tasks the generator/CVAE were trained on (default: refuse)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", default="runs/landscape")

@@ -32,8 +32,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--train-tasks", default=None, help="comma-separated (default: the trainers' preset)")
     p.add_argument("--eval-tasks", default=None, help="comma-separated held-out tasks (default: the preset's)")
-    p.add_argument("--eval-samples", type=int, default=None,
-                   help="episodes per held-out task for sampling policies (random, LLM; default: ReST^EM preset)")
+    p.add_argument(
+        "--eval-samples",
+        type=int,
+        default=None,
+        help="episodes per held-out task for sampling policies (random, LLM; default: ReST^EM preset)",
+    )
     p.add_argument("--restem-iterations", type=int, default=None)
     p.add_argument("--samples-per-task", type=int, default=None, help="ReST^EM K")
     p.add_argument("--policy-model", default=None, help="LLM policy (default: default_policy_model())")
@@ -70,12 +74,20 @@ def run(args: argparse.Namespace, make_env=None, encoder=None, make_policy=None)
     skip = {s for s in args.skip.split(",") if s}
     tasks = {k: v.split(",") for k, v in (("train_tasks", args.train_tasks), ("eval_tasks", args.eval_tasks)) if v}
     env_kw = dict(artifacts=args.artifacts, data_dir=args.data_dir, seed=args.seed, threads=args.threads)
-    restem_cfg = RestemConfig.from_preset(args.preset, out=f"{args.run_dir}/restem", policy_model=args.policy_model,
-                                     iterations=args.restem_iterations, samples_per_task=args.samples_per_task,
-                                     eval_samples_per_task=args.eval_samples, **tasks, **env_kw)
+    restem_cfg = RestemConfig.from_preset(
+        args.preset,
+        out=f"{args.run_dir}/restem",
+        policy_model=args.policy_model,
+        iterations=args.restem_iterations,
+        samples_per_task=args.samples_per_task,
+        eval_samples_per_task=args.eval_samples,
+        **tasks,
+        **env_kw,
+    )
     eval_tasks, n = restem_cfg.eval_tasks, restem_cfg.eval_samples_per_task
-    make_env = make_env or env_factory(args.preset, args.artifacts, args.data_dir, args.seed,
-                                       auto_setup=restem_cfg.auto_setup)
+    make_env = make_env or env_factory(
+        args.preset, args.artifacts, args.data_dir, args.seed, auto_setup=restem_cfg.auto_setup
+    )
     run_dir = Path(args.run_dir)
     timings, rows = {}, []
 
@@ -84,8 +96,9 @@ def run(args: argparse.Namespace, make_env=None, encoder=None, make_policy=None)
         if not path.exists():
             start = time.perf_counter()
             held_out_env = make_env(eval_tasks, strict_heldout=True)
-            found = evaluate_policy_on_tasks(held_out_env, policy, eval_tasks, episodes, name=name,
-                                             seed=args.seed, progress=True)
+            found = evaluate_policy_on_tasks(
+                held_out_env, policy, eval_tasks, episodes, name=name, seed=args.seed, progress=True
+            )
             atomic_write_json(path, {"rows": found, "seconds": time.perf_counter() - start})
         saved = json.loads(path.read_text())
         timings[name] = saved["seconds"]
@@ -103,9 +116,15 @@ def run(args: argparse.Namespace, make_env=None, encoder=None, make_policy=None)
     if "sb3" not in skip:
         algos = [a for a in args.algos.split(",") if a] + (["maskable_ppo"] if args.maskable else [])
         for algo in algos:
-            cfg = SB3Config.from_preset(args.preset, algo=algo, out=f"{args.run_dir}/sb3_{algo}",
-                                   total_timesteps=args.sb3_timesteps, train_tasks=restem_cfg.train_tasks,
-                                   eval_tasks=eval_tasks, **env_kw)
+            cfg = SB3Config.from_preset(
+                args.preset,
+                algo=algo,
+                out=f"{args.run_dir}/sb3_{algo}",
+                total_timesteps=args.sb3_timesteps,
+                train_tasks=restem_cfg.train_tasks,
+                eval_tasks=eval_tasks,
+                **env_kw,
+            )
             start = time.perf_counter()
             result = train_sb3(cfg, make_env=make_env, encoder=encoder)
             timings[f"{algo} (train + eval)"] = time.perf_counter() - start
@@ -115,8 +134,7 @@ def run(args: argparse.Namespace, make_env=None, encoder=None, make_policy=None)
     summaries = summarize(rows)
     atomic_write_json(run_dir / "rows.json", rows)
     comparison_plot(summaries, f"{args.out}.png", title=f"Held-out: {', '.join(eval_tasks)} ({args.preset})")
-    Path(f"{args.out}.md").write_text(_markdown(args, restem_cfg, summaries, timings, comparison_table,
-                                                family_table))
+    Path(f"{args.out}.md").write_text(_markdown(args, restem_cfg, summaries, timings, comparison_table, family_table))
     return rows
 
 
@@ -134,9 +152,14 @@ def _restem_lines(folder: Path) -> list[str]:
     for path in sorted(folder.glob("iter_*/iteration.json")):
         it = json.loads(path.read_text())
         sft = it["sft"]
-        trained = "SFT skipped (no rewarded sample)" if sft.get("skipped") else (
-            f"SFT {sft['steps']} steps on {sft['examples']} examples, loss {sft['first_loss']:.3f} -> "
-            f"{sft['last_loss']:.3f}, {sft['seconds']:.0f} s")
+        trained = (
+            "SFT skipped (no rewarded sample)"
+            if sft.get("skipped")
+            else (
+                f"SFT {sft['steps']} steps on {sft['examples']} examples, loss {sft['first_loss']:.3f} -> "
+                f"{sft['last_loss']:.3f}, {sft['seconds']:.0f} s"
+            )
+        )
         lines.append(f"- iteration {it['iteration']}: kept {json.dumps(it['kept'])}; {trained}.")
     return lines or ["- (not run)"]
 

@@ -29,7 +29,8 @@ from coral_env.backend.io import atomic_write_json  # noqa: E402
 from policies.llm import OFFLINE_DEFAULT, LLMPolicy, SamplingConfig  # noqa: E402
 
 # A context of the shape the env writes: description, labeled support examples, answer format, facts.
-CONTEXT = """This task asks grade-school science questions about everyday physical phenomena and picks the correct answer among four options.
+CONTEXT = """This task asks grade-school science questions about everyday physical phenomena and picks the correct
+answer among four options.
 
 Examples from the support set:
 Q: Which of these is the best conductor of heat? A: a metal spoon
@@ -64,26 +65,45 @@ def main() -> None:
                 replies = policy.sample(CONTEXT, "arc_easy", n=k, seed=1000 * k + run)
                 seconds = time.perf_counter() - start
                 valid = sum(policy.to_action(r)[1] for r in replies)
-                rows.append({"k": k, "run": run, "method": method, "seconds": seconds, "valid": valid,
-                             "samples_per_s": k / seconds})
+                rows.append(
+                    {
+                        "k": k,
+                        "run": run,
+                        "method": method,
+                        "seconds": seconds,
+                        "valid": valid,
+                        "samples_per_s": k / seconds,
+                    }
+                )
                 print(f"K={k:2d} run {run} {method:8s} {seconds:6.1f} s  valid {valid}/{k}", flush=True)
     summary = {}
     for k in sorted({r["k"] for r in rows}):
         entry = {}
         for method in ("shared", "separate"):
             mine = [r for r in rows if r["k"] == k and r["method"] == method]
-            entry[method] = {"median_samples_per_s": statistics.median(r["samples_per_s"] for r in mine),
-                             "median_seconds": statistics.median(r["seconds"] for r in mine),
-                             "validity": sum(r["valid"] for r in mine) / (k * len(mine))}
-        ratios = [a["seconds"] / b["seconds"] for a, b in zip(
-            [r for r in rows if r["k"] == k and r["method"] == "separate"],
-            [r for r in rows if r["k"] == k and r["method"] == "shared"])]
+            entry[method] = {
+                "median_samples_per_s": statistics.median(r["samples_per_s"] for r in mine),
+                "median_seconds": statistics.median(r["seconds"] for r in mine),
+                "validity": sum(r["valid"] for r in mine) / (k * len(mine)),
+            }
+        ratios = [
+            a["seconds"] / b["seconds"]
+            for a, b in zip(
+                [r for r in rows if r["k"] == k and r["method"] == "separate"],
+                [r for r in rows if r["k"] == k and r["method"] == "shared"],
+            )
+        ]
         entry["speedup_median_of_paired_runs"] = statistics.median(ratios)
         summary[str(k)] = entry
-    result = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-                         f"threads {args.threads}", "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
-              "model": args.model, "prompt_tokens": prompt_tokens, "runs": rows, "summary": summary,
-              "load_average": os.getloadavg()}
+    result = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, threads {args.threads}",
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+        "model": args.model,
+        "prompt_tokens": prompt_tokens,
+        "runs": rows,
+        "summary": summary,
+        "load_average": os.getloadavg(),
+    }
     atomic_write_json(Path(args.out), result)
     print(json.dumps(summary, indent=2))
 

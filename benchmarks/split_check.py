@@ -34,13 +34,22 @@ def check(task: str, preset: str, seed: int, data_dir: str | None) -> dict:
         splits = load_task(task, data_dir, seed=seed, sizes=sizes)
     ids = {s: [ex.uid for ex in splits.split(s)] for s in SPLITS}
     texts = {s: {normalize_text(ex.question) for ex in splits.split(s)} for s in SPLITS}
-    overlaps = [f"{a}/{b}" for i, a in enumerate(SPLITS) for b in SPLITS[i + 1:]
-                if set(ids[a]) & set(ids[b]) or texts[a] & texts[b]]
+    overlaps = [
+        f"{a}/{b}"
+        for i, a in enumerate(SPLITS)
+        for b in SPLITS[i + 1 :]
+        if set(ids[a]) & set(ids[b]) or texts[a] & texts[b]
+    ]
     duplicated = [s for s in SPLITS if len(set(ids[s])) != len(ids[s])]
-    return {"task": task, "preset": preset, "seed": seed, "counts": [len(ids[s]) for s in SPLITS],
-            "overlaps": overlaps + [f"{s} repeats ids" for s in duplicated],
-            "test_hash": split_fingerprint(splits, seed, sizes)["row_ids"]["test"],
-            "shrunk": bool(caught)}
+    return {
+        "task": task,
+        "preset": preset,
+        "seed": seed,
+        "counts": [len(ids[s]) for s in SPLITS],
+        "overlaps": overlaps + [f"{s} repeats ids" for s in duplicated],
+        "test_hash": split_fingerprint(splits, seed, sizes)["row_ids"]["test"],
+        "shrunk": bool(caught),
+    }
 
 
 def main() -> int:
@@ -79,8 +88,10 @@ def main() -> int:
     for r in rows:
         counts = " | ".join(str(c) for c in r["counts"])
         note = ", ".join(r["overlaps"]) or "none"
-        lines.append(f"| {r['task']} | {r['preset']} | {r['seed']} | {counts} | {note}"
-                     f"{' (sizes shrunk: too few rows)' if r['shrunk'] else ''} | `{r['test_hash']}` |")
+        lines.append(
+            f"| {r['task']} | {r['preset']} | {r['seed']} | {counts} | {note}"
+            f"{' (sizes shrunk: too few rows)' if r['shrunk'] else ''} | `{r['test_hash']}` |"
+        )
     Path(args.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines[:8]))
     return 1 if bad else 0

@@ -59,7 +59,7 @@ def main() -> None:
 
     runtime = CoralRuntime.get(EnvConfig(preset="cpu", artifacts=args.artifacts))
     state = runtime.task(args.task)
-    examples = state.splits.validation[:args.n]
+    examples = state.splits.validation[: args.n]
     ctx = runtime.strategy_context(state)
     runtime.layout.set_flat(state.start_adapter)
 
@@ -82,8 +82,11 @@ def main() -> None:
     generation: list[float] = []
     for run in range(args.runs):
         # One adapter from one TTS prompt batch (the generator's N prompts), as TTS generates it.
-        generation.append(timed(lambda: ctx.adapters.generate(
-            [ex.question for ex in state.splits.support[:ctx.prompts_per_batch]]))[1])
+        generation.append(
+            timed(lambda: ctx.adapters.generate([ex.question for ex in state.splits.support[: ctx.prompts_per_batch]]))[
+                1
+            ]
+        )
         for name, strategy in strategies.items():
             _, plain_s = timed(plain)
             timings["plain"].append(plain_s)
@@ -93,7 +96,8 @@ def main() -> None:
             ratios.setdefault(name, []).append(seconds / plain_s)
             # TTS goals exclude generating (and aligning) its m adapters.
             ratios_wo_gen.setdefault(name, []).append(
-                (seconds - outcome.cost.get("adapters_generated", 0) * generation[-1]) / plain_s)
+                (seconds - outcome.cost.get("adapters_generated", 0) * generation[-1]) / plain_s
+            )
             results[name] = outcome
         print(f"run {run}: " + ", ".join(f"{k} {v[-1]:.1f}s" for k, v in timings.items()), flush=True)
 
@@ -104,28 +108,45 @@ def main() -> None:
     for name, outcome in results.items():
         diff = outcome.result.correct.astype(float) - base_correct
         lo, hi = bootstrap_ci(diff)
-        rows.append({
-            "strategy": name, "median_s": statistics.median(timings[name]),
-            "relative_cost": statistics.median(ratios[name]), "ratios": ratios[name],
-            "relative_cost_without_generation": statistics.median(ratios_wo_gen[name]),
-            "accuracy": outcome.result.accuracy, "ci95": wilson_ci(int(outcome.result.correct.sum()), len(diff)),
-            "delta": float(diff.mean()), "delta_ci95": (lo, hi), "cost": outcome.cost,
-        })
+        rows.append(
+            {
+                "strategy": name,
+                "median_s": statistics.median(timings[name]),
+                "relative_cost": statistics.median(ratios[name]),
+                "ratios": ratios[name],
+                "relative_cost_without_generation": statistics.median(ratios_wo_gen[name]),
+                "accuracy": outcome.result.accuracy,
+                "ci95": wilson_ci(int(outcome.result.correct.sum()), len(diff)),
+                "delta": float(diff.mean()),
+                "delta_ci95": (lo, hi),
+                "cost": outcome.cost,
+            }
+        )
     ttl_name = next((n for n in strategies if n.startswith("TTL")), None)
     summary = {
-        "task": args.task, "n": len(examples), "runs": args.runs, "threads": args.threads,
-        "plain_eval_s": plain_s, "base_accuracy": base.accuracy, "base_ci95": base.ci95,
-        "adapter_source": state.source, "adapter_generation_s": gen_s,
-        "ttl_seconds_per_step": ((statistics.median(timings[ttl_name]) - plain_s) / strategies[ttl_name].ttl_steps
-                                 if ttl_name else None),
-        "rows": rows, "timings": timings,
+        "task": args.task,
+        "n": len(examples),
+        "runs": args.runs,
+        "threads": args.threads,
+        "plain_eval_s": plain_s,
+        "base_accuracy": base.accuracy,
+        "base_ci95": base.ci95,
+        "adapter_source": state.source,
+        "adapter_generation_s": gen_s,
+        "ttl_seconds_per_step": (
+            (statistics.median(timings[ttl_name]) - plain_s) / strategies[ttl_name].ttl_steps if ttl_name else None
+        ),
+        "rows": rows,
+        "timings": timings,
     }
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
     print(json.dumps({k: v for k, v in summary.items() if k not in ("rows", "timings")}, default=float))
     for row in rows:
-        print(f"{row['strategy']:28s} x{row['relative_cost']:.2f} "
-              f"(x{row['relative_cost_without_generation']:.2f} w/o gen)  acc {row['accuracy']:.3f}  "
-              f"delta {row['delta']:+.3f} [{row['delta_ci95'][0]:+.3f}, {row['delta_ci95'][1]:+.3f}]")
+        print(
+            f"{row['strategy']:28s} x{row['relative_cost']:.2f} "
+            f"(x{row['relative_cost_without_generation']:.2f} w/o gen)  acc {row['accuracy']:.3f}  "
+            f"delta {row['delta']:+.3f} [{row['delta_ci95'][0]:+.3f}, {row['delta_ci95'][1]:+.3f}]"
+        )
 
 
 if __name__ == "__main__":

@@ -54,8 +54,16 @@ def main() -> int:
     results: dict[str, dict] = {}
     for name in ("base", "log_ppl", "ppl"):
         layout.set_flat(init)
-        ctx = StrategyContext(model, tok, layout, args.task, splits.support, style=backend.prompt_style,
-                              scoring=backend.scoring, ttl=TTLConfig(objective=name if name != "base" else "log_ppl"))
+        ctx = StrategyContext(
+            model,
+            tok,
+            layout,
+            args.task,
+            splits.support,
+            style=backend.prompt_style,
+            scoring=backend.scoring,
+            ttl=TTLConfig(objective=name if name != "base" else "log_ppl"),
+        )
         row: dict = {}
         for split in ("validation", "test"):
             layout.set_flat(init)
@@ -64,8 +72,12 @@ def main() -> int:
             else:
                 outcome = execute(strategy, ctx, splits.split(split))
                 result, cost = outcome.result, outcome.cost
-            row[split] = {"accuracy": result.accuracy, "ci95": list(result.ci95), "correct": result.correct.tolist(),
-                          "cost": {k: v for k, v in cost.items() if k != "seconds"}}
+            row[split] = {
+                "accuracy": result.accuracy,
+                "ci95": list(result.ci95),
+                "correct": result.correct.tolist(),
+                "cost": {k: v for k, v in cost.items() if k != "seconds"},
+            }
             print(name, split, round(result.accuracy, 4), row[split]["cost"], file=sys.stderr, flush=True)
         results[name] = row
     layout.set_flat(init)
@@ -88,13 +100,18 @@ def main() -> int:
     for name, row in results.items():
         v, t = row["validation"], row["test"]
         cost = v["cost"]
-        loss = (f"{cost['ttl_loss_first']:.3g} / {cost['ttl_loss_last']:.3g}"
-                if cost.get("ttl_loss_first") is not None else "-")
+        loss = (
+            f"{cost['ttl_loss_first']:.3g} / {cost['ttl_loss_last']:.3g}"
+            if cost.get("ttl_loss_first") is not None
+            else "-"
+        )
         vs_v = "-" if name == "base" else paired(base["validation"], np.array(v["correct"], dtype=bool))
         vs_t = "-" if name == "base" else paired(base["test"], np.array(t["correct"], dtype=bool))
-        lines.append(f"| {name} | {v['accuracy']:.3f} [{v['ci95'][0]:.3f}, {v['ci95'][1]:.3f}] | {vs_v} | "
-                     f"{t['accuracy']:.3f} [{t['ci95'][0]:.3f}, {t['ci95'][1]:.3f}] | {vs_t} | {loss} | "
-                     f"{cost.get('skipped_steps', '-')} |")
+        lines.append(
+            f"| {name} | {v['accuracy']:.3f} [{v['ci95'][0]:.3f}, {v['ci95'][1]:.3f}] | {vs_v} | "
+            f"{t['accuracy']:.3f} [{t['ci95'][0]:.3f}, {t['ci95'][1]:.3f}] | {vs_t} | {loss} | "
+            f"{cost.get('skipped_steps', '-')} |"
+        )
     lines += ["", f"Chosen on validation: **{chosen}** (ties go to log_ppl, the default)."]
     Path(args.out).write_text("\n".join(lines) + "\n")
     Path(args.out).with_suffix(".json").write_text(json.dumps(results))

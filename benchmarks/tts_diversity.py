@@ -42,19 +42,26 @@ def main(argv: list[str] | None = None) -> int:
     generator = runtime.generator_for(args.task)
     size = generator.config.num_prompts
     rows = []
-    for shape, pool in ((f"{args.preset} ({len(texts)} support, {size} per batch)", texts),
-                        (f"paper ratio (support cut to {size} = {size} per batch)", texts[:size])):
+    for shape, pool in (
+        (f"{args.preset} ({len(texts)} support, {size} per batch)", texts),
+        (f"paper ratio (support cut to {size} = {size} per batch)", texts[:size]),
+    ):
         batches = sample_batches(len(pool), args.m, size, seed=0)
         generated = [generator.generate_adapter([pool[i] for i in b]) for b in batches]
         aligned = [runtime.adapter_for_prompts(args.task, [pool[i] for i in b])[0] for b in batches]
         for path, adapters in (("generator", generated), ("generator + CVAE", aligned)):
             norm = float(torch.stack([a.float().norm() for a in adapters]).mean())
             rows.append((shape, path, mean_pairwise_distance(adapters), norm))
-    lines = ["# TTS adapter diversity", "",
-             f"Machine: {platform.machine()}, {args.threads} torch thread(s). Command: "
-             f"`python benchmarks/tts_diversity.py {' '.join(sys.argv[1:])}`. Task {args.task}, m = {args.m}, "
-             "split seed 0, strategy seed 0 (deterministic: one run).", "",
-             "| split shape | adapters from | mean pairwise L2 | mean adapter norm | ratio |", "|---|---|---|---|---|"]
+    lines = [
+        "# TTS adapter diversity",
+        "",
+        f"Machine: {platform.machine()}, {args.threads} torch thread(s). Command: "
+        f"`python benchmarks/tts_diversity.py {' '.join(sys.argv[1:])}`. Task {args.task}, m = {args.m}, "
+        "split seed 0, strategy seed 0 (deterministic: one run).",
+        "",
+        "| split shape | adapters from | mean pairwise L2 | mean adapter norm | ratio |",
+        "|---|---|---|---|---|",
+    ]
     for shape, path, dist, norm in rows:
         lines.append(f"| {shape} | {path} | {dist:.3g} | {norm:.3g} | {dist / norm:.2e} |")
     Path(args.out).write_text("\n".join(lines) + "\n")

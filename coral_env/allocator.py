@@ -22,8 +22,7 @@ _M_MMAP_THRESHOLD = -3
 _done = False
 
 
-def tune_allocator(mmap_threshold: int = 32 << 20, trim_threshold: int = 256 << 20,
-                   top_pad: int = 64 << 20) -> bool:
+def tune_allocator(mmap_threshold: int = 32 << 20, trim_threshold: int = 256 << 20, top_pad: int = 64 << 20) -> bool:
     """Serve blocks below ``mmap_threshold`` bytes from the heap and keep up to ``trim_threshold``
     bytes of freed heap mapped. Returns whether glibc accepted the settings (False elsewhere)."""
     global _done
@@ -37,8 +36,13 @@ def tune_allocator(mmap_threshold: int = 32 << 20, trim_threshold: int = 256 << 
     except (OSError, AttributeError):  # musl and other libcs without mallopt
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    ok = all(mallopt(param, value) == 1 for param, value in (
-        (_M_MMAP_THRESHOLD, mmap_threshold), (_M_TRIM_THRESHOLD, trim_threshold),
-        (_M_TOP_PAD, top_pad)))
+    ok = all(
+        mallopt(param, value) == 1
+        for param, value in (
+            (_M_MMAP_THRESHOLD, mmap_threshold),
+            (_M_TRIM_THRESHOLD, trim_threshold),
+            (_M_TOP_PAD, top_pad),
+        )
+    )
     _done = ok
     return ok

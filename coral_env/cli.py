@@ -22,29 +22,49 @@ class EvalArgs:
     """Settings of ``coral eval``."""
 
     task: str = field(metadata={"help": "task name (see `coral tasks`) or a user task config path (.json/.yaml)"})
-    model: str = field(default="smollm2-135m-instruct", metadata={
-        "help": "tiny, an offline name (smollm2-135m-instruct, qwen2.5-coder-0.5b-instruct), a .gguf file, "
-                "a model folder, or a Hub id"})
+    model: str = field(
+        default="smollm2-135m-instruct",
+        metadata={
+            "help": "tiny, an offline name (smollm2-135m-instruct, qwen2.5-coder-0.5b-instruct), a .gguf file, "
+            "a model folder, or a Hub id"
+        },
+    )
     dtype: str = field(default="auto", metadata={"help": "auto (bf16 where supported), bf16, fp16, fp32"})
     device: str = field(default="cpu", metadata={"help": "torch device"})
     threads: int | None = field(default=None, metadata={"help": "torch CPU threads (default: torch's)"})
-    data_dir: str | None = field(default=None, metadata={
-        "help": "folder of benchmark JSONL files (default: $CORAL_DATA_DIR, else ../shared/datasets)"})
-    split_seed: int = field(default=0, metadata={
-        "help": "task split seed; must match the artifacts' split manifest"})
-    preset: str = field(default="cpu", metadata={
-        "help": "whose split sizes to use (test rows: tiny 16, cpu 300, paper 1000)",
-        "choices": ("tiny", "cpu", "paper")})
-    artifacts: str | None = field(default=None, metadata={
-        "help": "artifacts root whose split manifest the splits must match when it records the task "
-                "(default: $CORAL_ARTIFACTS or ~/.cache/coral/artifacts)"})
-    split: str = field(default="test", metadata={"help": "task split",
-                                                 "choices": ("train", "support", "validation", "test")})
-    limit: int | None = field(default=None, metadata={
-        "help": "first N examples of the split (at most the split's size; never re-carves)"})
+    data_dir: str | None = field(
+        default=None,
+        metadata={"help": "folder of benchmark JSONL files (default: $CORAL_DATA_DIR, else ../shared/datasets)"},
+    )
+    split_seed: int = field(default=0, metadata={"help": "task split seed; must match the artifacts' split manifest"})
+    preset: str = field(
+        default="cpu",
+        metadata={
+            "help": "whose split sizes to use (test rows: tiny 16, cpu 300, paper 1000)",
+            "choices": ("tiny", "cpu", "paper"),
+        },
+    )
+    artifacts: str | None = field(
+        default=None,
+        metadata={
+            "help": "artifacts root whose split manifest the splits must match when it records the task "
+            "(default: $CORAL_ARTIFACTS or ~/.cache/coral/artifacts)"
+        },
+    )
+    split: str = field(
+        default="test", metadata={"help": "task split", "choices": ("train", "support", "validation", "test")}
+    )
+    limit: int | None = field(
+        default=None, metadata={"help": "first N examples of the split (at most the split's size; never re-carves)"}
+    )
     adapter: str | None = field(default=None, metadata={"help": "a PEFT adapter folder to apply"})
-    style: str = field(default="plain", metadata={
-        "help": "prompt style: plain (lm-eval-harness format) or chat (chat template)", "choices": ("plain", "chat")})
+    style: str = field(
+        default="plain",
+        metadata={
+            "help": "prompt style: plain (lm-eval-harness format) or chat (chat template)",
+            "choices": ("plain", "chat"),
+        },
+    )
     json: bool = field(default=False, metadata={"help": "print one JSON object"})
 
 
@@ -76,8 +96,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .backend.models import load_model
     from .setup.artifacts import ArtifactPaths, default_artifacts_root
     from .setup.split_manifest import contract_splits
-    from .tasks import PRESET_SPLIT_SIZES
-    from .tasks import resolve_task
+    from .tasks import PRESET_SPLIT_SIZES, resolve_task
 
     args.task = resolve_task(args.task)  # a config path registers its task
     if args.limit is not None and args.limit < 1:
@@ -97,8 +116,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 f"--limit {args.limit} asks for more than the {len(examples)} {args.split} rows of task "
                 f"{args.task!r} at preset {args.preset}; a larger split would be carved differently and "
                 f"overlap the other splits. Use --limit {len(examples)} or less"
-                + (f", or --preset {bigger[0]}" if bigger and args.split != "train" else ""))
-        examples = examples[:args.limit]
+                + (f", or --preset {bigger[0]}" if bigger and args.split != "train" else "")
+            )
+        examples = examples[: args.limit]
     model, tokenizer = load_model(args.model, args.dtype, args.device)
     if args.adapter:
         loaded = load_adapter(args.adapter)
@@ -106,14 +126,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
         layout = AdapterLayout.from_model(model)
         layout.set_flat(state_for_layout(layout, loaded.state))
     result = evaluate(model, tokenizer, examples, task=args.task, style=args.style)
-    summary = result.summary() | {"model": args.model, "split": args.split,
-                                  "adapter": args.adapter, "style": args.style}
+    summary = result.summary() | {
+        "model": args.model,
+        "split": args.split,
+        "adapter": args.adapter,
+        "style": args.style,
+    }
     if args.json:
         print(json.dumps(summary))
     else:
         lo, hi = result.ci95
-        print(f"{args.task} [{args.split}, n={result.n}] accuracy {result.accuracy:.4f} "
-              f"(95% CI {lo:.4f}-{hi:.4f})")
+        print(f"{args.task} [{args.split}, n={result.n}] accuracy {result.accuracy:.4f} (95% CI {lo:.4f}-{hi:.4f})")
         for name in ("acc_norm", "balanced_accuracy", "auc"):
             if name in summary:
                 print(f"  {name}: {summary[name]:.4f}")
@@ -123,13 +146,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="coral", description="Coral: LLM adaptation as a reinforcement-learning problem "
-                                  "(generator -> CVAE alignment -> strategy policy).")
+        prog="coral",
+        description="Coral: LLM adaptation as a reinforcement-learning problem "
+        "(generator -> CVAE alignment -> strategy policy).",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("eval", help="evaluate a model (and adapter) on a task split",
-                       description="Evaluate a model on a task: accuracy with a 95% Wilson CI "
-                                   "(plus acc_norm; balanced accuracy and AUC for two-answer tasks).")
+    p = sub.add_parser(
+        "eval",
+        help="evaluate a model (and adapter) on a task split",
+        description="Evaluate a model on a task: accuracy with a 95% Wilson CI "
+        "(plus acc_norm; balanced accuracy and AUC for two-answer tasks).",
+    )
     add_config_arguments(p, EvalArgs, defaults=True)
     p.set_defaults(func=cmd_eval)
 

@@ -118,8 +118,9 @@ def _field_type(hint):
     return hint
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, config_cls, *, defaults: Any = False,
-                         only: typing.Iterable[str] | None = None) -> None:
+def add_config_arguments(
+    parser: argparse.ArgumentParser, config_cls, *, defaults: Any = False, only: typing.Iterable[str] | None = None
+) -> None:
     """One flag per field of ``config_cls`` (or of the fields in ``only``), help from metadata.
 
     ``defaults=False``: an unset flag is absent from the namespace, so the preset's value
@@ -154,8 +155,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_cls, *, default
         if shown:
             text = ",".join(map(str, default)) if isinstance(default, list) else default
             help_text += f" (default: {str(text).replace('%', '%%')})"
-        kwargs: dict[str, Any] = {"default": argparse.SUPPRESS if defaults is False else default,
-                                  "help": help_text}
+        kwargs: dict[str, Any] = {"default": argparse.SUPPRESS if defaults is False else default, "help": help_text}
         if kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
         elif typing.get_origin(kind) in (list, tuple):
@@ -184,8 +184,9 @@ def run_guarded(prog: str, handler: Callable[[], int]) -> int:
         return 2
 
 
-def run_config_command(config_cls, main: Callable[[Any], int], argv: list[str] | None, prog: str,
-                       description: str) -> int:
+def run_config_command(
+    config_cls, main: Callable[[Any], int], argv: list[str] | None, prog: str, description: str
+) -> int:
     """Parse ``argv`` into ``config_cls`` and run ``main(config)`` under :func:`run_guarded`.
 
     ``--preset`` is parsed first; the other flags then default to (and ``--help`` shows) that

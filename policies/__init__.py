@@ -7,8 +7,7 @@ evaluation loop runs any of them.
 from .base import Policy, RandomPolicy, run_episode
 from .rule import PAPER_RULES, FixedRulePolicy
 
-__all__ = ["Policy", "RandomPolicy", "run_episode", "FixedRulePolicy", "PAPER_RULES",
-           "LLMPolicy", "SB3Policy"]
+__all__ = ["Policy", "RandomPolicy", "run_episode", "FixedRulePolicy", "PAPER_RULES", "LLMPolicy", "SB3Policy"]
 
 
 def __getattr__(name):

@@ -14,8 +14,7 @@ class Policy(Protocol):
 
     name: str
 
-    def act(self, observation: dict, info: dict | None = None) -> str:
-        ...
+    def act(self, observation: dict, info: dict | None = None) -> str: ...
 
     # Optional: ``reseed(seed)``. A sampling policy that has it is reseeded before each episode
     # of an evaluation from the episode's place (trainers.evaluation), so its draws do not depend

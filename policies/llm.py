@@ -79,9 +79,17 @@ class LLMPolicy:
 
     name = "llm"
 
-    def __init__(self, model="smollm2-135m-instruct", tokenizer=None, adapter: str | None = None,
-                 sampling: SamplingConfig | None = None, seed: int = 0, dtype: str = "auto",
-                 device: str = "cpu", shared_prefix: bool = True) -> None:
+    def __init__(
+        self,
+        model="smollm2-135m-instruct",
+        tokenizer=None,
+        adapter: str | None = None,
+        sampling: SamplingConfig | None = None,
+        seed: int = 0,
+        dtype: str = "auto",
+        device: str = "cpu",
+        shared_prefix: bool = True,
+    ) -> None:
         if isinstance(model, str):
             from coral_env.backend import load_model
 
@@ -108,8 +116,9 @@ class LLMPolicy:
 
     def prompt(self, context: str, task: str | None = None) -> str:
         """The chat-formatted policy prompt for a task context."""
-        return self.tokenizer.apply_chat_template(policy_prompt(context, task), tokenize=False,
-                                                  add_generation_prompt=True)
+        return self.tokenizer.apply_chat_template(
+            policy_prompt(context, task), tokenize=False, add_generation_prompt=True
+        )
 
     @torch.no_grad()
     def sample(self, context: str, task: str | None = None, n: int = 1, seed: int | None = None) -> list[str]:
@@ -121,13 +130,20 @@ class LLMPolicy:
         K replies cost one prefill plus K-row decoding instead of K prefills.
         """
         s = self.sampling
-        ids = self.tokenizer(self.prompt(context, task), return_tensors="pt",
-                             add_special_tokens=False)["input_ids"].to(self.model.device)
+        ids = self.tokenizer(self.prompt(context, task), return_tensors="pt", add_special_tokens=False)["input_ids"].to(
+            self.model.device
+        )
         if seed is None:
             seed = int(torch.randint(0, 2**31 - 1, (1,), generator=self.generator))
         torch.manual_seed(seed)
-        options = dict(do_sample=True, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k,
-                       max_new_tokens=s.max_new_tokens, pad_token_id=self.tokenizer.pad_token_id)
+        options = dict(
+            do_sample=True,
+            temperature=s.temperature,
+            top_p=s.top_p,
+            top_k=s.top_k,
+            max_new_tokens=s.max_new_tokens,
+            pad_token_id=self.tokenizer.pad_token_id,
+        )
         if n > 1 and self.shared_prefix:
             from transformers import DynamicCache
 
@@ -137,9 +153,10 @@ class LLMPolicy:
             rows = ids.expand(n, -1)
             out = self.model.generate(input_ids=rows, attention_mask=torch.ones_like(rows), cache=cache, **options)
         else:
-            out = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), num_return_sequences=n,
-                                      **options)
-        return self.tokenizer.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True)
+            out = self.model.generate(
+                input_ids=ids, attention_mask=torch.ones_like(ids), num_return_sequences=n, **options
+            )
+        return self.tokenizer.batch_decode(out[:, ids.shape[1] :], skip_special_tokens=True)
 
     @staticmethod
     def to_action(reply: str) -> tuple[str, bool]:

@@ -15,10 +15,17 @@ _LORA = LoRAStrategy(lambda_=0.5)
 _TTS = TTSStrategy(num_prompt_batches=20, method="max_confidence")
 
 PAPER_RULES: dict[str, Strategy] = {
-    "arc_easy": _TTL, "jama": _TTL, "piqa": _TTL,
-    "arc_challenge": _LATENT, "social_i_qa": _LATENT,
-    "boolq": _LORA, "gsm8k": _LORA, "math": _LORA,
-    "hellaswag": _TTS, "divlogiceval": _TTS, "codemmlu": _TTS,
+    "arc_easy": _TTL,
+    "jama": _TTL,
+    "piqa": _TTL,
+    "arc_challenge": _LATENT,
+    "social_i_qa": _LATENT,
+    "boolq": _LORA,
+    "gsm8k": _LORA,
+    "math": _LORA,
+    "hellaswag": _TTS,
+    "divlogiceval": _TTS,
+    "codemmlu": _TTS,
 }
 
 

@@ -28,8 +28,10 @@ class SB3Policy:
         self.observe = _find(wrapped_env, EmbedObservation)
         self.decode = _find(wrapped_env, DiscreteStrategies) or _find(wrapped_env, FactoredStrategies)
         if self.observe is None or self.decode is None:
-            raise ValueError("wrapped_env must contain EmbedObservation and DiscreteStrategies or "
-                             "FactoredStrategies (the wrappers the model was trained on)")
+            raise ValueError(
+                "wrapped_env must contain EmbedObservation and DiscreteStrategies or "
+                "FactoredStrategies (the wrappers the model was trained on)"
+            )
 
     def act(self, observation: dict, info: dict | None = None) -> str:
         obs = self.observe.observation(observation)

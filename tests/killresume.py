@@ -43,16 +43,23 @@ class KillPoint:
         return f"{self.when} {self.pattern}#{self.nth}"
 
 
-def run_job(args: list[str], kill: KillPoint | None = None, timeout: float = 600,
-            cwd: str | Path | None = None) -> subprocess.CompletedProcess:
+def run_job(
+    args: list[str], kill: KillPoint | None = None, timeout: float = 600, cwd: str | Path | None = None
+) -> subprocess.CompletedProcess:
     """Run ``python tests/killresume.py ARGS`` (``-m module ...`` or ``-c code``), killed at ``kill``."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-               HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1")
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+        HF_HUB_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+        OMP_NUM_THREADS="1",
+    )
     env.pop("CORAL_KILL_AT", None)
     if kill is not None:
         env["CORAL_KILL_AT"] = json.dumps(asdict(kill))
-    return subprocess.run([sys.executable, __file__, *args], env=env, cwd=cwd or REPO, timeout=timeout,
-                          capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, __file__, *args], env=env, cwd=cwd or REPO, timeout=timeout, capture_output=True, text=True
+    )
 
 
 def kill_then_resume(args: list[str], points: list[KillPoint], timeout: float = 600) -> None:
@@ -61,7 +68,8 @@ def kill_then_resume(args: list[str], points: list[KillPoint], timeout: float = 
     for point in points:
         done = run_job(args, point, timeout)
         assert done.returncode == -signal.SIGKILL, (
-            f"kill point {point} was not reached (exit {done.returncode}):\n{done.stderr[-3000:]}")
+            f"kill point {point} was not reached (exit {done.returncode}):\n{done.stderr[-3000:]}"
+        )
     done = run_job(args, None, timeout)
     assert done.returncode == 0, f"the resumed run failed:\n{done.stderr[-3000:]}"
 
@@ -69,8 +77,9 @@ def kill_then_resume(args: list[str], points: list[KillPoint], timeout: float = 
 def is_temp(name: str) -> bool:
     """Names of Coral's temp files and folders (``.<name>.<pid>.<rand>.tmp``, ``.<name>.tmp-*``,
     ``.<name>.old``, ``.<name>.sft-*``)."""
-    return name.startswith(".") and (name.endswith(".tmp") or ".tmp-" in name or name.endswith(".old")
-                                     or ".sft-" in name)
+    return name.startswith(".") and (
+        name.endswith(".tmp") or ".tmp-" in name or name.endswith(".old") or ".sft-" in name
+    )
 
 
 def _normalise(value, roots: tuple[str, ...]):
@@ -101,7 +110,8 @@ def _first_difference(a, b) -> str:
     if isinstance(a, list) and isinstance(b, list):
         if len(a) != len(b):
             return f": {len(a)} rows expected, {len(b)} found; first differing: " + next(
-                (f"#{i} {x} vs {y}" for i, (x, y) in enumerate(zip(a, b)) if x != y), "none in the common part")
+                (f"#{i} {x} vs {y}" for i, (x, y) in enumerate(zip(a, b)) if x != y), "none in the common part"
+            )
         return next(f": row {i}: expected {x}, got {y}" for i, (x, y) in enumerate(zip(a, b)) if x != y)
     if isinstance(a, dict) and isinstance(b, dict):
         keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
@@ -112,6 +122,7 @@ def _first_difference(a, b) -> str:
 def assert_same_artifacts(expected: Path, actual: Path, ignore: tuple[str, ...] = ()) -> list[str]:
     """Assert the two folders hold the same artifacts (see the module docstring) and no temp
     files; returns the compared relative paths. ``ignore``: glob patterns of paths to skip."""
+
     def files(root: Path) -> dict[str, Path]:
         out = {}
         for path in root.rglob("*"):
@@ -122,8 +133,9 @@ def assert_same_artifacts(expected: Path, actual: Path, ignore: tuple[str, ...] 
         return out
 
     want, got = files(expected), files(actual)
-    assert sorted(got) == sorted(want), (f"missing: {sorted(set(want) - set(got))}; "
-                                         f"extra: {sorted(set(got) - set(want))}")
+    assert sorted(got) == sorted(want), (
+        f"missing: {sorted(set(want) - set(got))}; extra: {sorted(set(got) - set(want))}"
+    )
     for rel in sorted(want):
         a, b = _content(want[rel], expected), _content(got[rel], actual)
         if a != b:

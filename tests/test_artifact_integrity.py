@@ -29,7 +29,7 @@ def _load_generator(root):
 def test_truncated_safetensors_names_the_file_and_the_fix(copy):
     weights = ArtifactPaths(copy, "tiny").generator_dir() / "model.safetensors"
     data = weights.read_bytes()
-    weights.write_bytes(data[:len(data) // 2])
+    weights.write_bytes(data[: len(data) // 2])
     with pytest.raises(CorruptArtifactError) as err:
         _load_generator(copy)
     message = str(err.value)
@@ -56,8 +56,9 @@ def test_garbage_collection_config_names_the_collect_command(copy):
     with pytest.raises(CorruptArtifactError) as err:
         paths.collected_tasks()
     assert str(paths.collect_config("syn_add")) in str(err.value)
-    assert f"delete {paths.collect_dir('syn_add')} and re-run `coral collect --preset tiny --tasks syn_add" \
-        in str(err.value)
+    assert f"delete {paths.collect_dir('syn_add')} and re-run `coral collect --preset tiny --tasks syn_add" in str(
+        err.value
+    )
 
 
 def test_missing_or_corrupt_checkpoint_is_noticed(copy):
@@ -113,6 +114,7 @@ def test_json_is_standard_and_metadata_sorted(tmp_path, caplog):
         atomic_save_safetensors(path, tensors, dict(reversed(meta.items())) if path.stem == "1" else meta)
     assert len({p.read_bytes() for p in files}) == 1  # hash-ordered metadata would differ
     from safetensors.torch import load_file
+
     assert torch.equal(load_file(str(files[0]))["b"], tensors["b"])
 
 

@@ -90,7 +90,7 @@ def test_adapter_save_load_round_trip(tiny_lora, tmp_path):
 
 def test_encode_pairs_matches_lm_eval_split(tiny):
     _, tok = tiny
-    (ctx, cont), = encode_pairs(tok, [("Question: Is it?\nAnswer: ", "yes")])
+    ((ctx, cont),) = encode_pairs(tok, [("Question: Is it?\nAnswer: ", "yes")])
     # The trailing space moves into the continuation, as lm-evaluation-harness does.
     assert tok.decode(ctx).endswith("Answer:") and tok.decode(cont) == " yes"
 
@@ -156,7 +156,7 @@ def _block_mask(batch: int, length: int, block: int) -> torch.Tensor:
     for b in range(batch):
         for at in range(0, length, block):
             n = min(block, length - at)
-            mask[b, 0, at:at + n, at:at + n] = torch.ones(n, n, dtype=torch.bool).tril()
+            mask[b, 0, at : at + n, at : at + n] = torch.ones(n, n, dtype=torch.bool).tril()
     return mask
 
 
@@ -174,7 +174,8 @@ def test_packed_attention_equals_sdpa_with_grouped_heads(dtype, atol):
     with torch.no_grad():
         out, weights = packed_attention_forward(module, q, k, v, mask, scaling=0.3)
     ref = torch.nn.functional.scaled_dot_product_attention(
-        q.float(), k.float(), v.float(), attn_mask=mask, scale=0.3, enable_gqa=True).transpose(1, 2)
+        q.float(), k.float(), v.float(), attn_mask=mask, scale=0.3, enable_gqa=True
+    ).transpose(1, 2)
     assert weights is None and out.shape == (3, 20, 6, 8) and out.dtype == dtype
     assert torch.allclose(out.float(), ref, atol=atol)
 
@@ -185,8 +186,7 @@ def test_packed_attention_is_scoped_and_used_by_scoring(tiny, monkeypatch):
     model, tok = tiny
     calls = []
     real = attention.packed_attention_forward
-    monkeypatch.setattr(attention, "packed_attention_forward",
-                        lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    monkeypatch.setattr(attention, "packed_attention_forward", lambda *a, **kw: calls.append(1) or real(*a, **kw))
     before = model.config._attn_implementation
     score_continuations(model, tok, [[("Question: 2+2?\nAnswer:", " 4")]])
     assert calls and model.config._attn_implementation == before == "sdpa"
@@ -209,8 +209,10 @@ def test_chunked_output_layer_matches_one_block(tiny, monkeypatch):
     from coral_env.backend.scoring import SlotSpec
 
     model, tok = tiny
-    requests = [[("Question: What colour is the sky?\nAnswer:", c) for c in (" blue", " green", " red")],
-                [("The cat sat on the", " mat."), ("The dog sat on the", " mat.")]]
+    requests = [
+        [("Question: What colour is the sky?\nAnswer:", c) for c in (" blue", " green", " red")],
+        [("The cat sat on the", " mat."), ("The dog sat on the", " mat.")],
+    ]
     whole = [score_continuations(model, tok, requests, head_delta=spec) for spec in (None, SlotSpec(2, 0.1))]
     monkeypatch.setattr(scoring, "CHUNK_ROWS", 2)  # several blocks per call, SLOT offsets indexed per block
     chunked = [score_continuations(model, tok, requests, head_delta=spec) for spec in (None, SlotSpec(2, 0.1))]

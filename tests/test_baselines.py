@@ -18,11 +18,14 @@ def _trainer(tiny_lora, **overrides):
     return BaselineTrainer(model, tok, layout, init, BaselineConfig.preset("tiny", **overrides))
 
 
-@pytest.mark.parametrize("field,value,words", [
-    ("meta_steps", 0, ["meta_steps", ">= 1", "0"]),
-    ("inner_lr", 2.0, ["inner_lr", "(0, 1]", "2.0"]),
-    ("reptile_rate", 0.0, ["reptile_rate", "(0, 1]"]),
-])
+@pytest.mark.parametrize(
+    "field,value,words",
+    [
+        ("meta_steps", 0, ["meta_steps", ">= 1", "0"]),
+        ("inner_lr", 2.0, ["inner_lr", "(0, 1]", "2.0"]),
+        ("reptile_rate", 0.0, ["reptile_rate", "(0, 1]"]),
+    ],
+)
 def test_bad_settings_name_the_field_and_range(field, value, words):
     with pytest.raises(ValueError) as err:
         BaselineConfig.preset("tiny", **{field: value})
@@ -110,8 +113,14 @@ def test_run_baselines_writes_one_row_per_method_and_target_and_reuses_them(tiny
         seen.append((task, adapter.clone()))
         return {"accuracy": 0.5, "n": 8, "ci95": [0.2, 0.8]}
 
-    kwargs = dict(targets=["syn_parity"], train_tasks=["syn_add", "syn_compare"], out=tmp_path,
-                  load_splits=splits.__getitem__, evaluate_test=evaluate_test, progress=False)
+    kwargs = dict(
+        targets=["syn_parity"],
+        train_tasks=["syn_add", "syn_compare"],
+        out=tmp_path,
+        load_splits=splits.__getitem__,
+        evaluate_test=evaluate_test,
+        progress=False,
+    )
     rows = run_baselines(model, tok, layout, init, BaselineConfig.preset("tiny"), **kwargs)
     assert [r["method"] for r in rows] == list(METHODS)
     assert all(r["task"] == "syn_parity" and r["train_tasks"] == ["syn_add", "syn_compare"] for r in rows)

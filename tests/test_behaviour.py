@@ -66,13 +66,21 @@ def test_cvae_training_beats_an_untrained_cvae_on_held_out_pairs(tiny_artifacts,
     root = tmp_path / "artifacts"
     shutil.copytree(tiny_artifacts, root)
     paths = ArtifactPaths(root, "tiny")
-    config = CVAETrainingConfig.preset("tiny", meta_steps=150, meta_optimizer="interpolate", meta_lr=1.0,
-                                       inner_lr=3e-3, save_every=150)
+    config = CVAETrainingConfig.preset(
+        "tiny", meta_steps=150, meta_optimizer="interpolate", meta_lr=1.0, inner_lr=3e-3, save_every=150
+    )
     vectorizer = build_vectorizer(paths, "syn_add", config)
-    trained = pretrain_cvae(config, root, ["syn_add", "syn_parity", "syn_compare"], holdout="syn_compare",
-                            vectorizer=vectorizer, progress=False)
-    held_out = load_cvae_data(paths, ["syn_add", "syn_parity"], dataclasses.replace(config, phases=(1,)), vectorizer,
-                              progress=False)
+    trained = pretrain_cvae(
+        config,
+        root,
+        ["syn_add", "syn_parity", "syn_compare"],
+        holdout="syn_compare",
+        vectorizer=vectorizer,
+        progress=False,
+    )
+    held_out = load_cvae_data(
+        paths, ["syn_add", "syn_parity"], dataclasses.replace(config, phases=(1,)), vectorizer, progress=False
+    )
     untrained = ConditionalVAE(trained.config, trained.adapter_size, trained.task_dim)
     buffers = dict(trained.named_buffers())
     untrained.load_state_dict({k: v for k, v in trained.state_dict().items() if k in buffers}, strict=False)
@@ -107,8 +115,18 @@ def test_ttl_weights_and_p0_exclusion():
 
 
 def _mc(logprobs, labels):
-    examples = [Example(uid=str(i), question="q", contexts=("c",) * 3, continuations=(" a", " b", " c"),
-                        choices=("a", "b", "c"), label=label, answer="abc"[label]) for i, label in enumerate(labels)]
+    examples = [
+        Example(
+            uid=str(i),
+            question="q",
+            contexts=("c",) * 3,
+            continuations=(" a", " b", " c"),
+            choices=("a", "b", "c"),
+            label=label,
+            answer="abc"[label],
+        )
+        for i, label in enumerate(labels)
+    ]
     return mc_result("t", examples, [np.array(lp) for lp in logprobs])
 
 
@@ -120,8 +138,10 @@ def test_tts_ensembles_combine_several_adapters():
     a = _mc([[-0.5, -3.0, -4.0], [-0.05, -4.0, -4.0]], labels)
     b = _mc([[-2.0, -1.0, -3.0], [-4.0, -0.2, -2.5]], labels)
     c = _mc([[-2.5, -1.5, -9.0], [-4.0, -0.3, -2.0]], labels)
-    picks = {m: [int(np.argmax(s)) for s in combine_choice_scores(m, [a, b, c])]
-             for m in ("sum_logprobs", "majority_vote", "max_confidence")}
+    picks = {
+        m: [int(np.argmax(s)) for s in combine_choice_scores(m, [a, b, c])]
+        for m in ("sum_logprobs", "majority_vote", "max_confidence")
+    }
     assert picks == {"sum_logprobs": [0, 1], "majority_vote": [1, 1], "max_confidence": [0, 0]}
     lone = [int(np.argmax(s)) for s in combine_choice_scores("sum_logprobs", [a])]
     assert lone == [0, 0]  # m = 1: the adapter's own answers
@@ -161,8 +181,11 @@ def test_real_env_binary_reward_and_tie_reward(tiny_artifacts, tie):
     _, reward, _, _, info = env.step('{"family": "LORA", "lambda": 0.0}')  # the adapter unchanged: a tie
     assert info["metric_after"] == info["metric_before"] and reward == tie
     seen = set()
-    for action in ('{"family": "LORA", "lambda": 1.0}', '{"family": "Latent", "slot_steps": 5, "slot_lr": 0.5}',
-                   '{"family": "TTL", "ttl_steps": 5, "learning_rate": 0.01, "batch_size": 4}'):
+    for action in (
+        '{"family": "LORA", "lambda": 1.0}',
+        '{"family": "Latent", "slot_steps": 5, "slot_lr": 0.5}',
+        '{"family": "TTL", "ttl_steps": 5, "learning_rate": 0.01, "batch_size": 4}',
+    ):
         env.reset()
         _, reward, _, _, info = env.step(action)
         before, after = info["metric_before"], info["metric_after"]
@@ -188,9 +211,12 @@ def test_the_reward_never_reads_the_test_split(tiny_artifacts):
     splits.test = _ForbiddenSplit()
     try:
         env.reset(seed=0)
-        for action in ('{"family": "LORA", "lambda": 0.3}', '{"family": "TTL", "ttl_steps": 1}',
-                       '{"family": "TTS", "num_prompt_batches": 2, "method": "majority_vote"}',
-                       '{"family": "Latent", "slot_steps": 1}'):
+        for action in (
+            '{"family": "LORA", "lambda": 0.3}',
+            '{"family": "TTL", "ttl_steps": 1}',
+            '{"family": "TTS", "num_prompt_batches": 2, "method": "majority_vote"}',
+            '{"family": "Latent", "slot_steps": 1}',
+        ):
             env.step(action)
         probe = gym.make("Coral-v0", task="syn_parity", preset="tiny", artifacts=str(tiny_artifacts), eval_test=True)
         probe.reset(seed=0)
@@ -205,8 +231,11 @@ def test_factored_action_masks_are_real(tiny_artifacts):
 
     env = gym.make("Coral-v0", task=["syn_add", "syn_sum"], preset="tiny", artifacts=str(tiny_artifacts))
     wrapped = FactoredStrategies(EmbedObservation(env), max_prompt_batches=4)
-    names = [f"{fam}.{spec.name}={b}" if fam else f"family={b}"
-             for (fam, spec), bins in zip(wrapped.encoding.dims, wrapped.encoding.bins) for b in bins]
+    names = [
+        f"{fam}.{spec.name}={b}" if fam else f"family={b}"
+        for (fam, spec), bins in zip(wrapped.encoding.dims, wrapped.encoding.bins)
+        for b in bins
+    ]
     wrapped.reset(options={"task": "syn_add"})
     masked = {n for n, keep in zip(names, wrapped.action_masks()) if not keep}
     batches = [n for n in names if n.startswith("TTS.num_prompt_batches=")]
@@ -231,8 +260,9 @@ def test_ttl_objective_setting_is_used(tiny_lora):
     adapted, losses = {}, {}
     for objective in ("log_ppl", "ppl"):
         layout.set_flat(start)
-        ctx = StrategyContext(model, tok, layout, "syn_add", splits.support, ttl=TTLConfig(ppl_threshold=1.0,
-                                                                                          objective=objective))
+        ctx = StrategyContext(
+            model, tok, layout, "syn_add", splits.support, ttl=TTLConfig(ppl_threshold=1.0, objective=objective)
+        )
         outcome = execute(strategy, ctx, splits.validation)
         adapted[objective], losses[objective] = outcome.adapter, outcome.cost["ttl_loss_first"]
     assert not torch.allclose(adapted["log_ppl"], adapted["ppl"])
@@ -251,8 +281,10 @@ def test_design_choices_are_made_on_validation_and_report_test_once():
     finally:
         sys.path.pop(0)
     # "mean" wins on validation, "none" would win on test: the choice must follow validation
-    scores = {"none": {"arc": {"validation": 0.50, "test": 0.70}, "piqa": {"validation": 0.60, "test": 0.66}},
-              "mean": {"arc": {"validation": 0.58, "test": 0.52}, "piqa": {"validation": 0.60, "test": 0.60}}}
+    scores = {
+        "none": {"arc": {"validation": 0.50, "test": 0.70}, "piqa": {"validation": 0.60, "test": 0.66}},
+        "mean": {"arc": {"validation": 0.58, "test": 0.52}, "piqa": {"validation": 0.60, "test": 0.60}},
+    }
     choice = choose_on_validation(scores)
     assert choice["chosen"] == "mean" and choice["test"] == pytest.approx(0.56)
     assert choice["validation"] == pytest.approx({"none": 0.55, "mean": 0.59})

@@ -21,13 +21,15 @@ def test_eval_text_output_on_generative_task(capsys):
     assert "accuracy" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("argv,needle", [
-    (["eval", "--model", "tiny", "--task", "arc_esay"], "arc_easy"),  # lists/suggests known tasks
-    (["eval", "--model", "/nonexistent/model", "--task", "syn_add"], "not a model folder"),
-    (["eval", "--model", "tiny", "--task", "arc_easy", "--data-dir", "/nonexistent/data"],
-     "/nonexistent/data"),
-    (["eval", "--model", "tiny", "--task", "syn_add", "--limit", "0"], "--limit"),
-])
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["eval", "--model", "tiny", "--task", "arc_esay"], "arc_easy"),  # lists/suggests known tasks
+        (["eval", "--model", "/nonexistent/model", "--task", "syn_add"], "not a model folder"),
+        (["eval", "--model", "tiny", "--task", "arc_easy", "--data-dir", "/nonexistent/data"], "/nonexistent/data"),
+        (["eval", "--model", "tiny", "--task", "syn_add", "--limit", "0"], "--limit"),
+    ],
+)
 def test_eval_errors_are_clear(capsys, argv, needle):
     assert main(argv) == 2
     assert needle in capsys.readouterr().err

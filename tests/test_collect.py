@@ -44,9 +44,9 @@ def test_sequences_mask_prompt_tokens(tiny):
     assert tok.decode(seq.input_ids[-n_ans:]).strip() == ex.answer
     # Truncation keeps the answer and cuts the prompt from the left.
     short = build_sequences([ex], tok, max_len=n_ans + 2)[0]
-    assert short.input_ids == seq.input_ids[-(n_ans + 2):] and short.labels[:2] == (IGNORE, IGNORE)
+    assert short.input_ids == seq.input_ids[-(n_ans + 2) :] and short.labels[:2] == (IGNORE, IGNORE)
     gen = build_sequences(load_task("syn_sum").train[:1], tok)[0]
-    assert tok.decode(gen.input_ids[-gen.n_answer_tokens:]).strip() == load_task("syn_sum").train[0].answer
+    assert tok.decode(gen.input_ids[-gen.n_answer_tokens :]).strip() == load_task("syn_sum").train[0].answer
 
 
 def test_batch_indices_deterministic_epochs():
@@ -144,8 +144,14 @@ def test_collection_refuses_other_config(tmp_path):
     collect(CollectionConfig.preset("tiny"), TASKS[:1], tmp_path, model=model, tokenizer=tok, progress=False)
     model, tok = _fresh()
     with pytest.raises(ValueError, match="another config"):
-        collect(CollectionConfig.preset("tiny", phase1_lr=5e-3), TASKS[:1], tmp_path, model=model,
-                tokenizer=tok, progress=False)
+        collect(
+            CollectionConfig.preset("tiny", phase1_lr=5e-3),
+            TASKS[:1],
+            tmp_path,
+            model=model,
+            tokenizer=tok,
+            progress=False,
+        )
 
 
 def test_config_presets_and_validation():
@@ -191,16 +197,41 @@ def test_cli_help_and_errors(tmp_path, capsys):
     args = parser.parse_args(["pretrain-generator", "--preset", "tiny", "--artifacts", str(tmp_path)])
     with pytest.raises(FileNotFoundError, match="coral collect --preset tiny"):
         args.func(args)
-    args = parser.parse_args(["pretrain-generator", "--preset", "tiny", "--artifacts", str(tmp_path),
-                              "--tasks", "syn_add", "--holdout", "syn_parity"])
+    args = parser.parse_args(
+        [
+            "pretrain-generator",
+            "--preset",
+            "tiny",
+            "--artifacts",
+            str(tmp_path),
+            "--tasks",
+            "syn_add",
+            "--holdout",
+            "syn_parity",
+        ]
+    )
     with pytest.raises(FileNotFoundError, match="coral collect --preset tiny --tasks syn_add"):
         args.func(args)
 
 
 def test_cli_collect_runs(tmp_path, capsys):
     parser = _parser()
-    args = parser.parse_args(["collect", "--preset", "tiny", "--tasks", "syn_add", "--artifacts", str(tmp_path),
-                              "--phase1-steps", "2", "--phase2-steps", "1", "--no-progress"])
+    args = parser.parse_args(
+        [
+            "collect",
+            "--preset",
+            "tiny",
+            "--tasks",
+            "syn_add",
+            "--artifacts",
+            str(tmp_path),
+            "--phase1-steps",
+            "2",
+            "--phase2-steps",
+            "1",
+            "--no-progress",
+        ]
+    )
     assert args.func(args) == 0
     assert "syn_add: 3 steps" in capsys.readouterr().out
     cfg = json.loads(ArtifactPaths(tmp_path, "tiny").collect_config("syn_add").read_text())

@@ -44,8 +44,16 @@ def _config(**overrides):
 
 def _train(artifacts, vectorizer, **kw):
     config = _config(**{k: v for k, v in kw.items() if k not in ("callback", "generator")})
-    return pretrain_cvae(config, artifacts, TASKS, holdout=HOLDOUT, vectorizer=vectorizer, progress=False,
-                         callback=kw.get("callback"), generator=kw.get("generator"))
+    return pretrain_cvae(
+        config,
+        artifacts,
+        TASKS,
+        holdout=HOLDOUT,
+        vectorizer=vectorizer,
+        progress=False,
+        callback=kw.get("callback"),
+        generator=kw.get("generator"),
+    )
 
 
 def _fresh(artifacts, target="input"):
@@ -82,8 +90,9 @@ def test_task_vector_batching_and_padding(vectorizer):
 
 
 # ----- model ------------------------------------------------------------------------------------
-@pytest.mark.parametrize("preset,size,task_dim,rank", [("tiny", 1792, 64, 0), ("tiny", 1000, 64, 3),
-                                                       ("cpu", 921_600, 576, 0)])
+@pytest.mark.parametrize(
+    "preset,size,task_dim,rank", [("tiny", 1792, 64, 0), ("tiny", 1000, 64, 3), ("cpu", 921_600, 576, 0)]
+)
 def test_shapes(preset, size, task_dim, rank):
     torch.manual_seed(0)
     cvae = ConditionalVAE(CVAEConfig.preset(preset, basis_rank=rank), size, task_dim)
@@ -155,8 +164,9 @@ def test_training_writes_artifacts_and_excludes_holdout(trained, artifacts):
 def test_sampling_is_a_function_of_step(artifacts, vectorizer):
     from coral_env.setup.pretrain_cvae import load_cvae_data
 
-    data = load_cvae_data(ArtifactPaths(artifacts, "tiny"), ["syn_add", "syn_parity"], _config(), vectorizer,
-                          progress=False)
+    data = load_cvae_data(
+        ArtifactPaths(artifacts, "tiny"), ["syn_add", "syn_parity"], _config(), vectorizer, progress=False
+    )
     a, b = sample_meta_batch(data, 3, 4, 0), sample_meta_batch(data, 3, 4, 0)
     assert a[0] == b[0] and torch.equal(a[1], b[1]) and torch.equal(a[3], a[1])  # input target: paired
     assert torch.equal(torch.randn(2, generator=a[4]), torch.randn(2, generator=b[4]))
@@ -212,8 +222,14 @@ def test_checkpoint_target_with_generator(artifacts, vectorizer):
     _fresh(artifacts, "checkpoint")
     with pytest.raises(MissingArtifactError, match="coral pretrain-generator --preset tiny"):
         _train(artifacts, vectorizer, target="checkpoint")
-    gen = pretrain_generator(GeneratorTrainingConfig.preset("tiny", steps=3), artifacts, TASKS, holdout=HOLDOUT,
-                             encoder=PromptEncoder(max_length=16), progress=False)
+    gen = pretrain_generator(
+        GeneratorTrainingConfig.preset("tiny", steps=3),
+        artifacts,
+        TASKS,
+        holdout=HOLDOUT,
+        encoder=PromptEncoder(max_length=16),
+        progress=False,
+    )
     cvae = _train(artifacts, vectorizer, target="checkpoint", generator=gen)
     out = cvae_path(artifacts, "tiny", HOLDOUT, "checkpoint")
     cache = ArtifactPaths(artifacts, "tiny").cache_dir / "generated"
@@ -240,8 +256,20 @@ def test_cli_pretrain_cvae_errors_and_runs(tmp_path, artifacts, capsys):
     args = _parser().parse_args(["pretrain-cvae", "--preset", "tiny", "--artifacts", str(tmp_path), "--no-progress"])
     with pytest.raises(MissingArtifactError, match="coral collect"):
         args.func(args)
-    args = _parser().parse_args(["pretrain-cvae", "--preset", "tiny", "--artifacts", str(artifacts), "--holdout",
-                                 HOLDOUT, "--meta-steps", "12", "--no-progress"])
+    args = _parser().parse_args(
+        [
+            "pretrain-cvae",
+            "--preset",
+            "tiny",
+            "--artifacts",
+            str(artifacts),
+            "--holdout",
+            HOLDOUT,
+            "--meta-steps",
+            "12",
+            "--no-progress",
+        ]
+    )
     assert args.func(args) == 0
     assert "cvae[syn_compare/input]" in capsys.readouterr().out
     args = _parser().parse_args(["setup", "--preset", "tiny", "--targets", "input,bogus"])
@@ -252,9 +280,16 @@ def test_cli_pretrain_cvae_errors_and_runs(tmp_path, artifacts, capsys):
 def test_run_setup_skips_finished_stages(artifacts):
     from coral_env.setup.pipeline import run_setup
 
-    result = run_setup("tiny", artifacts, TASKS, holdout=HOLDOUT, generator_overrides={"steps": 3},
-                       cvae_overrides={"meta_steps": 12, "save_every": 4}, targets=("input", "checkpoint"),
-                       progress=False)
+    result = run_setup(
+        "tiny",
+        artifacts,
+        TASKS,
+        holdout=HOLDOUT,
+        generator_overrides={"steps": 3},
+        cvae_overrides={"meta_steps": 12, "save_every": 4},
+        targets=("input", "checkpoint"),
+        progress=False,
+    )
     assert result.collected == ["syn_add", "syn_parity"]
     assert set(result.cvae_dirs) == {"input", "checkpoint"}
     assert all((d / "model.safetensors").exists() for d in result.cvae_dirs.values())

@@ -19,9 +19,17 @@ def demo_run(tmp_path_factory):
 def test_demo_runs_every_stage_and_writes_the_report(demo_run):
     out, report, config = demo_run
     text = report.read_text()
-    for label in ("Base model", "No Meta-Train LoRA", "Union Train LoRA", "MAML-en-LLM (first-order)",
-                  "ABMLL (first-order)", "CORAL: generator", "CORAL: generator + alignment",
-                  "CORAL: + policy (zero-shot LLM)", "CORAL: + policy (ReST^EM iter 1)"):
+    for label in (
+        "Base model",
+        "No Meta-Train LoRA",
+        "Union Train LoRA",
+        "MAML-en-LLM (first-order)",
+        "ABMLL (first-order)",
+        "CORAL: generator",
+        "CORAL: generator + alignment",
+        "CORAL: + policy (zero-shot LLM)",
+        "CORAL: + policy (ReST^EM iter 1)",
+    ):
         assert label in text, label
     assert (out / "agent_contribution.png").stat().st_size > 5000
     assert (out / "strategy_choice.png").stat().st_size > 5000
@@ -75,24 +83,30 @@ def test_demo_settings_are_checked():
 
 
 def test_table_layout_groups_and_averages():
-    rows = [{"method": "base", "label": "Base", "task": t, "accuracy": a, "n": 100, "ci95": [a - .1, a + .1]}
-            for t, a in (("arc_easy", 0.5), ("boolq", 0.7), ("gsm8k", 0.1), ("syn_add", 0.9))]
+    rows = [
+        {"method": "base", "label": "Base", "task": t, "accuracy": a, "n": 100, "ci95": [a - 0.1, a + 0.1]}
+        for t, a in (("arc_easy", 0.5), ("boolq", 0.7), ("gsm8k", 0.1), ("syn_add", 0.9))
+    ]
     md = table(rows)
     header = md.splitlines()[0]
     assert header.index("arc_easy") < header.index("gsm8k") < header.index("syn_add")
     assert "in-domain avg" in header and "out-of-domain avg" in header and "synthetic avg" in header
     assert "60.0 ±" in md.splitlines()[2]  # in-domain average of 50 and 70
     mean, half = group_average(rows[:2])
-    assert mean == pytest.approx(0.6) and half == pytest.approx(1.96 * ((.25 / 100 + .21 / 100) ** .5) / 2)
+    assert mean == pytest.approx(0.6) and half == pytest.approx(1.96 * ((0.25 / 100 + 0.21 / 100) ** 0.5) / 2)
     assert task_group("arc_challenge") == "in-domain" and task_group("jama") == "out-of-domain"
     assert task_group("syn_add") == task_group("ctl_sub_3") == "synthetic"
 
 
 def test_policy_rows_average_test_accuracy_per_iteration():
-    episodes = [{"policy": "zero_shot", "task": "t", "test_accuracy": 0.4, "family": "LORA"},
-                {"policy": "zero_shot", "task": "t", "test_accuracy": 0.6, "family": "TTS"},
-                {"policy": "restem_iter2", "task": "t", "test_accuracy": 0.7, "family": "TTS"}]
+    episodes = [
+        {"policy": "zero_shot", "task": "t", "test_accuracy": 0.4, "family": "LORA"},
+        {"policy": "zero_shot", "task": "t", "test_accuracy": 0.6, "family": "TTS"},
+        {"policy": "restem_iter2", "task": "t", "test_accuracy": 0.7, "family": "TTS"},
+    ]
     rows = policy_rows(episodes, {"t": 50})
     assert [(r["method"], r["accuracy"], r["episodes"]) for r in rows] == [
-        ("coral_policy_zero_shot", 0.5, 2), ("coral_policy_restem_2", 0.7, 1)]
+        ("coral_policy_zero_shot", 0.5, 2),
+        ("coral_policy_restem_2", 0.7, 1),
+    ]
     assert rows[0]["n"] == 50 and rows[0]["ci95"][0] < 0.5 < rows[0]["ci95"][1]

@@ -24,6 +24,7 @@ def make(tiny_artifacts):
     def _make(**kwargs):
         kwargs.setdefault("task", TASKS)
         return gym.make("Coral-v0", preset="tiny", artifacts=str(tiny_artifacts), **kwargs)
+
     return _make
 
 
@@ -72,10 +73,13 @@ def test_context_has_description_examples_format_and_facts_and_caches_the_descri
     assert f"Question: {splits.support[3].question}\n" not in context
     assert "Answer format: multiple choice, 2 options, scored by log-likelihood." in context
     words = sum(len(ex.question.split()) for ex in splits.support) / len(splits.support)
-    assert context.endswith("Task facts: multiple choice with 2 choices; the choices are yes / no; "
-                            f"very short questions (mean {words:.0f} words).")
+    assert context.endswith(
+        "Task facts: multiple choice with 2 choices; the choices are yes / no; "
+        f"very short questions (mean {words:.0f} words)."
+    )
     assert facts_line(load_task("syn_count", seed=0)).startswith(
-        "Task facts: free-form generation; the answer is a number; short questions")
+        "Task facts: free-form generation; the answer is a number; short questions"
+    )
     assert default_context_model("tiny", "tiny") == "tiny"
     assert format_line(load_task("syn_count", seed=0)).startswith("Answer format: a free-form answer")
 
@@ -84,8 +88,18 @@ def test_context_examples_are_cut_to_the_budget():
     from coral_env.env.contexts import compose_context, example_block
     from coral_env.tasks import Example, load_task
 
-    long = [Example(uid=str(i), question="word " * 400, contexts=("x",), continuations=(" a", " b"),
-                    choices=("a", "b"), label=0, answer="a") for i in range(3)]
+    long = [
+        Example(
+            uid=str(i),
+            question="word " * 400,
+            contexts=("x",),
+            continuations=(" a", " b"),
+            choices=("a", "b"),
+            label=0,
+            answer="a",
+        )
+        for i in range(3)
+    ]
     block = example_block(long, k=3, budget=600)
     assert len(block) <= len("Examples:\n") + 600 + 4 and block.count("Question: ") == 3
     assert block.count("Answer: a") == 3 and block.count("Options: a | b") == 3  # kept through the cut
@@ -97,8 +111,9 @@ def test_context_examples_are_cut_to_the_budget():
 def test_module_prefixed_id_and_vector_env(tiny_artifacts):
     env = gym.make("coral_env:Coral-v0", task="syn_add", preset="tiny", artifacts=str(tiny_artifacts))
     assert env.reset(seed=0)[0]["context"]
-    vec = gym.make_vec("Coral-v0", num_envs=2, vectorization_mode="sync", task="syn_add",
-                       preset="tiny", artifacts=str(tiny_artifacts))
+    vec = gym.make_vec(
+        "Coral-v0", num_envs=2, vectorization_mode="sync", task="syn_add", preset="tiny", artifacts=str(tiny_artifacts)
+    )
     obs, _ = vec.reset(seed=0)
     _, rewards, terminated, _, infos = vec.step([LORA, "not json"])
     assert obs["adapter"].shape[0] == 2 and terminated.all() and rewards[1] == 0
@@ -107,15 +122,31 @@ def test_module_prefixed_id_and_vector_env(tiny_artifacts):
 ACTIONS = st.one_of(
     st.text(max_size=200),
     st.binary(max_size=50).map(lambda b: b.decode("latin-1")),
-    st.dictionaries(st.text(max_size=12), st.one_of(st.integers(), st.floats(), st.text(max_size=8),
-                                                    st.booleans(), st.none()), max_size=5).map(json.dumps),
-    st.sampled_from(["TTL", "TTT", "LORA", "TTS", "Latent"]).flatmap(lambda fam: st.fixed_dictionaries(
-        {"family": st.just(fam)},
-        optional={"ttl_steps": st.integers(-5, 500), "learning_rate": st.floats(allow_nan=True),
-                  "lambda": st.floats(-3, 3), "num_prompt_batches": st.integers(-2, 100),
-                  "method": st.text(max_size=10), "slot_steps": st.integers(21, 99),
-                  "slot_lr": st.floats(1.5, 9), "batch_size": st.integers(33, 99), "bogus": st.integers()}
-    ).filter(lambda d: len(d) > 1).map(json.dumps)),
+    st.dictionaries(
+        st.text(max_size=12),
+        st.one_of(st.integers(), st.floats(), st.text(max_size=8), st.booleans(), st.none()),
+        max_size=5,
+    ).map(json.dumps),
+    st.sampled_from(["TTL", "TTT", "LORA", "TTS", "Latent"]).flatmap(
+        lambda fam: (
+            st.fixed_dictionaries(
+                {"family": st.just(fam)},
+                optional={
+                    "ttl_steps": st.integers(-5, 500),
+                    "learning_rate": st.floats(allow_nan=True),
+                    "lambda": st.floats(-3, 3),
+                    "num_prompt_batches": st.integers(-2, 100),
+                    "method": st.text(max_size=10),
+                    "slot_steps": st.integers(21, 99),
+                    "slot_lr": st.floats(1.5, 9),
+                    "batch_size": st.integers(33, 99),
+                    "bogus": st.integers(),
+                },
+            )
+            .filter(lambda d: len(d) > 1)
+            .map(json.dumps)
+        )
+    ),
 )
 
 
@@ -137,6 +168,7 @@ def test_fuzz_bad_actions_never_crash_or_leak(make):
         try:
             valid = True
             from coral_env.strategies import parse_strategy
+
             parse_strategy(action)
         except ValueError:
             valid = False

@@ -46,10 +46,24 @@ def test_generated_and_episode_adapters_load_in_peft_with_equal_logits(tiny_arti
     base = env_logits(env, torch.zeros_like(state.adapter), ids)
 
     out = tmp_path / "generated"
-    assert main(["generate", "--preset", "tiny", "--artifacts", str(tiny_artifacts), "--task", "syn_add",
-                 "--align", "--out", str(out)]) == 0
-    assert {p.name for p in out.iterdir()} == {"adapter_config.json", "adapter_model.safetensors",
-                                               "coral_adapter.json"}
+    assert (
+        main(
+            [
+                "generate",
+                "--preset",
+                "tiny",
+                "--artifacts",
+                str(tiny_artifacts),
+                "--task",
+                "syn_add",
+                "--align",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    assert {p.name for p in out.iterdir()} == {"adapter_config.json", "adapter_model.safetensors", "coral_adapter.json"}
     expected = env_logits(env, state.adapter, ids)  # the episode's starting (generated + aligned) adapter
     assert (expected - base).abs().max() > 1e-4  # the adapter changes the model, so equality means something
     torch.testing.assert_close(peft_logits(out, ids), expected, rtol=1e-5, atol=1e-5)

@@ -32,8 +32,15 @@ def artifacts(tmp_path_factory):
 def trained(artifacts, encoder):
     config = GeneratorTrainingConfig.preset("tiny")
     losses = []
-    gen = pretrain_generator(config, artifacts, TASKS, holdout=HOLDOUT, encoder=encoder,
-                             callback=lambda step, loss: losses.append(loss), progress=False)
+    gen = pretrain_generator(
+        config,
+        artifacts,
+        TASKS,
+        holdout=HOLDOUT,
+        encoder=encoder,
+        callback=lambda step, loss: losses.append(loss),
+        progress=False,
+    )
     return gen, losses
 
 
@@ -89,8 +96,15 @@ def test_block_and_decoder_shapes():
 def test_paper_preset_matches_papers_token_count():
     # Qwen2.5-0.5B, r=8 on q,k,v,o,gate,up,down, k=1024: the papers' 4296 tokens of 8 x 128.
     names, shapes, layers = [], [], []
-    dims = {"q": (896, 896), "k": (896, 128), "v": (896, 128), "o": (896, 896),
-            "gate": (896, 4864), "up": (896, 4864), "down": (4864, 896)}
+    dims = {
+        "q": (896, 896),
+        "k": (896, 128),
+        "v": (896, 128),
+        "o": (896, 896),
+        "gate": (896, 4864),
+        "up": (896, 4864),
+        "down": (4864, 896),
+    }
     for layer in range(24):
         for mod, (d_in, d_out) in dims.items():
             names += [f"m.layers.{layer}.{mod}.lora_A", f"m.layers.{layer}.{mod}.lora_B"]
@@ -199,8 +213,15 @@ def test_pretraining_resume_is_identical(artifacts, encoder, trained, tmp_path):
     for (name, a), b in zip(original.decoder.state_dict().items(), resumed.decoder.state_dict().values()):
         assert torch.equal(a, b), name
     # A finished generator is loaded, not retrained.
-    again = pretrain_generator(config, copy, TASKS, holdout=HOLDOUT, encoder=encoder,
-                               callback=lambda s, l: pytest.fail("retrained"), progress=False)
+    again = pretrain_generator(
+        config,
+        copy,
+        TASKS,
+        holdout=HOLDOUT,
+        encoder=encoder,
+        callback=lambda s, l: pytest.fail("retrained"),
+        progress=False,
+    )
     assert torch.equal(again.generate_adapter(["x"]), resumed.generate_adapter(["x"]))
 
 

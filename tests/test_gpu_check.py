@@ -28,8 +28,17 @@ def test_small_run_times_every_stage_and_writes_its_table(small_report):
     report, out = small_report
     (result,) = report["results"]
     assert result["architecture"] == "tiny"
-    expected = {"collection_step", "generator_step", "cvae_meta_step", "env_evaluation", "ttl", "ttl_step",
-                "slot_5_steps", "tts_m4", "policy_sampling"}
+    expected = {
+        "collection_step",
+        "generator_step",
+        "cvae_meta_step",
+        "env_evaluation",
+        "ttl",
+        "ttl_step",
+        "slot_5_steps",
+        "tts_m4",
+        "policy_sampling",
+    }
     assert set(result["stages_s"]) == expected
     assert all(math.isfinite(v) and v > 0 for k, v in result["stages_s"].items() if k != "ttl_step")
     assert result["evaluated_questions"] == 8
@@ -44,8 +53,19 @@ def test_small_run_times_every_stage_and_writes_its_table(small_report):
 def test_projection_multiplies_the_paper_schedule():
     # every stage 1 s: 750 collection + 35000 generator + 28000 CVAE + 120 sampling calls
     # + 2400 episodes x (1 s evaluation + 0 s extra) + 600 test evaluations = 66870 s
-    stages = dict.fromkeys(["collection_step", "generator_step", "cvae_meta_step", "env_evaluation", "ttl",
-                            "slot_5_steps", "tts_m4", "policy_sampling"], 1.0)
+    stages = dict.fromkeys(
+        [
+            "collection_step",
+            "generator_step",
+            "cvae_meta_step",
+            "env_evaluation",
+            "ttl",
+            "slot_5_steps",
+            "tts_m4",
+            "policy_sampling",
+        ],
+        1.0,
+    )
     hours = gpu_check.project_gpu_hours(stages)
     assert hours["total"] == pytest.approx(66870 / 3600)
     assert hours["generator"] == pytest.approx(35000 / 3600)

@@ -33,8 +33,12 @@ def test_env_reward_scores_each_completion_in_coral_env(tiny_artifacts) -> None:
         _, r, _, _, info = direct.step(action)
         expected.append((r, info["metric_after"]))
     reward = EnvReward(env)
-    completions = [message('Here: {"family": "LORA", "lambda": 1.0} done'), message("no json at all"),
-                   message('{"family": "LORA", "lambda": 2}'), message(LORA)]
+    completions = [
+        message('Here: {"family": "LORA", "lambda": 1.0} done'),
+        message("no json at all"),
+        message('{"family": "LORA", "lambda": 2}'),
+        message(LORA),
+    ]
     got = reward(["p"] * 4, completions, task=["syn_add"] * 4)
     assert got == [expected[0][0], 0.0, 0.0, expected[1][0]] and 0.0 < got[0] <= 1.0
     assert [a for _, a, _ in reward.history][1:3] == ["no json at all", '{"family": "LORA", "lambda": 2}']
@@ -70,8 +74,15 @@ def test_grpo_step_reward_comes_from_the_env_and_resumes(tmp_path) -> None:
         envs.append(SpyEnv(tasks, steps))
         return envs[-1]
 
-    config = GrpoConfig.from_preset("tiny", out=str(tmp_path / "run"), train_tasks=["syn_a", "syn_b"],
-                                    eval_tasks=["held"], max_steps=1, num_generations=4, progress=False)
+    config = GrpoConfig.from_preset(
+        "tiny",
+        out=str(tmp_path / "run"),
+        train_tasks=["syn_a", "syn_b"],
+        eval_tasks=["held"],
+        max_steps=1,
+        num_generations=4,
+        progress=False,
+    )
     result = train_grpo(config, make_env=make_env, make_policy=lambda adapter: LoraPolicy())
     train = result["train"]
     assert train["steps"] == 1 and train["episodes"] == 4 == steps["env"] - 2 * 2  # + the eval episodes

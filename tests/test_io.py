@@ -57,10 +57,12 @@ def test_a_failed_rename_puts_the_old_folder_back(tmp_path, monkeypatch):
 
 def test_a_kill_keeps_the_old_folder_and_the_next_write_cleans_up(tmp_path):
     target = _old(tmp_path / "agent")
-    code = ("import os, signal, sys; from coral_env.backend.io import atomic_dir\n"
-            "with atomic_dir(sys.argv[1]) as tmp:\n"
-            "    (tmp / 'weights').write_text('half')\n"
-            "    os.kill(os.getpid(), signal.SIGKILL)\n")
+    code = (
+        "import os, signal, sys; from coral_env.backend.io import atomic_dir\n"
+        "with atomic_dir(sys.argv[1]) as tmp:\n"
+        "    (tmp / 'weights').write_text('half')\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
     proc = subprocess.run([sys.executable, "-c", code, str(target)])
     assert proc.returncode == -9
     assert (target / "weights").read_text() == "old"

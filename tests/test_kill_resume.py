@@ -9,7 +9,6 @@ tests/test_kill_resume.py``); the harness itself is tested by default on a small
 import shutil
 
 import pytest
-
 from killresume import KillPoint, assert_same_artifacts, kill_then_resume, run_job
 
 
@@ -30,6 +29,7 @@ def _copy_artifacts(source, drop=()):
         shutil.copytree(source, root / "art")
         for rel in drop:
             shutil.rmtree(root / "art" / rel)
+
     return prepare
 
 
@@ -67,8 +67,18 @@ def test_harness_kills_at_points_and_compares(tmp_path):
 
 @pytest.mark.slow
 def test_collection(tmp_path):
-    args = lambda root: ["-m", "coral_env.cli", "collect", "--preset", "tiny", "--tasks", "syn_add",  # noqa: E731
-                         "--artifacts", str(root), "--no-progress"]
+    args = lambda root: [
+        "-m",
+        "coral_env.cli",
+        "collect",
+        "--preset",
+        "tiny",
+        "--tasks",
+        "syn_add",  # noqa: E731
+        "--artifacts",
+        str(root),
+        "--no-progress",
+    ]
     # Killed mid-write of the step-4 resume state: a temp file is left, and the resume redoes step 4.
     compared = _twice(tmp_path, args, [KillPoint("*/syn_add/state.safetensors", 4, "before")])
     assert "tiny/collect/syn_add/checkpoints/step_00007.safetensors" in compared
@@ -76,53 +86,129 @@ def test_collection(tmp_path):
 
 @pytest.mark.slow
 def test_collection_more_points(tmp_path):
-    args = lambda root: ["-m", "coral_env.cli", "collect", "--preset", "tiny", "--tasks", "syn_add,syn_parity",  # noqa: E731
-                         "--artifacts", str(root), "--no-progress"]
-    _twice(tmp_path, args, [KillPoint("*/syn_add/checkpoints/step_00002.safetensors"),
-                            KillPoint("*/syn_add/config.json"),  # (counts restart in each run) syn_add complete
-                            KillPoint("*/syn_parity/config.json", 2)])  # the last instant
+    args = lambda root: [
+        "-m",
+        "coral_env.cli",
+        "collect",
+        "--preset",
+        "tiny",
+        "--tasks",
+        "syn_add,syn_parity",  # noqa: E731
+        "--artifacts",
+        str(root),
+        "--no-progress",
+    ]
+    _twice(
+        tmp_path,
+        args,
+        [
+            KillPoint("*/syn_add/checkpoints/step_00002.safetensors"),
+            KillPoint("*/syn_add/config.json"),  # (counts restart in each run) syn_add complete
+            KillPoint("*/syn_parity/config.json", 2),
+        ],
+    )  # the last instant
 
 
 @pytest.mark.slow
 def test_generator(tmp_path, tiny_artifacts):
-    args = lambda root: ["-m", "coral_env.cli", "pretrain-generator", "--preset", "tiny",  # noqa: E731
-                         "--artifacts", str(root / "art"), "--no-progress"]
-    _twice(tmp_path, args, [KillPoint("*/generator/all/train_state.safetensors", 2),
-                            KillPoint("*/generator/all/model.safetensors", 1, "before"),
-                            KillPoint("*/generator/all/train_config.json", 2)],  # the last instant
-           prepare=_copy_artifacts(tiny_artifacts, drop=("tiny/generator",)))
+    args = lambda root: [
+        "-m",
+        "coral_env.cli",
+        "pretrain-generator",
+        "--preset",
+        "tiny",  # noqa: E731
+        "--artifacts",
+        str(root / "art"),
+        "--no-progress",
+    ]
+    _twice(
+        tmp_path,
+        args,
+        [
+            KillPoint("*/generator/all/train_state.safetensors", 2),
+            KillPoint("*/generator/all/model.safetensors", 1, "before"),
+            KillPoint("*/generator/all/train_config.json", 2),
+        ],  # the last instant
+        prepare=_copy_artifacts(tiny_artifacts, drop=("tiny/generator",)),
+    )
 
 
 @pytest.mark.slow
 def test_cvae(tmp_path, tiny_artifacts):
-    args = lambda root: ["-m", "coral_env.cli", "pretrain-cvae", "--preset", "tiny",  # noqa: E731
-                         "--artifacts", str(root / "art"), "--no-progress"]
-    _twice(tmp_path, args, [KillPoint("*/cvae/all/input/train_state.safetensors", 2),
-                            KillPoint("*/cvae/all/input/config.json"),  # model saved, not marked complete
-                            KillPoint("*/cvae/all/input/train_config.json", 2)],  # before the state is removed
-           prepare=_copy_artifacts(tiny_artifacts, drop=("tiny/cvae",)))
+    args = lambda root: [
+        "-m",
+        "coral_env.cli",
+        "pretrain-cvae",
+        "--preset",
+        "tiny",  # noqa: E731
+        "--artifacts",
+        str(root / "art"),
+        "--no-progress",
+    ]
+    _twice(
+        tmp_path,
+        args,
+        [
+            KillPoint("*/cvae/all/input/train_state.safetensors", 2),
+            KillPoint("*/cvae/all/input/config.json"),  # model saved, not marked complete
+            KillPoint("*/cvae/all/input/train_config.json", 2),
+        ],  # before the state is removed
+        prepare=_copy_artifacts(tiny_artifacts, drop=("tiny/cvae",)),
+    )
 
 
 @pytest.mark.slow
 def test_restem(tmp_path, tiny_artifacts):
     # At tiny the random policy writes no valid strategy, so no SFT runs (test_restem.py covers
     # the adapter with a stub sampler); the kills cover sampling, scoring, evaluation and the log.
-    args = lambda root: ["-m", "coral_env.cli", "restem", "--preset", "tiny", "--out", str(root / "run"),  # noqa: E731
-                         "--artifacts", str(root / "art"), "--no-progress"]
-    _twice(tmp_path, args, [KillPoint("*/iter_0/eval.json"),  # the issue's case: before its log line
-                            KillPoint("*/iter_1/samples/syn_add.json", 2),  # one reply scored
-                            KillPoint("*/iter_1/samples/syn_compare.json", 1, "before"),
-                            KillPoint("*/iter_1/dataset.json"),
-                            KillPoint("*/iter_1/iteration.json")],  # the last instant
-           prepare=_copy_artifacts(tiny_artifacts))
+    args = lambda root: [
+        "-m",
+        "coral_env.cli",
+        "restem",
+        "--preset",
+        "tiny",
+        "--out",
+        str(root / "run"),  # noqa: E731
+        "--artifacts",
+        str(root / "art"),
+        "--no-progress",
+    ]
+    _twice(
+        tmp_path,
+        args,
+        [
+            KillPoint("*/iter_0/eval.json"),  # the issue's case: before its log line
+            KillPoint("*/iter_1/samples/syn_add.json", 2),  # one reply scored
+            KillPoint("*/iter_1/samples/syn_compare.json", 1, "before"),
+            KillPoint("*/iter_1/dataset.json"),
+            KillPoint("*/iter_1/iteration.json"),
+        ],  # the last instant
+        prepare=_copy_artifacts(tiny_artifacts),
+    )
 
 
 @pytest.mark.slow
 def test_sb3(tmp_path, tiny_artifacts):
-    args = lambda root: ["-m", "coral_env.cli", "sb3", "--preset", "tiny", "--out", str(root / "run"),  # noqa: E731
-                         "--artifacts", str(root / "art"), "--total-timesteps", "64", "--no-progress"]
-    _twice(tmp_path, args, [KillPoint("*/run/policy", 1, "before"), KillPoint("*/run/eval.json")],
-           prepare=_copy_artifacts(tiny_artifacts))
+    args = lambda root: [
+        "-m",
+        "coral_env.cli",
+        "sb3",
+        "--preset",
+        "tiny",
+        "--out",
+        str(root / "run"),  # noqa: E731
+        "--artifacts",
+        str(root / "art"),
+        "--total-timesteps",
+        "64",
+        "--no-progress",
+    ]
+    _twice(
+        tmp_path,
+        args,
+        [KillPoint("*/run/policy", 1, "before"), KillPoint("*/run/eval.json")],
+        prepare=_copy_artifacts(tiny_artifacts),
+    )
 
 
 BASELINES = """
@@ -149,7 +235,13 @@ run_baselines(model, tok, layout, layout.get_flat(), BaselineConfig.preset("tiny
 @pytest.mark.slow
 def test_baselines(tmp_path):
     args = lambda root: ["-c", BASELINES, str(root / "baselines")]  # noqa: E731
-    _twice(tmp_path, args, [KillPoint("*/maml_fo/pool-*/state.safetensors", 2),
-                            KillPoint("*/abmll_fo/pool-*/adapter.safetensors"),  # before its config.json
-                            KillPoint("*/abmll_fo/pool-*/adapter.safetensors", 1, "before"),
-                            KillPoint("*/abmll_fo/syn_add/result.json")])  # the last instant
+    _twice(
+        tmp_path,
+        args,
+        [
+            KillPoint("*/maml_fo/pool-*/state.safetensors", 2),
+            KillPoint("*/abmll_fo/pool-*/adapter.safetensors"),  # before its config.json
+            KillPoint("*/abmll_fo/pool-*/adapter.safetensors", 1, "before"),
+            KillPoint("*/abmll_fo/syn_add/result.json"),
+        ],
+    )  # the last instant

@@ -16,6 +16,7 @@ landscape = importlib.util.module_from_spec(_spec)
 sys.modules["landscape"] = landscape
 _spec.loader.exec_module(landscape)
 
+
 @pytest.fixture(scope="module")
 def artifacts(tiny_artifacts, tmp_path_factory):
     """A private copy: the landscape records new tasks in the split manifest."""
@@ -28,8 +29,20 @@ STRATEGIES = ["noop", "LORA:lambda=0.5", '{"family": "Latent", "slot_steps": 2, 
 
 
 def _args(artifacts, out, *extra):
-    return ["--preset", "tiny", "--artifacts", str(artifacts), "--tasks", "syn_sequence",
-            "--out", str(out), "--no-progress", "--strategies", *STRATEGIES, *extra]
+    return [
+        "--preset",
+        "tiny",
+        "--artifacts",
+        str(artifacts),
+        "--tasks",
+        "syn_sequence",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--strategies",
+        *STRATEGIES,
+        *extra,
+    ]
 
 
 def test_cells_report_and_resume(artifacts, tmp_path, monkeypatch):
@@ -49,7 +62,9 @@ def test_cells_report_and_resume(artifacts, tmp_path, monkeypatch):
     task = summary["tasks"]["syn_sequence"]
     changes = [cells[n]["test_change"] for n in ("LORA:lambda=0.5", "Latent:steps=2,lr=0.5")]
     assert task["random_test_gain"] == pytest.approx(sum(changes) / 2)
-    oracle = max(("LORA:lambda=0.5", "Latent:steps=2,lr=0.5"), key=lambda n: (cells[n]["val_change"], -cells[n]["seconds"]))
+    oracle = max(
+        ("LORA:lambda=0.5", "Latent:steps=2,lr=0.5"), key=lambda n: (cells[n]["val_change"], -cells[n]["seconds"])
+    )
     assert task["oracle_test_gain"] == cells[oracle]["test_change"]
     assert set(summary["false_reward_rate"]) == {"binary", "significant"}
     assert "| syn_sequence |" in (out / "landscape.md").read_text() and (out / "landscape.png").stat().st_size > 0
@@ -68,24 +83,63 @@ def test_bad_input_names_the_fix(artifacts, tmp_path):
     with pytest.raises(SystemExit, match="syn_sequence"):
         landscape.main(["--preset", "tiny", "--tasks", "syn_sequense", "--out", str(tmp_path)])
     with pytest.raises(SystemExit, match="unknown strategy 'LORA:lambda=0.3'.*catalogue labels"):
-        landscape.main(["--preset", "tiny", "--tasks", "syn_sequence", "--out", str(tmp_path),
-                        "--strategies", "LORA:lambda=0.3"])
+        landscape.main(
+            ["--preset", "tiny", "--tasks", "syn_sequence", "--out", str(tmp_path), "--strategies", "LORA:lambda=0.3"]
+        )
     with pytest.raises(SystemExit, match="(?s)no data.*--data-dir"):
-        landscape.main(["--preset", "tiny", "--tasks", "arc_easy", "--data-dir", str(tmp_path / "empty"),
-                        "--out", str(tmp_path)])
+        landscape.main(
+            ["--preset", "tiny", "--tasks", "arc_easy", "--data-dir", str(tmp_path / "empty"), "--out", str(tmp_path)]
+        )
     with pytest.raises(Exception, match="not held out.*--holdout syn_add"):
-        landscape.main(["--preset", "tiny", "--artifacts", str(artifacts), "--tasks", "syn_add",
-                        "--out", str(tmp_path), "--strategies", "noop", "--no-progress"])
+        landscape.main(
+            [
+                "--preset",
+                "tiny",
+                "--artifacts",
+                str(artifacts),
+                "--tasks",
+                "syn_add",
+                "--out",
+                str(tmp_path),
+                "--strategies",
+                "noop",
+                "--no-progress",
+            ]
+        )
 
 
 def test_user_defined_task(artifacts, tmp_path):
     rows = [{"q": f"Is {i} smaller than {i + 3}?", "opts": ["yes", "no"], "gold": 0} for i in range(120)]
     (tmp_path / "mine.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    (tmp_path / "mine.json").write_text(json.dumps({"name": "my_cmp", "path": "mine.jsonl", "question_field": "q",
-                                                    "choices_field": "opts", "label_field": "gold"}))
+    (tmp_path / "mine.json").write_text(
+        json.dumps(
+            {
+                "name": "my_cmp",
+                "path": "mine.jsonl",
+                "question_field": "q",
+                "choices_field": "opts",
+                "label_field": "gold",
+            }
+        )
+    )
     out = tmp_path / "run"
-    landscape.main(["--preset", "tiny", "--artifacts", str(artifacts), "--tasks", "my_cmp",
-                    "--user-task", str(tmp_path / "mine.json"), "--out", str(out), "--no-progress",
-                    "--strategies", "noop", "LORA:lambda=1"])
+    landscape.main(
+        [
+            "--preset",
+            "tiny",
+            "--artifacts",
+            str(artifacts),
+            "--tasks",
+            "my_cmp",
+            "--user-task",
+            str(tmp_path / "mine.json"),
+            "--out",
+            str(out),
+            "--no-progress",
+            "--strategies",
+            "noop",
+            "LORA:lambda=1",
+        ]
+    )
     cells = {r["strategy"]: r for r in landscape.read_rows(out / "cells.jsonl")}
     assert cells["LORA:lambda=1"]["test_n"] == 16 and cells["__reference__"]["kind"] == "multiple_choice"

@@ -23,7 +23,10 @@ def test_fixed_rule_follows_the_paper():
     assert json.loads(policy.act(OBS, {"task": "arc_challenge"}))["family"] == "Latent"
     assert json.loads(policy.act(OBS, {"task": "boolq"}))["family"] == "LORA"
     assert json.loads(policy.act(OBS, {"task": "hellaswag"})) == {
-        "family": "TTS", "num_prompt_batches": 20, "method": "max_confidence"}
+        "family": "TTS",
+        "num_prompt_batches": 20,
+        "method": "max_confidence",
+    }
     assert json.loads(policy.act(OBS, {"task": "syn_add"}))["family"] == "LORA"  # unlisted: default
 
 

@@ -16,9 +16,14 @@ ray = pytest.importorskip("ray")
 from coral_env.env.ray_pool import EpisodePool  # noqa: E402
 from coral_env.env.reward import reward_of  # noqa: E402
 
-REPLIES = ['{"family": "LORA", "lambda": 0.5}', 'I pick {"family":"LORA","lambda":0.5}.',
-           '{"family": "LORA", "lambda": 1.0}', "no json", '{"family": "TTL", "ttl_steps": 1, "batch_size": 4}',
-           '{"family": "LORA", "lambda": 7}']
+REPLIES = [
+    '{"family": "LORA", "lambda": 0.5}',
+    'I pick {"family":"LORA","lambda":0.5}.',
+    '{"family": "LORA", "lambda": 1.0}',
+    "no json",
+    '{"family": "TTL", "ttl_steps": 1, "batch_size": 4}',
+    '{"family": "LORA", "lambda": 7}',
+]
 
 
 @pytest.fixture(scope="module")
@@ -28,11 +33,22 @@ def local_ray():
 
 
 def user_task(folder, name: str = "ray_odd") -> str:
-    rows = [{"id": f"u{i}", "item": {"q": f"Is {i} odd?"}, "answers": ["yes", "no"], "gold": 0 if i % 2 else 1}
-            for i in range(80)]
+    rows = [
+        {"id": f"u{i}", "item": {"q": f"Is {i} odd?"}, "answers": ["yes", "no"], "gold": 0 if i % 2 else 1}
+        for i in range(80)
+    ]
     (folder / "odd.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
-    (folder / "odd.json").write_text(json.dumps({"name": name, "path": "odd.jsonl", "question_field": "item.q",
-                                                 "choices_field": "answers", "label_field": "gold"}))
+    (folder / "odd.json").write_text(
+        json.dumps(
+            {
+                "name": name,
+                "path": "odd.jsonl",
+                "question_field": "item.q",
+                "choices_field": "answers",
+                "label_field": "gold",
+            }
+        )
+    )
     return str(folder / "odd.json")
 
 
@@ -52,7 +68,11 @@ def test_pool_scores_like_one_process_with_a_user_task_in_the_actors(local_ray, 
         assert any(r != 0 for r, _ in got)
         for (_, a), (_, b) in zip(got, expected):
             assert (a["action"], a["valid"], a.get("metric_after"), a.get("error")) == (
-                b["action"], b["valid"], b.get("metric_after"), b.get("error"))
+                b["action"],
+                b["valid"],
+                b.get("metric_after"),
+                b.get("error"),
+            )
         # replies 0 and 1 are one strategy: scored once per task, the second answered by the driver's memo
         assert len(pool.memo) == 2 * 5
         obs, info = pool.reset(options={"task": config})  # a path works too
@@ -83,12 +103,21 @@ def test_restem_with_two_ray_actors_keeps_the_same_samples_as_one_process(local_
     def run(workers: int) -> tuple[dict, list]:
         out = tmp_path / f"w{workers}"
         # the held-out task is a user task by path: the tiny artifacts never saw it (strict_heldout)
-        config = RestemConfig.from_preset("tiny", out=str(out), artifacts=str(tiny_artifacts), samples_per_task=6,
-                                          min_reward=0.0, max_steps=1, progress=False, workers=workers,
-                                          eval_tasks=[held_out])
+        config = RestemConfig.from_preset(
+            "tiny",
+            out=str(out),
+            artifacts=str(tiny_artifacts),
+            samples_per_task=6,
+            min_reward=0.0,
+            max_steps=1,
+            progress=False,
+            workers=workers,
+            eval_tasks=[held_out],
+        )
         train_restem(config, make_policy=lambda adapter: StubPolicy())
-        samples = {t: json.loads((out / "iter_1" / "samples" / f"{t}.json").read_text())["results"]
-                   for t in config.train_tasks}
+        samples = {
+            t: json.loads((out / "iter_1" / "samples" / f"{t}.json").read_text())["results"] for t in config.train_tasks
+        }
         rows = [row for i in (0, 1) for row in json.loads((out / f"iter_{i}" / "eval.json").read_text())["rows"]]
         return samples, json.loads((out / "iter_1" / "dataset.json").read_text()), rows
 

@@ -15,11 +15,23 @@ LORA = '{"family": "LORA", "lambda": 0.5}'
 TTS = '{"family": "TTS", "num_prompt_batches": 2, "method": "majority_vote"}'
 REPLIES = {
     # LORA earns reward 1 on syn_a: kept are replies 0 and 4 (1 repeats 0; the cap is 2, so 5 is dropped).
-    "syn_a": [LORA, 'Sure! {"family":"LORA","lambda":0.5} hope it helps', "no json here",
-              '{"family": "TTL"}', '{"family": "LORA", "lambda": 0.25}', '{"family": "LORA", "lambda": 0.75}'],
+    "syn_a": [
+        LORA,
+        'Sure! {"family":"LORA","lambda":0.5} hope it helps',
+        "no json here",
+        '{"family": "TTL"}',
+        '{"family": "LORA", "lambda": 0.25}',
+        '{"family": "LORA", "lambda": 0.75}',
+    ],
     # TTL earns reward 1 on syn_b; nothing here is TTL, one reply is out of range.
-    "syn_b": ['{"family": "Latent"}', '{"family": "LORA", "lambda": 2}', '{"family": "TTS"}',
-              '{"family": "LORA"}', "{", '{"family": "Latent", "slot_steps": 3}'],
+    "syn_b": [
+        '{"family": "Latent"}',
+        '{"family": "LORA", "lambda": 2}',
+        '{"family": "TTS"}',
+        '{"family": "LORA"}',
+        "{",
+        '{"family": "Latent", "slot_steps": 3}',
+    ],
 }
 TARGETS = {"syn_a": "LORA", "syn_b": "TTL", "held_1": "LORA", "held_2": "TTS"}
 
@@ -49,8 +61,16 @@ class StubPolicy:
 
 
 def run(tmp_path, calls, steps, replies=REPLIES, fail_on=None, **overrides):
-    settings = dict(out=str(tmp_path / "run"), train_tasks=["syn_a", "syn_b"], eval_tasks=["held_1", "held_2"],
-                    samples_per_task=6, keep_per_task=2, eval_samples_per_task=3, max_steps=1, progress=False)
+    settings = dict(
+        out=str(tmp_path / "run"),
+        train_tasks=["syn_a", "syn_b"],
+        eval_tasks=["held_1", "held_2"],
+        samples_per_task=6,
+        keep_per_task=2,
+        eval_samples_per_task=3,
+        max_steps=1,
+        progress=False,
+    )
     config = RestemConfig.from_preset("tiny", **(settings | overrides))
 
     def make_env(tasks, **_):
@@ -85,7 +105,9 @@ def test_iteration_keeps_rewarded_samples_trains_and_resumes(tmp_path):
     # The SFT data: exactly the kept samples, prompt = the policy's chat messages, completion = canonical JSON.
     data = json.loads((out / "iter_1/dataset.json").read_text())
     assert [json.loads(d["completion"][0]["content"]) for d in data] == [
-        {"family": "LORA", "lambda": 0.5}, {"family": "LORA", "lambda": 0.25}]
+        {"family": "LORA", "lambda": 0.5},
+        {"family": "LORA", "lambda": 0.25},
+    ]
     assert data[0]["prompt"][0]["role"] == "system" and "Synthetic task syn_a." in data[0]["prompt"][1]["content"]
     assert data[0]["completion"][0]["role"] == "assistant"
 
@@ -137,7 +159,9 @@ def test_killed_run_resumes_where_it_stopped_and_empty_iteration_skips_sft(tmp_p
     from coral_env.seeding import derived_seed
 
     assert StubPolicy.seeds["syn_b"] == derived_seed(config.seed, "restem-sample", 1, "syn_b")
-    assert StubPolicy.seeds["syn_a"] == derived_seed(config.seed, "restem-sample", 1, "syn_a") != StubPolicy.seeds["syn_b"]
+    assert (
+        StubPolicy.seeds["syn_a"] == derived_seed(config.seed, "restem-sample", 1, "syn_a") != StubPolicy.seeds["syn_b"]
+    )
     (it,) = result["iterations"]
     assert it["sft"]["skipped"] and it["policy_adapter"] is None
     assert not (tmp_path / "run/iter_1/adapter").exists()
@@ -145,8 +169,13 @@ def test_killed_run_resumes_where_it_stopped_and_empty_iteration_skips_sft(tmp_p
     assert any(r["event"] == "sft_skipped" for r in log)
     # Each event once: the resumed run did not log syn_a's samples again.
     events = [(r["event"], r.get("iteration"), r.get("task")) for r in log]
-    assert events == [("samples", 1, "syn_a"), ("samples", 1, "syn_b"), ("sft_skipped", 1, None),
-                      ("eval", 1, None), ("iteration", 1, None)]
+    assert events == [
+        ("samples", 1, "syn_a"),
+        ("samples", 1, "syn_b"),
+        ("sft_skipped", 1, None),
+        ("eval", 1, None),
+        ("iteration", 1, None),
+    ]
     run(tmp_path, Counter(), Counter(), replies=nothing, eval_base=False)  # finished: nothing logged
     assert len((tmp_path / "run/log.jsonl").read_text().splitlines()) == len(log)
     with pytest.raises(ValueError, match="different settings"):
@@ -154,8 +183,7 @@ def test_killed_run_resumes_where_it_stopped_and_empty_iteration_skips_sft(tmp_p
 
 
 def test_keep_rewarded_dedupes_and_caps():
-    rows = [{"reward": r, "valid": True, "strategy": s} for r, s in
-            [(1, "a"), (1, "a"), (0, "b"), (1, "c"), (1, "d")]]
+    rows = [{"reward": r, "valid": True, "strategy": s} for r, s in [(1, "a"), (1, "a"), (0, "b"), (1, "c"), (1, "d")]]
     assert [r["strategy"] for r in keep_rewarded(rows, cap=2)] == ["a", "c"]
     assert [r["strategy"] for r in keep_rewarded(rows, cap=9, dedupe=False)] == ["a", "a", "c", "d"]
 

@@ -45,8 +45,9 @@ def test_paired_bootstrap_ci_brackets_the_paired_mean():
 
 def _fake_evaluate(monkeypatch, runtime, before: np.ndarray, after: np.ndarray) -> None:
     def result(correct):
-        return EvalResult("syn_add", "multiple_choice", correct, [0] * len(correct), [0] * len(correct),
-                          np.ones(len(correct)))
+        return EvalResult(
+            "syn_add", "multiple_choice", correct, [0] * len(correct), [0] * len(correct), np.ones(len(correct))
+        )
 
     def evaluate(state, adapter, strategy, split="validation"):
         return StrategyOutcome(result(before if strategy is None else after), None, {}), False
@@ -54,16 +55,25 @@ def _fake_evaluate(monkeypatch, runtime, before: np.ndarray, after: np.ndarray) 
     monkeypatch.setattr(runtime, "evaluate", evaluate)
 
 
-@pytest.mark.parametrize("mode, level, after, expected", [
-    ("binary", 0.05, "one_fixed", 1.0),       # +1 question of 16: rewarded by binary ...
-    ("significant", 0.05, "one_fixed", 0.0),  # ... but p = 0.5: noise
-    ("significant", 0.05, "six_fixed", 1.0),  # p = 1/64
-    ("significant", 0.01, "six_fixed", 0.0),  # the level is configurable
-    ("significant", 0.05, "same", 0.0),
-])
+@pytest.mark.parametrize(
+    "mode, level, after, expected",
+    [
+        ("binary", 0.05, "one_fixed", 1.0),  # +1 question of 16: rewarded by binary ...
+        ("significant", 0.05, "one_fixed", 0.0),  # ... but p = 0.5: noise
+        ("significant", 0.05, "six_fixed", 1.0),  # p = 1/64
+        ("significant", 0.01, "six_fixed", 0.0),  # the level is configurable
+        ("significant", 0.05, "same", 0.0),
+    ],
+)
 def test_significant_reward_through_the_env(tiny_artifacts, monkeypatch, mode, level, after, expected):
-    env = gym.make("Coral-v0", task="syn_add", preset="tiny", artifacts=str(tiny_artifacts),
-                   reward_mode=mode, significance_level=level)
+    env = gym.make(
+        "Coral-v0",
+        task="syn_add",
+        preset="tiny",
+        artifacts=str(tiny_artifacts),
+        reward_mode=mode,
+        significance_level=level,
+    )
     before = _correct(4)
     afters = {"same": before.copy(), "one_fixed": before.copy(), "six_fixed": before.copy()}
     afters["one_fixed"][4] = True
@@ -77,5 +87,11 @@ def test_significant_reward_through_the_env(tiny_artifacts, monkeypatch, mode, l
 
 def test_significance_level_must_be_a_probability(tiny_artifacts):
     with pytest.raises(ValueError, match="significance_level"):
-        gym.make("Coral-v0", task="syn_add", preset="tiny", artifacts=str(tiny_artifacts),
-                 reward_mode="significant", significance_level=1.5)
+        gym.make(
+            "Coral-v0",
+            task="syn_add",
+            preset="tiny",
+            artifacts=str(tiny_artifacts),
+            reward_mode="significant",
+            significance_level=1.5,
+        )

@@ -26,9 +26,17 @@ def make_env(tasks, **_):
 
 
 def train(tmp_path, algo, steps, **overrides):
-    config = SB3Config.from_preset("tiny", algo=algo, train_tasks=list(BEST), eval_tasks=list(HELD_OUT),
-                              total_timesteps=steps, out=str(tmp_path / algo), progress=False,
-                              eval_samples_per_task=2, **overrides)
+    config = SB3Config.from_preset(
+        "tiny",
+        algo=algo,
+        train_tasks=list(BEST),
+        eval_tasks=list(HELD_OUT),
+        total_timesteps=steps,
+        out=str(tmp_path / algo),
+        progress=False,
+        eval_samples_per_task=2,
+        **overrides,
+    )
     return config, train_sb3(config, make_env=make_env, encoder=HashEncoder(16))
 
 
@@ -81,18 +89,52 @@ def test_save_load_round_trip_is_pickle_free(tmp_path, algo):
 def test_cli_flags_map_to_configs():
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["sb3", "--algo", "dqn", "--preset", "tiny", "--train-tasks", "syn_add,syn_sum",
-                              "--net-arch", "32,32", "--no-deterministic-eval", "--learning-rate", "0.01"])
+    args = parser.parse_args(
+        [
+            "sb3",
+            "--algo",
+            "dqn",
+            "--preset",
+            "tiny",
+            "--train-tasks",
+            "syn_add,syn_sum",
+            "--net-arch",
+            "32,32",
+            "--no-deterministic-eval",
+            "--learning-rate",
+            "0.01",
+        ]
+    )
     config = config_from_args(SB3Config, args)
     assert (config.algo, config.preset, config.train_tasks, config.net_arch) == (
-        "dqn", "tiny", ["syn_add", "syn_sum"], [32, 32])
+        "dqn",
+        "tiny",
+        ["syn_add", "syn_sum"],
+        [32, 32],
+    )
     assert config.deterministic_eval is False and config.learning_rate == 0.01
     assert config.total_timesteps == SB3Config.from_preset("tiny").total_timesteps  # the preset's default
-    args = parser.parse_args(["restem", "--preset", "paper", "--samples-per-task", "5", "--no-restart-from-base",
-                              "--eval-tasks", "jama", "--policy-model", "tiny"])
+    args = parser.parse_args(
+        [
+            "restem",
+            "--preset",
+            "paper",
+            "--samples-per-task",
+            "5",
+            "--no-restart-from-base",
+            "--eval-tasks",
+            "jama",
+            "--policy-model",
+            "tiny",
+        ]
+    )
     config = config_from_args(RestemConfig, args)
     assert (config.samples_per_task, config.restart_from_base, config.eval_tasks, config.iterations) == (
-        5, False, ["jama"], 2)
+        5,
+        False,
+        ["jama"],
+        2,
+    )
     assert config.policy_model == "tiny" and "down_proj" in config.lora_targets
     with pytest.raises(ValueError, match="held-out"):
         RestemConfig.from_preset("tiny", train_tasks=["a"], eval_tasks=["a"])
@@ -112,4 +154,3 @@ def test_cpu_preset_catalogue_drops_the_twenty_adapter_ensembles():
 
     assert DiscreteStrategies(Env(), max_prompt_batches=4).action_space.n == 25
     assert DiscreteStrategies(Env()).action_space.n == 30
-

@@ -71,8 +71,7 @@ def test_table_pins_the_spec_ranges():
         ("Latent", "slot_steps"): ("int", 0, 20, 5),
         ("Latent", "slot_lr"): ("float", 1e-4, 1.0, 0.01),
     }
-    got = {(fam.name, f.name): (f.kind, f.low, f.high, f.default)
-           for fam in FAMILIES for f in fam.fields}
+    got = {(fam.name, f.name): (f.kind, f.low, f.high, f.default) for fam in FAMILIES for f in fam.fields}
     assert got == expect
     assert family_spec("TTL").field("learning_rate").log
     assert family_spec("Latent").field("slot_lr").log
@@ -84,11 +83,15 @@ def test_table_pins_the_spec_ranges():
 def test_defaults_and_canonical():
     s = TTLStrategy()
     assert s.family == "TTL"
-    assert s.canonical() == {"family": "TTL", "ttl_steps": 10, "learning_rate": 1e-4,
-                             "batch_size": 4, "shuffle_data": True}
+    assert s.canonical() == {
+        "family": "TTL",
+        "ttl_steps": 10,
+        "learning_rate": 1e-4,
+        "batch_size": 4,
+        "shuffle_data": True,
+    }
     assert LoRAStrategy().canonical() == {"family": "LORA", "lambda": 0.5}
-    assert TTSStrategy().canonical() == {"family": "TTS", "num_prompt_batches": 4,
-                                         "method": "max_confidence"}
+    assert TTSStrategy().canonical() == {"family": "TTS", "num_prompt_batches": 4, "method": "max_confidence"}
     assert LatentStrategy().canonical() == {"family": "Latent", "slot_steps": 5, "slot_lr": 0.01}
     assert default_strategy("ttt") == TTLStrategy()
     assert TTSStrategy(method="avg_sim_score").is_routing
@@ -97,8 +100,7 @@ def test_defaults_and_canonical():
 
 def test_canonical_json_is_a_stable_memo_key():
     text = TTLStrategy(ttl_steps=25, learning_rate=1e-5).canonical_json()
-    assert text == ('{"batch_size":4,"family":"TTL","learning_rate":1e-05,'
-                    '"shuffle_data":true,"ttl_steps":25}')
+    assert text == ('{"batch_size":4,"family":"TTL","learning_rate":1e-05,"shuffle_data":true,"ttl_steps":25}')
     assert LoRAStrategy(lambda_=0).canonical_json() == LoRAStrategy(lambda_=-0.0).canonical_json()
     assert LoRAStrategy(lambda_=1).canonical_json() == '{"family":"LORA","lambda":1.0}'
     a = parse('{"family": "lora", "lambda": 1}')
@@ -126,8 +128,7 @@ def test_dataclasses_validate_and_are_frozen():
 # --------------------------------------------------------------------------------- round trips
 
 
-@pytest.mark.parametrize("s", catalogue() + [sample_strategy(i) for i in range(50)],
-                         ids=lambda s: s.canonical_json())
+@pytest.mark.parametrize("s", catalogue() + [sample_strategy(i) for i in range(50)], ids=lambda s: s.canonical_json())
 def test_round_trip(s):
     for form in (s.canonical_json(), s.canonical(), s.to_json(indent=2), s):
         parsed = parse_strategy(form)
@@ -140,10 +141,10 @@ def test_round_trip(s):
 
 
 def test_aliases_are_read_and_noted():
-    p = parse_strategy('{"family": "TTT", "ttl_steps": 5, "learning_rate": 1e-5, '
-                       '"batch_size": 2, "shuffle_data": false}')
-    assert p.strategy == TTLStrategy(ttl_steps=5, learning_rate=1e-5, batch_size=2,
-                                     shuffle_data=False)
+    p = parse_strategy(
+        '{"family": "TTT", "ttl_steps": 5, "learning_rate": 1e-5, "batch_size": 2, "shuffle_data": false}'
+    )
+    assert p.strategy == TTLStrategy(ttl_steps=5, learning_rate=1e-5, batch_size=2, shuffle_data=False)
     assert p.family == "TTL" and any("TTT" in n and "TTL" in n for n in p.notes)
 
     p = parse_strategy({"strategy": "SLOT", "times": 3, "learning_rate": 0.1})
@@ -153,8 +154,14 @@ def test_aliases_are_read_and_noted():
     assert "alias 'times' read as 'slot_steps'" in notes
     assert "alias 'learning_rate' read as 'slot_lr'" in notes
 
-    for name, family in [("lora", "LORA"), ("LoRA", "LORA"), ("latent", "Latent"),
-                         ("slot", "Latent"), ("tts", "TTS"), (" ttl ", "TTL")]:
+    for name, family in [
+        ("lora", "LORA"),
+        ("LoRA", "LORA"),
+        ("latent", "Latent"),
+        ("slot", "Latent"),
+        ("tts", "TTS"),
+        (" ttl ", "TTL"),
+    ]:
         assert parse({"family": name}).family == family
     assert parse({"family": "LORA", "lambda_": 0.25}) == LoRAStrategy(lambda_=0.25)
     p = parse_strategy({"Family": "TTS", "Method": "Majority Vote"})
@@ -187,43 +194,49 @@ def test_integral_float_for_int_field_is_accepted_and_noted():
 # ------------------------------------------------------------------------------------- errors
 
 
-@pytest.mark.parametrize("action, needles", [
-    ('{"family": "LORA", "lambda": 0.5,}', ["not valid JSON", "line 1", "column 34", "trailing"]),
-    ("[1, 2]", ["[1, 2]", "array", "JSON object"]),
-    ("42", ["42", "JSON object"]),
-    (None, ["null", "JSON object"]),
-    ("", ["empty"]),
-    ('"{\\"family\\": \\"TTL\\"}"', ["JSON string", "twice"]),
-    ('{"ttl_steps": 5}', ['no "family"', "belong to TTL", "TTL", "LORA", "TTS", "Latent"]),
-    ('{"family": "XYZ"}', ['"XYZ"', "TTL", "LORA", "TTS", "Latent", "Allowed families"]),
-    ('{"family": 3}', ["family", "3", "string"]),
-    ('{"family": "TTL", "foo": 1}', ['"foo"', "ttl_steps", "learning_rate", "batch_size",
-                                     "shuffle_data", "remove"]),
-    ('{"family": "TTL", "slot_lr": 0.1}', ['"slot_lr"', "belongs to Latent"]),
-    ('{"family": "TTL", "batch_size": true}', ["batch_size", "1 to 32", "true", "boolean"]),
-    ('{"family": "TTL", "ttl_steps": "3"}', ["ttl_steps", '"3"', "without quotes", "1 to 50"]),
-    ('{"family": "TTL", "shuffle_data": "yes"}', ["shuffle_data", '"yes"', "true or false"]),
-    ('{"family": "TTL", "shuffle_data": 1}', ["shuffle_data", "1", "true or false"]),
-    ('{"family": "Latent", "slot_lr": NaN}', ["slot_lr", "NaN", "finite", "0.0001 to 1"]),
-    ('{"family": "LORA", "lambda": -Infinity}', ["lambda", "-Infinity", "0 to 1"]),
-    ('{"family": "LORA", "lambda": 1e999}', ["lambda", "Infinity"]),
-    ('{"family": "TTL", "ttl_steps": 100}', ["ttl_steps", "100", "1 to 50", "never clipped"]),
-    ('{"family": "TTL", "learning_rate": 0.5}', ["learning_rate", "0.5", "1e-7 to 0.01"]),
-    ('{"family": "TTS", "num_prompt_batches": 0}', ["num_prompt_batches", "0", "1 to 20"]),
-    ('{"family": "TTS", "method": "vote"}', ["method", '"vote"', *TTS_METHODS]),
-    ('{"family": "TTS", "method": 3}', ["method", "3", "max_confidence"]),
-    ('{"family": "Latent", "times": 3, "slot_steps": 4}', ["slot_steps", "twice", "times"]),
-    ('{"family": "LORA", "lambda": 0.1, "lambda": 0.2}', ["lambda", "more than once"]),
-    ('{"family": "TTL", "family": "TTS"}', ["family", "more than once"]),
-    ({"family": "TTL", "strategy": "TTS"}, ["family", "more than once"]),
-    ({"family": "TTL", 3: 4}, ["field names must be strings", "3"]),
-    ('{"family": "TTL", "ttl_steps": ' + "9" * 5000 + "}", ["JSON"]),
-    ("x" * (MAX_ACTION_CHARS + 1), [str(MAX_ACTION_CHARS), "characters"]),
-    ({"family": "TTL", "note": "y" * (MAX_ACTION_CHARS + 1)}, [str(MAX_ACTION_CHARS)]),
-    ("[" * 5000 + "]" * 5000, ["nested too deeply"]),
-    (b"\xff\xfe", ["UTF-8"]),
-    ({"family": {"family": "TTL"}}, ["top level"]),
-], ids=lambda v: repr(v)[:40] if not isinstance(v, list) else "")
+@pytest.mark.parametrize(
+    "action, needles",
+    [
+        ('{"family": "LORA", "lambda": 0.5,}', ["not valid JSON", "line 1", "column 34", "trailing"]),
+        ("[1, 2]", ["[1, 2]", "array", "JSON object"]),
+        ("42", ["42", "JSON object"]),
+        (None, ["null", "JSON object"]),
+        ("", ["empty"]),
+        ('"{\\"family\\": \\"TTL\\"}"', ["JSON string", "twice"]),
+        ('{"ttl_steps": 5}', ['no "family"', "belong to TTL", "TTL", "LORA", "TTS", "Latent"]),
+        ('{"family": "XYZ"}', ['"XYZ"', "TTL", "LORA", "TTS", "Latent", "Allowed families"]),
+        ('{"family": 3}', ["family", "3", "string"]),
+        (
+            '{"family": "TTL", "foo": 1}',
+            ['"foo"', "ttl_steps", "learning_rate", "batch_size", "shuffle_data", "remove"],
+        ),
+        ('{"family": "TTL", "slot_lr": 0.1}', ['"slot_lr"', "belongs to Latent"]),
+        ('{"family": "TTL", "batch_size": true}', ["batch_size", "1 to 32", "true", "boolean"]),
+        ('{"family": "TTL", "ttl_steps": "3"}', ["ttl_steps", '"3"', "without quotes", "1 to 50"]),
+        ('{"family": "TTL", "shuffle_data": "yes"}', ["shuffle_data", '"yes"', "true or false"]),
+        ('{"family": "TTL", "shuffle_data": 1}', ["shuffle_data", "1", "true or false"]),
+        ('{"family": "Latent", "slot_lr": NaN}', ["slot_lr", "NaN", "finite", "0.0001 to 1"]),
+        ('{"family": "LORA", "lambda": -Infinity}', ["lambda", "-Infinity", "0 to 1"]),
+        ('{"family": "LORA", "lambda": 1e999}', ["lambda", "Infinity"]),
+        ('{"family": "TTL", "ttl_steps": 100}', ["ttl_steps", "100", "1 to 50", "never clipped"]),
+        ('{"family": "TTL", "learning_rate": 0.5}', ["learning_rate", "0.5", "1e-7 to 0.01"]),
+        ('{"family": "TTS", "num_prompt_batches": 0}', ["num_prompt_batches", "0", "1 to 20"]),
+        ('{"family": "TTS", "method": "vote"}', ["method", '"vote"', *TTS_METHODS]),
+        ('{"family": "TTS", "method": 3}', ["method", "3", "max_confidence"]),
+        ('{"family": "Latent", "times": 3, "slot_steps": 4}', ["slot_steps", "twice", "times"]),
+        ('{"family": "LORA", "lambda": 0.1, "lambda": 0.2}', ["lambda", "more than once"]),
+        ('{"family": "TTL", "family": "TTS"}', ["family", "more than once"]),
+        ({"family": "TTL", "strategy": "TTS"}, ["family", "more than once"]),
+        ({"family": "TTL", 3: 4}, ["field names must be strings", "3"]),
+        ('{"family": "TTL", "ttl_steps": ' + "9" * 5000 + "}", ["JSON"]),
+        ("x" * (MAX_ACTION_CHARS + 1), [str(MAX_ACTION_CHARS), "characters"]),
+        ({"family": "TTL", "note": "y" * (MAX_ACTION_CHARS + 1)}, [str(MAX_ACTION_CHARS)]),
+        ("[" * 5000 + "]" * 5000, ["nested too deeply"]),
+        (b"\xff\xfe", ["UTF-8"]),
+        ({"family": {"family": "TTL"}}, ["top level"]),
+    ],
+    ids=lambda v: repr(v)[:40] if not isinstance(v, list) else "",
+)
 def test_error_messages(action, needles):
     message = str(error_of(action))
     for needle in needles:
@@ -249,19 +262,25 @@ def test_invalid_json_points_at_embedded_object():
 # ------------------------------------------------------------------------------- extract_json
 
 
-@pytest.mark.parametrize("text, expected", [
-    ('```json\n{"family": "LORA", "lambda": 0.5}\n```', '{"family": "LORA", "lambda": 0.5}'),
-    ('I pick TTS.\n{"family": "TTS", "method": "majority_vote"} Done.',
-     '{"family": "TTS", "method": "majority_vote"}'),
-    ('{"family": "TTS", "method": "a } { \\" }"}', '{"family": "TTS", "method": "a } { \\" }"}'),
-    ('Use the {family} key: {"a": {"b": 1}} then {"c": 2}', '{"a": {"b": 1}}'),
-    ('no json here', None),
-    ('{"family": "TTL", "ttl_steps": 5,}', '{"family": "TTL", "ttl_steps": 5,}'),
-    ('{oops} {"family": "TTL", // comment\n}', '{"family": "TTL", // comment\n}'),
-    ("{" * 3000, None),
-    (b'x {"family": "LORA"}', '{"family": "LORA"}'),
-    (None, None),
-], ids=lambda v: repr(v)[:30])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ('```json\n{"family": "LORA", "lambda": 0.5}\n```', '{"family": "LORA", "lambda": 0.5}'),
+        (
+            'I pick TTS.\n{"family": "TTS", "method": "majority_vote"} Done.',
+            '{"family": "TTS", "method": "majority_vote"}',
+        ),
+        ('{"family": "TTS", "method": "a } { \\" }"}', '{"family": "TTS", "method": "a } { \\" }"}'),
+        ('Use the {family} key: {"a": {"b": 1}} then {"c": 2}', '{"a": {"b": 1}}'),
+        ("no json here", None),
+        ('{"family": "TTL", "ttl_steps": 5,}', '{"family": "TTL", "ttl_steps": 5,}'),
+        ('{oops} {"family": "TTL", // comment\n}', '{"family": "TTL", // comment\n}'),
+        ("{" * 3000, None),
+        (b'x {"family": "LORA"}', '{"family": "LORA"}'),
+        (None, None),
+    ],
+    ids=lambda v: repr(v)[:30],
+)
 def test_extract_json(text, expected):
     assert extract_json(text) == expected
 
@@ -359,16 +378,24 @@ def test_describe_families_and_policy_prompt():
         assert f'"family": "{fam.name}"' in text and fam.title in text
         for f in fam.fields:
             assert f'"{f.name}"' in text and f"- {f.name}:" in text
-    for needle in ("from 1 to 50", "from 1e-7 to 0.01", "from 0 to 1", "from 1 to 20",
-                   "from 0 to 20", "from 0.0001 to 1", "log scale", '"TTT"', *TTS_METHODS):
+    for needle in (
+        "from 1 to 50",
+        "from 1e-7 to 0.01",
+        "from 0 to 1",
+        "from 1 to 20",
+        "from 0 to 20",
+        "from 0.0001 to 1",
+        "log scale",
+        '"TTT"',
+        *TTS_METHODS,
+    ):
         assert needle in text, needle
     msgs = policy_prompt("Answer science questions.", "arc_challenge")
     assert [m["role"] for m in msgs] == ["system", "user"]
     assert "single, structured JSON object" in msgs[0]["content"]
     user = msgs[1]["content"]
     assert user.startswith("Task Context:\nAnswer science questions.")
-    assert text in user and user.endswith("Now, provide only the JSON object for the "
-                                          "arc_challenge dataset.")
+    assert text in user and user.endswith("Now, provide only the JSON object for the arc_challenge dataset.")
     assert policy_prompt("ctx")[1]["content"].endswith("for this dataset.")
 
 
@@ -466,8 +493,7 @@ def test_sampler_deterministic_and_in_range():
 
 
 def test_package_import_is_light():
-    code = ("import sys, coral_env.strategies; "
-            "assert 'torch' not in sys.modules, 'importing the schema imported torch'")
+    code = "import sys, coral_env.strategies; assert 'torch' not in sys.modules, 'importing the schema imported torch'"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -475,22 +501,32 @@ def test_package_import_is_light():
 
 FIELD_KEYS = sorted({k for fam in FAMILIES for f in fam.fields for k in (f.name, *f.aliases)})
 FAMILY_KEYS = ["family", "strategy", "Family", "FAMILY"]
-FAMILY_VALUES = sorted({n for fam in FAMILIES for n in (fam.name, *fam.aliases)}
-                       | {"lora", "latent", "ttt", "", "NONE"})
+FAMILY_VALUES = sorted(
+    {n for fam in FAMILIES for n in (fam.name, *fam.aliases)} | {"lora", "latent", "ttt", "", "NONE"}
+)
 
-scalars = (st.none() | st.booleans() | st.integers(-10**30, 10**30)
-           | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=30)
-           | st.sampled_from(FAMILY_VALUES + list(TTS_METHODS) + ["3", "1e-4", "true"])
-           | st.sampled_from([0, 1, -1, 0.0, -0.0, 1e-8, 1e-7, 0.01, 1.0, 3.0, 3.5, 20, 21, 50,
-                              51, 1e300, 2**63, True, False]))
-junk = (scalars | st.lists(scalars, max_size=3)
-        | st.dictionaries(st.text(max_size=6), scalars, max_size=2)
-        | st.sampled_from([[[[]]], {"a": {"b": [1, {"c": None}]}}, [{"family": "TTL"}]]))
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**30), 10**30)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=30)
+    | st.sampled_from(FAMILY_VALUES + list(TTS_METHODS) + ["3", "1e-4", "true"])
+    | st.sampled_from([0, 1, -1, 0.0, -0.0, 1e-8, 1e-7, 0.01, 1.0, 3.0, 3.5, 20, 21, 50, 51, 1e300, 2**63, True, False])
+)
+junk = (
+    scalars
+    | st.lists(scalars, max_size=3)
+    | st.dictionaries(st.text(max_size=6), scalars, max_size=2)
+    | st.sampled_from([[[[]]], {"a": {"b": [1, {"c": None}]}}, [{"family": "TTL"}]])
+)
 keys = st.sampled_from(FIELD_KEYS) | st.text(max_size=12)
 random_dicts = st.dictionaries(keys | st.sampled_from(FAMILY_KEYS), junk, max_size=5)
-family_dicts = st.builds(lambda fam, rest: {"family": fam, **rest},
-                         st.sampled_from(FAMILY_VALUES) | junk,
-                         st.dictionaries(keys, junk, max_size=4))
+family_dicts = st.builds(
+    lambda fam, rest: {"family": fam, **rest},
+    st.sampled_from(FAMILY_VALUES) | junk,
+    st.dictionaries(keys, junk, max_size=4),
+)
 odd_key_dicts = st.dictionaries(st.integers(-3, 3) | st.none() | keys, junk, max_size=3)
 
 
@@ -555,8 +591,16 @@ actions = st.one_of(
     mutated_valid().map(_as_text),
     family_dicts.map(_as_text),
     mutated_text(),
-    st.sampled_from(["{" * 20000, "[" * 3000, "x" * 10001, '{"family": "TTL"' + " " * 9990 + "}",
-                     "1" * 5000, '{"family": "TTL", "ttl_steps": 1' + "0" * 4400 + "}"]),
+    st.sampled_from(
+        [
+            "{" * 20000,
+            "[" * 3000,
+            "x" * 10001,
+            '{"family": "TTL"' + " " * 9990 + "}",
+            "1" * 5000,
+            '{"family": "TTL", "ttl_steps": 1' + "0" * 4400 + "}",
+        ]
+    ),
 )
 
 

@@ -36,7 +36,7 @@ def test_row_ids_and_texts_are_disjoint_across_splits_at_tiny(task, seed):
     assert [len(ids[s]) for s in SPLITS] == [sizes.max_train, sizes.support, sizes.validation, sizes.test]
     for i, a in enumerate(SPLITS):
         assert len(set(ids[a])) == len(ids[a])
-        for b in SPLITS[i + 1:]:
+        for b in SPLITS[i + 1 :]:
             assert not set(ids[a]) & set(ids[b]), (a, b)
             assert not texts[a] & texts[b], (a, b)
     other = load_task(task, seed=1 - seed, sizes=sizes)
@@ -49,15 +49,17 @@ def test_one_set_of_sizes_per_preset_and_every_stage_recorded_it(tiny_artifacts)
     manifest = json.loads(manifest_path(paths).read_text())["tasks"]
     assert set(SETUP_TASKS) <= set(manifest)  # other tests' envs may have recorded more tasks since
     for task in SETUP_TASKS:
-        expected = split_fingerprint(load_task(task, seed=0, sizes=PRESET_SPLIT_SIZES["tiny"]), 0,
-                                     PRESET_SPLIT_SIZES["tiny"])
+        expected = split_fingerprint(
+            load_task(task, seed=0, sizes=PRESET_SPLIT_SIZES["tiny"]), 0, PRESET_SPLIT_SIZES["tiny"]
+        )
         assert {k: manifest[task][k] for k in expected} == expected
         assert manifest[task]["stage"] == "collect"  # the first stage that used it wrote it
 
 
 def test_env_seed_never_changes_the_splits(tiny_artifacts):
-    envs = [gym.make("Coral-v0", task="syn_add", preset="tiny", artifacts=str(tiny_artifacts), seed=seed)
-            for seed in (0, 7)]
+    envs = [
+        gym.make("Coral-v0", task="syn_add", preset="tiny", artifacts=str(tiny_artifacts), seed=seed) for seed in (0, 7)
+    ]
     split_sets = [env.unwrapped.runtime.splits("syn_add") for env in envs]
     for name in SPLITS:
         assert [ex.uid for ex in split_sets[0].split(name)] == [ex.uid for ex in split_sets[1].split(name)]
@@ -86,13 +88,29 @@ def test_changed_rows_are_caught_and_new_tasks_recorded(tiny_artifacts, tmp_path
     manifest_path(paths).write_text(json.dumps(recorded))
     with pytest.raises(SplitContractError, match="the rows of test differ"):
         contract_splits(paths, "syn_sum")
-    assert contract_splits(paths, "syn_count", record=False) and "syn_count" not in json.loads(
-        manifest_path(paths).read_text())["tasks"]
+    assert (
+        contract_splits(paths, "syn_count", record=False)
+        and "syn_count" not in json.loads(manifest_path(paths).read_text())["tasks"]
+    )
 
 
 def test_coral_eval_limit_never_recarves(tmp_path):
-    cmd = [sys.executable, "-m", "coral_env.cli", "eval", "--model", "tiny", "--task", "syn_add", "--preset",
-           "tiny", "--artifacts", str(tmp_path), "--limit", "17"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "coral_env.cli",
+        "eval",
+        "--model",
+        "tiny",
+        "--task",
+        "syn_add",
+        "--preset",
+        "tiny",
+        "--artifacts",
+        str(tmp_path),
+        "--limit",
+        "17",
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).parents[1])
     assert out.returncode == 2
     assert "--limit 17 asks for more than the 16 test rows" in out.stderr and "--preset cpu" in out.stderr

@@ -33,8 +33,7 @@ class FakeAdapters:
         return torch.randn(self.layout.size, generator=g) * 0.3
 
     def embed(self, texts):
-        return torch.stack([torch.randn(8, generator=torch.Generator().manual_seed(self._seed([t])))
-                            for t in texts])
+        return torch.stack([torch.randn(8, generator=torch.Generator().manual_seed(self._seed([t]))) for t in texts])
 
 
 def _model_fingerprint(model):
@@ -50,9 +49,16 @@ def ctx(tiny_lora):
     model, tok, layout = tiny_lora
     layout.set_flat(torch.randn(layout.size) * 0.3)  # a non-trivial "generated" adapter
     splits = load_task("syn_add", seed=0, sizes=SIZES)
-    context = StrategyContext(model, tok, layout, "syn_add", splits.support,
-                              adapters=FakeAdapters(layout), prompts_per_batch=4,
-                              generation=GenerationConfig(max_new_tokens=6))
+    context = StrategyContext(
+        model,
+        tok,
+        layout,
+        "syn_add",
+        splits.support,
+        adapters=FakeAdapters(layout),
+        prompts_per_batch=4,
+        generation=GenerationConfig(max_new_tokens=6),
+    )
     return context, splits
 
 
@@ -85,18 +91,29 @@ def test_every_family_leaves_model_and_adapter_bit_identical(ctx, strategy):
 def test_generative_families_run_and_restore(tiny_lora):
     model, tok, layout = tiny_lora
     splits = load_task("syn_sum", seed=0, sizes=SIZES)
-    context = StrategyContext(model, tok, layout, "syn_sum", splits.support,
-                              adapters=FakeAdapters(layout), prompts_per_batch=4,
-                              generation=GenerationConfig(max_new_tokens=4))
+    context = StrategyContext(
+        model,
+        tok,
+        layout,
+        "syn_sum",
+        splits.support,
+        adapters=FakeAdapters(layout),
+        prompts_per_batch=4,
+        generation=GenerationConfig(max_new_tokens=4),
+    )
     before = _model_fingerprint(model)
-    for strategy in (LatentStrategy(slot_steps=2, slot_lr=0.1),
-                     TTSStrategy(num_prompt_batches=2, method="max_confidence"),
-                     TTSStrategy(num_prompt_batches=2, method="avg_sim_score")):
+    for strategy in (
+        LatentStrategy(slot_steps=2, slot_lr=0.1),
+        TTSStrategy(num_prompt_batches=2, method="max_confidence"),
+        TTSStrategy(num_prompt_batches=2, method="avg_sim_score"),
+    ):
         outcome = execute(strategy, context, splits.validation[:4])
         assert outcome.result.kind == "generative" and outcome.result.n == 4
     assert _model_fingerprint(model) == before
-    assert any("falls back" in n for n in execute(
-        TTSStrategy(num_prompt_batches=2, method="sum_logprobs"), context, splits.validation[:2]).notes)
+    assert any(
+        "falls back" in n
+        for n in execute(TTSStrategy(num_prompt_batches=2, method="sum_logprobs"), context, splits.validation[:2]).notes
+    )
 
 
 def test_restore_happens_even_when_the_strategy_fails(ctx):
@@ -166,16 +183,15 @@ def test_slot_inside_the_scoring_pass_equals_a_separate_pass(ctx):
     from coral_env.tasks import build_requests
 
     context, splits = ctx
-    requests = [build_requests(ex, context.style, context.tokenizer, task=context.task)
-                for ex in splits.validation]
+    requests = [build_requests(ex, context.style, context.tokenizer, task=context.task) for ex in splits.validation]
     contexts = list(dict.fromkeys(c for reqs in requests for c, _ in reqs))
     owner_ctx = torch.tensor([contexts.index(c) for reqs in requests for c, _ in reqs])
     deltas = optimise_deltas(context.model, context.tokenizer, contexts, steps=3, lr=0.1)
     assert deltas.abs().sum() > 0
-    separate = score_continuations(context.model, context.tokenizer, requests,
-                                   head_delta=lambda owner: deltas[owner_ctx[owner]])
-    inside = score_continuations(context.model, context.tokenizer, requests,
-                                 head_delta=SlotSpec(3, 0.1))
+    separate = score_continuations(
+        context.model, context.tokenizer, requests, head_delta=lambda owner: deltas[owner_ctx[owner]]
+    )
+    inside = score_continuations(context.model, context.tokenizer, requests, head_delta=SlotSpec(3, 0.1))
     plain = score_continuations(context.model, context.tokenizer, requests)
     np.testing.assert_allclose(torch.stack(inside), torch.stack(separate), atol=1e-4)
     assert not torch.allclose(torch.stack(inside), torch.stack(plain), atol=1e-4)
@@ -186,6 +202,7 @@ def test_tts_with_one_batch_equals_that_adapter(ctx):
     for method in ("avg_sim_score", "max_confidence", "sum_logprobs", "majority_vote"):
         outcome = execute(TTSStrategy(num_prompt_batches=1, method=method), context, splits.validation)
         from coral_env.strategies.tts import sample_batches
+
         (batch,) = sample_batches(len(splits.support), 1, context.prompts_per_batch, context.seed)
         snapshot = context.layout.get_flat()
         context.layout.set_flat(context.adapters.generate([splits.support[i].question for i in batch]))
@@ -206,8 +223,9 @@ def test_ttl_changes_the_adapter_it_returns(ctx):
     context, splits = ctx
     context.ttl.ppl_threshold = 1.0  # every input is above P0, so every step learns
     before = context.layout.get_flat()
-    outcome = execute(TTLStrategy(ttl_steps=3, learning_rate=1e-2, batch_size=4, shuffle_data=False),
-                      context, splits.validation)
+    outcome = execute(
+        TTLStrategy(ttl_steps=3, learning_rate=1e-2, batch_size=4, shuffle_data=False), context, splits.validation
+    )
     assert not torch.equal(outcome.adapter, before)
     assert outcome.cost["skipped_steps"] == 0
     assert outcome.cost["ttl_loss_last"] < outcome.cost["ttl_loss_first"] * 1.5
@@ -226,16 +244,20 @@ import coral_env.strategies.runners
 """
 
 
-@pytest.mark.parametrize("index,runner,needle", [
-    (3, "coral_env.strategies.latent:no_such_runner", "is not a function"),
-    (0, "coral_env.strategies.no_such_family:run", "cannot import runner module"),
-])
+@pytest.mark.parametrize(
+    "index,runner,needle",
+    [
+        (3, "coral_env.strategies.latent:no_such_runner", "is not a function"),
+        (0, "coral_env.strategies.no_such_family:run", "cannot import runner module"),
+    ],
+)
 def test_a_row_without_a_runner_fails_at_import(index, runner, needle):
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-c", _PATCHED_IMPORT.format(index=index, runner=runner)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", _PATCHED_IMPORT.format(index=index, runner=runner)], capture_output=True, text=True
+    )
     assert proc.returncode != 0
     family = ("TTL", "LORA", "TTS", "Latent")[index]
     assert "RunnerImportError" in proc.stderr and f"strategy family {family!r}" in proc.stderr

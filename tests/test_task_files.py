@@ -32,14 +32,25 @@ def arc_rows(n: int = 24) -> list[dict]:
     for i in range(n):
         labels = ["1", "2", "3", "4"] if i % 3 == 0 else ["A", "B", "C", "D"]
         texts = [str(i + k) for k in range(4)]
-        rows.append({"id": f"arc-{i}", "question": f"Which number is {i} plus {i % 4}?",
-                     "choices": {"text": texts, "label": labels}, "answerKey": labels[i % 4]})
+        rows.append(
+            {
+                "id": f"arc-{i}",
+                "question": f"Which number is {i} plus {i % 4}?",
+                "choices": {"text": texts, "label": labels},
+                "answerKey": labels[i % 4],
+            }
+        )
     return rows
 
 
-ARC_CONFIG = {"name": "my_arc", "path": "data.jsonl", "choices_field": "choices.text",
-              "choice_labels_field": "choices.label", "label_field": "answerKey",
-              "description": "ARC-style rows read as they are"}
+ARC_CONFIG = {
+    "name": "my_arc",
+    "path": "data.jsonl",
+    "choices_field": "choices.text",
+    "choice_labels_field": "choices.label",
+    "label_field": "answerKey",
+    "description": "ARC-style rows read as they are",
+}
 
 
 @pytest.fixture()
@@ -81,25 +92,34 @@ def test_hub_schema_arc_file_with_dotted_fields_reads_as_the_builtin_converter(a
 
 
 def test_yaml_config_and_templates_combining_fields(arc_dir: Path) -> None:
-    rows = [{"id": str(i), "meta": {"passage": f"P{i}.", "q": f"is {i} even"}, "gold": {"yes": i % 2 == 0}}
-            for i in range(12)]
+    rows = [
+        {"id": str(i), "meta": {"passage": f"P{i}.", "q": f"is {i} even"}, "gold": {"yes": i % 2 == 0}}
+        for i in range(12)
+    ]
     (arc_dir / "passages.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     (arc_dir / "passage.yaml").write_text(
         "name: passage_task\npath: passages.jsonl\nkind: generative\nquestion_field: meta.q\n"
-        "answer_field: gold.yes\ntemplate: \"{meta.passage}\\nQuestion: {question}?\\nAnswer:\"\n")
+        'answer_field: gold.yes\ntemplate: "{meta.passage}\\nQuestion: {question}?\\nAnswer:"\n'
+    )
     ex = load_examples(str(arc_dir / "passage.yaml"))["train"][3]
     assert ex.contexts == ("P3.\nQuestion: is 3 even?\nAnswer:",) and ex.answer == "False"
 
 
-@pytest.mark.parametrize("changes, fragments", [
-    ({"choices_field": "choices.txt"}, ["choices_field 'choices.txt'", "choices has no 'txt'", "set choices_field"]),
-    ({"label_field": "answer"}, ["label_field 'answer'", "row fields: answerKey, choices, id, question"]),
-    ({"colour": "red"}, ["unknown config field", "allowed fields"]),
-    ({"choices_field": "choices[0]"}, ["choices_field 'choices[0]' is not a field name", "dotted path"]),
-    ({"template": "{choices.__class__}"}, ["template", "not allowed"]),
-    ({"path": "missing.jsonl"}, ["path", "is not a file", "fix 'path'"]),
-    ({"choice_labels_field": "question"}, ["does not fit the config", "one label per option"]),
-])
+@pytest.mark.parametrize(
+    "changes, fragments",
+    [
+        (
+            {"choices_field": "choices.txt"},
+            ["choices_field 'choices.txt'", "choices has no 'txt'", "set choices_field"],
+        ),
+        ({"label_field": "answer"}, ["label_field 'answer'", "row fields: answerKey, choices, id, question"]),
+        ({"colour": "red"}, ["unknown config field", "allowed fields"]),
+        ({"choices_field": "choices[0]"}, ["choices_field 'choices[0]' is not a field name", "dotted path"]),
+        ({"template": "{choices.__class__}"}, ["template", "not allowed"]),
+        ({"path": "missing.jsonl"}, ["path", "is not a file", "fix 'path'"]),
+        ({"choice_labels_field": "question"}, ["does not fit the config", "one label per option"]),
+    ],
+)
 def test_bad_config_names_file_field_and_fix(arc_dir: Path, changes: dict, fragments: list[str]) -> None:
     config = write(arc_dir / "bad.json", ARC_CONFIG | changes)
     with pytest.raises(UserTaskConfigError) as caught:
@@ -133,8 +153,10 @@ def test_coral_tasks_folder_is_registered_at_import_in_a_subprocess(arc_dir: Pat
     folder = arc_dir / "tasks"
     folder.mkdir()
     write(folder / "env_task_a.json", ARC_CONFIG | {"name": "env_task_a", "path": str(arc_dir / "data.jsonl")})
-    code = ("from coral_env.tasks import get_task, load_examples; "
-            "print(get_task('env_task_a').domain, len(load_examples('env_task_a')['train']))")
+    code = (
+        "from coral_env.tasks import get_task, load_examples; "
+        "print(get_task('env_task_a').domain, len(load_examples('env_task_a')['train']))"
+    )
     env = os.environ | {"CORAL_TASKS": str(folder), "PYTHONPATH": str(REPO)}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["user", "24"]
@@ -145,8 +167,22 @@ def test_coral_eval_takes_a_task_path(arc_dir: Path) -> None:
 
     (arc_dir / "data.jsonl").write_text("\n".join(json.dumps(r) for r in arc_rows(200)) + "\n")
     config = write(arc_dir / "my_arc.json", ARC_CONFIG)
-    code = main(["eval", "--model", "tiny", "--dtype", "fp32", "--task", str(config), "--limit", "3",
-                 "--preset", "tiny", "--json"])
+    code = main(
+        [
+            "eval",
+            "--model",
+            "tiny",
+            "--dtype",
+            "fp32",
+            "--task",
+            str(config),
+            "--limit",
+            "3",
+            "--preset",
+            "tiny",
+            "--json",
+        ]
+    )
     assert code == 0
     bad = write(arc_dir / "bad.json", ARC_CONFIG | {"choices_field": "choices.txt"})
     assert main(["eval", "--model", "tiny", "--task", str(bad), "--limit", "3"]) == 2

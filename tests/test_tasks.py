@@ -50,8 +50,15 @@ from coral_env.tasks import (
 )
 
 LOCAL_TASKS = [
-    "arc_challenge", "arc_easy", "hellaswag", "boolq", "piqa", "winogrande",
-    "gsm8k", "math", "social_i_qa",
+    "arc_challenge",
+    "arc_easy",
+    "hellaswag",
+    "boolq",
+    "piqa",
+    "winogrande",
+    "gsm8k",
+    "math",
+    "social_i_qa",
 ]
 
 
@@ -98,9 +105,7 @@ def test_tasks_layer_imports_no_models_or_network_libraries() -> None:
         "print(sorted(m for m in ('torch', 'transformers', 'datasets') if m in sys.modules))"
     )
     root = Path(__file__).resolve().parents[1]
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root
-    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
     assert out.stdout.strip() == "[]"
 
 
@@ -179,8 +184,11 @@ def test_hellaswag_prompt_matches_lm_eval(data_dir: Path) -> None:
 def test_hellaswag_preprocess_and_hub_schema() -> None:
     spec = get_task("hellaswag")
     row = {
-        "activity_label": "Home", "ctx_a": "[header] How to X [title] Do Y.", "ctx_b": "",
-        "endings": ["[step] Then  Z.", "W."], "label": "0",
+        "activity_label": "Home",
+        "ctx_a": "[header] How to X [title] Do Y.",
+        "ctx_b": "",
+        "endings": ["[step] Then  Z.", "W."],
+        "label": "0",
     }
     ex = spec.convert(row, "u")
     assert ex.contexts[0] == "Home: How to X. Do Y."
@@ -194,8 +202,7 @@ def test_other_formats_match_lm_eval(data_dir: Path) -> None:
     assert piqa.contexts[0] == f"Question: {goal}\nAnswer:"
     siqa = _first("social_i_qa", "validation", data_dir)
     assert siqa.contexts[0] == (
-        "Q: Tracy didn't go home that evening and resisted Riley's attacks. "
-        "What does Tracy need to do before this?\nA:"
+        "Q: Tracy didn't go home that evening and resisted Riley's attacks. What does Tracy need to do before this?\nA:"
     )
     assert siqa.label == 2 and siqa.continuations[2] == " Find somewhere to go"
     gsm = _first("gsm8k", "test", data_dir)
@@ -245,8 +252,15 @@ def test_chat_style_requests(data_dir: Path) -> None:
 
 def test_lettered_tasks_load_from_user_supplied_jsonl(tmp_path: Path) -> None:
     rows = [
-        {"case": f"A patient number {i}.", "question": "Diagnosis?", "opa": "flu",
-         "opb": "cold", "opc": "measles", "opd": "none", "answer_idx": "C"}
+        {
+            "case": f"A patient number {i}.",
+            "question": "Diagnosis?",
+            "opa": "flu",
+            "opb": "cold",
+            "opc": "measles",
+            "opd": "none",
+            "answer_idx": "C",
+        }
         for i in range(12)
     ]
     (tmp_path / "jama").mkdir()
@@ -257,8 +271,8 @@ def test_lettered_tasks_load_from_user_supplied_jsonl(tmp_path: Path) -> None:
         "Question: A patient number 0.\nDiagnosis?\nA. flu\nB. cold\nC. measles\nD. none\nAnswer:"
     )
     code = get_task("codemmlu").convert(
-        {"task_id": "t1", "question": "What does len([]) return?", "choices": ["0", "1", "None"],
-         "answer": "A"}, "x")
+        {"task_id": "t1", "question": "What does len([]) return?", "choices": ["0", "1", "None"], "answer": "A"}, "x"
+    )
     assert code.uid == "t1" and code.label == 0 and code.continuations[0] == " 0"
     splits = load_task("jama", tmp_path, sizes=SplitSizes(support=2, validation=2, test=4))
     assert (len(splits.test), len(splits.validation), len(splits.support)) == (4, 2, 2)
@@ -434,16 +448,19 @@ def test_synthetic_answers_are_correct() -> None:
 # ---- answer extraction -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("She makes 9 * 2 = $18 every day.\n#### 18", "18"),
-    ("#### 1,234", "1234"),
-    ("So the answer is $1,234.50.", "1234.5"),
-    ("The answer is 18.0", "18"),
-    ("first 3 apples, then 7 pears, so 10.", "10"),
-    ("#### 72\n\nQuestion: what is 5?", "72"),
-    ("The answer is -5.", "-5"),
-    ("no digits here", None),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("She makes 9 * 2 = $18 every day.\n#### 18", "18"),
+        ("#### 1,234", "1234"),
+        ("So the answer is $1,234.50.", "1234.5"),
+        ("The answer is 18.0", "18"),
+        ("first 3 apples, then 7 pears, so 10.", "10"),
+        ("#### 72\n\nQuestion: what is 5?", "72"),
+        ("The answer is -5.", "-5"),
+        ("no digits here", None),
+    ],
+)
 def test_extract_gsm8k_answer(text: str, expected: str | None) -> None:
     assert extract_gsm8k_answer(text) == expected
 
@@ -457,22 +474,25 @@ def test_extract_boxed_handles_nesting() -> None:
     assert extract_boxed("nothing") is None
 
 
-@pytest.mark.parametrize("raw, expected", [
-    (r"\dfrac{1}{2}", r"\frac{1}{2}"),
-    (r"\tfrac12", r"\frac{1}{2}"),
-    ("1/2", r"\frac{1}{2}"),
-    (r"\left( 3, \frac{\pi}{2} \right)", r"(3,\frac{\pi}{2})"),
-    (r"90^\circ", "90"),
-    (r"\$18.90", "18.9"),
-    (r"10\text{ cm}", "10"),
-    (r"864 \mbox{ inches}^2", "864"),
-    ("x = 5", "5"),
-    (r"10,\!080", "10080"),
-    (r"\text{Evelyn}", "Evelyn"),
-    (".35", "0.35"),
-    ("5.", "5"),
-    (r"\begin{pmatrix} 1 \\ 2 \end{pmatrix}", r"\begin{pmatrix}1\\2\end{pmatrix}"),
-])
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        (r"\dfrac{1}{2}", r"\frac{1}{2}"),
+        (r"\tfrac12", r"\frac{1}{2}"),
+        ("1/2", r"\frac{1}{2}"),
+        (r"\left( 3, \frac{\pi}{2} \right)", r"(3,\frac{\pi}{2})"),
+        (r"90^\circ", "90"),
+        (r"\$18.90", "18.9"),
+        (r"10\text{ cm}", "10"),
+        (r"864 \mbox{ inches}^2", "864"),
+        ("x = 5", "5"),
+        (r"10,\!080", "10080"),
+        (r"\text{Evelyn}", "Evelyn"),
+        (".35", "0.35"),
+        ("5.", "5"),
+        (r"\begin{pmatrix} 1 \\ 2 \end{pmatrix}", r"\begin{pmatrix}1\\2\end{pmatrix}"),
+    ],
+)
 def test_normalize_math_answer(raw: str, expected: str) -> None:
     assert normalize_math_answer(raw) == expected
 
@@ -497,8 +517,7 @@ def test_answers_match() -> None:
 @pytest.fixture()
 def user_file(tmp_path: Path) -> Path:
     rows = [
-        {"id": f"r{i}", "q": f"What is {i} squared?", "opts": [str(i * i), str(i + 1)],
-         "gold": "A", "num": i * i}
+        {"id": f"r{i}", "q": f"What is {i} squared?", "opts": [str(i * i), str(i + 1)], "gold": "A", "num": i * i}
         for i in range(40)
     ]
     path = tmp_path / "quiz.jsonl"
@@ -510,8 +529,12 @@ def user_file(tmp_path: Path) -> Path:
 
 def test_user_task_config_round_trip_and_load(user_file: Path, tmp_path: Path) -> None:
     config = UserTaskConfig(
-        name="my_quiz", path="quiz.jsonl", question_field="q", choices_field="opts",
-        label_field="gold", template="Quiz: {q}\nAnswer:",
+        name="my_quiz",
+        path="quiz.jsonl",
+        question_field="q",
+        choices_field="opts",
+        label_field="gold",
+        template="Quiz: {q}\nAnswer:",
     )
     config_path = tmp_path / "my_quiz.json"
     config.to_json(config_path)
@@ -527,26 +550,41 @@ def test_user_task_config_round_trip_and_load(user_file: Path, tmp_path: Path) -
     _assert_disjoint(splits)
     with pytest.raises(UserTaskConfigError, match="overwrite"):
         register_user_task(loaded)
-    gen = UserTaskConfig(name="my_quiz_gen", path=str(user_file), kind="generative",
-                         question_field="q", answer_field="num", answer_type="number")
+    gen = UserTaskConfig(
+        name="my_quiz_gen",
+        path=str(user_file),
+        kind="generative",
+        question_field="q",
+        answer_field="num",
+        answer_type="number",
+    )
     gen_ex = load_examples(register_user_task(gen))["train"][3]
     assert gen_ex.answer == "9" and gen_ex.contexts[0] == "Question: What is 3 squared?\nAnswer:"
 
 
-@pytest.mark.parametrize("changes, fragment", [
-    ({"kind": "mc"}, "kind"),
-    ({"choice_fields": ["a", "b"]}, "exactly one of choices_field"),
-    ({"choices_field": None}, "exactly one of choices_field"),
-    ({"name": "My Quiz"}, "name"),
-    ({"template": "{q.__class__}"}, "not allowed"),
-    ({"template": "{0}"}, "not allowed"),
-    ({"template": "{q"}, "template"),
-    ({"label_base": 2}, "label_base"),
-    ({"colour": "red"}, "unknown config field"),
-])
+@pytest.mark.parametrize(
+    "changes, fragment",
+    [
+        ({"kind": "mc"}, "kind"),
+        ({"choice_fields": ["a", "b"]}, "exactly one of choices_field"),
+        ({"choices_field": None}, "exactly one of choices_field"),
+        ({"name": "My Quiz"}, "name"),
+        ({"template": "{q.__class__}"}, "not allowed"),
+        ({"template": "{0}"}, "not allowed"),
+        ({"template": "{q"}, "template"),
+        ({"label_base": 2}, "label_base"),
+        ({"colour": "red"}, "unknown config field"),
+    ],
+)
 def test_user_task_config_errors(changes: dict, fragment: str, user_file: Path) -> None:
-    data = {"name": "my_quiz", "path": str(user_file), "question_field": "q",
-            "choices_field": "opts", "label_field": "gold", **changes}
+    data = {
+        "name": "my_quiz",
+        "path": str(user_file),
+        "question_field": "q",
+        "choices_field": "opts",
+        "label_field": "gold",
+        **changes,
+    }
     with pytest.raises(UserTaskConfigError, match=re.escape(fragment)):
         UserTaskConfig.from_dict(data)
 
@@ -555,17 +593,20 @@ def test_user_task_registration_errors(user_file: Path, tmp_path: Path) -> None:
     with pytest.raises(UserTaskConfigError, match="built-in"):
         register_user_task(UserTaskConfig(name="boolq", path=str(user_file), choices_field="opts"))
     with pytest.raises(UserTaskConfigError, match="is not a file"):
-        register_user_task(UserTaskConfig(name="my_quiz", path=str(tmp_path / "no.jsonl"),
-                                          choices_field="opts"))
+        register_user_task(UserTaskConfig(name="my_quiz", path=str(tmp_path / "no.jsonl"), choices_field="opts"))
     with pytest.raises(UserTaskConfigError, match="missing required field 'path'"):
         UserTaskConfig.from_dict({"name": "my_quiz"})
-    bad_row = UserTaskConfig(name="my_quiz", path=str(user_file), question_field="missing",
-                             choices_field="opts", label_field="gold")
+    bad_row = UserTaskConfig(
+        name="my_quiz", path=str(user_file), question_field="missing", choices_field="opts", label_field="gold"
+    )
     with pytest.raises(UserTaskConfigError, match="question_field 'missing' does not match the data"):
         register_user_task(bad_row)  # the first row is read at registration
     rows = user_file.read_text().splitlines()
     user_file.write_text("\n".join(rows[:3] + ['{"id": "r99", "opts": ["1", "2"], "gold": "A"}'] + rows[3:]))
-    register_user_task(UserTaskConfig(name="my_quiz", path=str(user_file), question_field="q",
-                                      choices_field="opts", label_field="gold"))
+    register_user_task(
+        UserTaskConfig(
+            name="my_quiz", path=str(user_file), question_field="q", choices_field="opts", label_field="gold"
+        )
+    )
     with pytest.raises(MalformedRowError, match="line 4.*'q'"):  # a later bad row: file and line
         load_examples("my_quiz")

@@ -25,15 +25,18 @@ def load_recipe():
 
 def test_recipe_source_holds_no_coral_code_outside_the_env_maker() -> None:
     source = SCRIPT.read_text()
-    body = source[source.index("class Agent"):]
+    body = source[source.index("class Agent") :]
     assert "coral" not in body.lower().replace("coral-v0", "").split("def main")[0]
 
 
 def test_cleanrl_style_loop_learns_a_bandit_with_coral_interface() -> None:
     recipe = load_recipe()
     target = catalogue()[11]
-    fns = [lambda: DiscreteStrategies(EmbedObservation(BanditCoralEnv({"t1": target, "t2": target}),
-                                                       encoder=HashEncoder(16)))] * 8
+    fns = [
+        lambda: DiscreteStrategies(
+            EmbedObservation(BanditCoralEnv({"t1": target, "t2": target}), encoder=HashEncoder(16))
+        )
+    ] * 8
     rewards = recipe.train(fns, updates=40, lr=0.01)["rewards"]
     # 1 of 30 catalogue strategies earns reward: chance is 1/30; the loop finds it
     assert np.mean(rewards[:3]) < 0.3 and np.mean(rewards[-10:]) > 0.9, rewards

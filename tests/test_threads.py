@@ -29,15 +29,21 @@ def _episodes(env, task: str, actions: list[str], start: threading.Barrier | Non
 
 
 def test_two_threads_match_serial_results_bit_for_bit(tiny_artifacts):
-    make = lambda: gym.make("Coral-v0", task=["syn_add", "syn_parity"], preset="tiny",  # noqa: E731
-                            artifacts=str(tiny_artifacts))
+    make = lambda: gym.make(
+        "Coral-v0",
+        task=["syn_add", "syn_parity"],
+        preset="tiny",  # noqa: E731
+        artifacts=str(tiny_artifacts),
+    )
     first, second = make(), make()
     runtime = first.unwrapped.runtime
     assert second.unwrapped.runtime is runtime  # the shared state under test
 
     runtime.memo.clear()
-    serial = {"syn_add": _episodes(first, "syn_add", ACTIONS),
-              "syn_parity": _episodes(second, "syn_parity", ACTIONS[::-1])}
+    serial = {
+        "syn_add": _episodes(first, "syn_add", ACTIONS),
+        "syn_parity": _episodes(second, "syn_parity", ACTIONS[::-1]),
+    }
     assert [row[3] for rows in serial.values() for row in rows] == [None] * 2 * len(ACTIONS)
 
     for _ in range(2):  # two rounds: the race, when there is one, shows up within them
@@ -51,8 +57,10 @@ def test_two_threads_match_serial_results_bit_for_bit(tiny_artifacts):
             except BaseException as exc:  # surfaced below, with the thread's traceback lost otherwise
                 errors.append(exc)
 
-        threads = [threading.Thread(target=run, args=(first, "syn_add", ACTIONS)),
-                   threading.Thread(target=run, args=(second, "syn_parity", ACTIONS[::-1]))]
+        threads = [
+            threading.Thread(target=run, args=(first, "syn_add", ACTIONS)),
+            threading.Thread(target=run, args=(second, "syn_parity", ACTIONS[::-1])),
+        ]
         for t in threads:
             t.start()
         for t in threads:

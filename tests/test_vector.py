@@ -17,14 +17,29 @@ TTL = '{"family": "TTL", "ttl_steps": 1, "learning_rate": 0.001, "batch_size": 4
 
 
 def user_task_config(folder) -> str:
-    rows = [{"id": f"q{i}", "q": {"text": f"Is {i} larger than {40 - i}?"},
-             "opts": {"text": ["yes", "no"], "label": ["Y", "N"]}, "gold": "Y" if i > 40 - i else "N"}
-            for i in range(80)]
+    rows = [
+        {
+            "id": f"q{i}",
+            "q": {"text": f"Is {i} larger than {40 - i}?"},
+            "opts": {"text": ["yes", "no"], "label": ["Y", "N"]},
+            "gold": "Y" if i > 40 - i else "N",
+        }
+        for i in range(80)
+    ]
     (folder / "cmp.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     config = folder / "cmp_task.json"
-    config.write_text(json.dumps({"name": "vec_cmp", "path": "cmp.jsonl", "question_field": "q.text",
-                                  "choices_field": "opts.text", "choice_labels_field": "opts.label",
-                                  "label_field": "gold"}))
+    config.write_text(
+        json.dumps(
+            {
+                "name": "vec_cmp",
+                "path": "cmp.jsonl",
+                "question_field": "q.text",
+                "choices_field": "opts.text",
+                "choice_labels_field": "opts.label",
+                "label_field": "gold",
+            }
+        )
+    )
     return str(config)
 
 
@@ -37,8 +52,17 @@ def rollout(mode: str, kwargs: dict, **vector_kwargs) -> list[tuple]:
         rounds = [(tuple(info["task"]), tuple(obs["context"]), obs["adapter"].copy())]
         for actions in ((LORA, TTL), (LORA, LORA), (TTL, LORA), (LORA, LORA), (LORA, "not json")):
             obs, reward, terminated, _, info = envs.step(actions)
-            rounds.append((tuple(info["task"]), tuple(obs["context"]), obs["adapter"].copy(), reward.tolist(),
-                           terminated.tolist(), tuple(info.get("metric_after", ())), tuple(info.get("strategy", ()))))
+            rounds.append(
+                (
+                    tuple(info["task"]),
+                    tuple(obs["context"]),
+                    obs["adapter"].copy(),
+                    reward.tolist(),
+                    terminated.tolist(),
+                    tuple(info.get("metric_after", ())),
+                    tuple(info.get("strategy", ())),
+                )
+            )
         pids = [p.pid for p in envs.processes] if mode == "async" else None
     finally:
         envs.close()
@@ -64,6 +88,12 @@ def test_async_vector_env_equals_sync_with_a_user_task_in_spawned_workers(tiny_a
 def test_async_with_shared_memory_is_refused_with_the_fix(tiny_artifacts) -> None:
     # Gymnasium reads text out of shared memory only once: contexts would silently stay empty
     with pytest.raises(ValueError, match="shared_memory=False") as caught:
-        gym.make_vec("Coral-v0", num_envs=2, vectorization_mode="async", task="syn_add", preset="tiny",
-                     artifacts=str(tiny_artifacts))
+        gym.make_vec(
+            "Coral-v0",
+            num_envs=2,
+            vectorization_mode="async",
+            task="syn_add",
+            preset="tiny",
+            artifacts=str(tiny_artifacts),
+        )
     assert "text observations cannot live in shared memory" in str(caught.value.__cause__)

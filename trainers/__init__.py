@@ -11,11 +11,17 @@ Importing this package is cheap; each trainer imports torch, TRL, PEFT or SB3 wh
   ``report``): its config dataclass and ``command(config)``, imported when it runs.
 """
 
-__all__ = ["RestemConfig", "train_restem", "SB3Config", "train_sb3", "save_sb3", "load_sb3",
-           "evaluate_policy_on_tasks"]
+__all__ = ["RestemConfig", "train_restem", "SB3Config", "train_sb3", "save_sb3", "load_sb3", "evaluate_policy_on_tasks"]
 
-_HOMES = {"RestemConfig": "restem", "train_restem": "restem", "SB3Config": "sb3", "train_sb3": "sb3",
-          "save_sb3": "sb3", "load_sb3": "sb3", "evaluate_policy_on_tasks": "evaluation"}
+_HOMES = {
+    "RestemConfig": "restem",
+    "train_restem": "restem",
+    "SB3Config": "sb3",
+    "train_sb3": "sb3",
+    "save_sb3": "sb3",
+    "load_sb3": "sb3",
+    "evaluate_policy_on_tasks": "evaluation",
+}
 
 
 def __getattr__(name):

@@ -37,34 +37,44 @@ class TrainerCommand:
 
 TRAINERS: dict[str, TrainerCommand] = {
     "restem": TrainerCommand(
-        "trainers.restem:RestemConfig", "trainers.restem:command",
+        "trainers.restem:RestemConfig",
+        "trainers.restem:command",
         "train the LLM policy with ReST^EM (resumable; see coral restem --help)",
         "Train the LLM policy with ReST^EM: sample K strategies per training task, keep the rewarded "
-        "ones, fine-tune a LoRA on them (TRL SFT), evaluate on held-out tasks; repeat. Resumes from --out."),
+        "ones, fine-tune a LoRA on them (TRL SFT), evaluate on held-out tasks; repeat. Resumes from --out.",
+    ),
     "sb3": TrainerCommand(
-        "trainers.sb3:SB3Config", "trainers.sb3:command",
+        "trainers.sb3:SB3Config",
+        "trainers.sb3:command",
         "train a stable-baselines3 agent on the wrapped env (see coral sb3 --help)",
         "Train a stable-baselines3 agent (ppo, a2c, dqn, maskable_ppo) on the wrapped Coral env over the "
-        "training tasks; save it as safetensors + JSON; evaluate on held-out tasks."),
+        "training tasks; save it as safetensors + JSON; evaluate on held-out tasks.",
+    ),
     "grpo": TrainerCommand(
-        "trainers.grpo:GrpoConfig", "trainers.grpo:command",
+        "trainers.grpo:GrpoConfig",
+        "trainers.grpo:command",
         "train the LLM policy with TRL's GRPO, rewards from the env (see coral grpo --help)",
         "Train the LLM policy with GRPO (TRL's GRPOTrainer, LoRA on the policy): each sampled strategy is "
         "executed in Coral-v0 and the env's reward (0 for invalid JSON) drives the update; then evaluate on "
-        "held-out tasks as ReST^EM does. Resumes from TRL checkpoints under --out."),
+        "held-out tasks as ReST^EM does. Resumes from TRL checkpoints under --out.",
+    ),
     "demo": TrainerCommand(
-        "trainers.demo:DemoConfig", "trainers.demo:command",
+        "trainers.demo:DemoConfig",
+        "trainers.demo:command",
         "the whole pipeline end to end on built-in tasks, then the report (the main job)",
         "Run the whole pipeline end to end and write a report: collect checkpoints, train the generator "
         "and the CVAE, run the zero-shot LLM policy, one ReST^EM iteration, the baselines, then `coral "
         "report`. Offline on built-in synthetic tasks by default; --data-dir switches to the benchmarks. "
-        "Resumes from --out."),
+        "Resumes from --out.",
+    ),
     "report": TrainerCommand(
-        "trainers.report:ReportArgs", "trainers.report:command",
+        "trainers.report:ReportArgs",
+        "trainers.report:command",
         "Table 2 and figures from a run folder (see coral report --help)",
         "Write report.md (the papers' Table 2 layout: methods x tasks, in-domain / out-of-domain "
         "averages, 95% CIs) and PNG figures (agent contribution, strategy choice) from a run folder "
-        "written by `coral demo`."),
+        "written by `coral demo`.",
+    ),
 }
 
 
@@ -91,4 +101,3 @@ def run(command: str, argv: list[str] | None = None, prog: str | None = None) ->
         return loaded
     config_cls, body = loaded
     return run_config_command(config_cls, body, argv, prog, row.description)
-

@@ -35,52 +35,90 @@ class DemoConfig(Presets):
     """Settings of ``coral demo``; ``DemoConfig.from_preset(name, **overrides)`` fills the preset's defaults."""
 
     PRESET_VALUES = {
-        "tiny": dict(collect_steps=7, generator_steps=0, cvae_steps=0, samples_per_task=2,
-                     eval_samples_per_task=1, baseline_meta_steps=2, baseline_finetune_steps=2),
+        "tiny": dict(
+            collect_steps=7,
+            generator_steps=0,
+            cvae_steps=0,
+            samples_per_task=2,
+            eval_samples_per_task=1,
+            baseline_meta_steps=2,
+            baseline_finetune_steps=2,
+        ),
         "cpu": {},
-        "paper": dict(collect_steps=125, generator_steps=0, cvae_steps=0, samples_per_task=20, iterations=2,
-                      eval_samples_per_task=20, baseline_meta_steps=300, baseline_finetune_steps=75),
+        "paper": dict(
+            collect_steps=125,
+            generator_steps=0,
+            cvae_steps=0,
+            samples_per_task=20,
+            iterations=2,
+            eval_samples_per_task=20,
+            baseline_meta_steps=300,
+            baseline_finetune_steps=75,
+        ),
     }
 
     preset: str = field(default="cpu", metadata={"help": "scale preset: tiny (tests), cpu, paper"})
     out: str = field(default="runs/demo", metadata={"help": "run folder (reused to resume)"})
-    artifacts: str | None = field(default=None, metadata={
-        "help": "stage-1/2 artifacts root (default: OUT/artifacts)"})
-    data_dir: str | None = field(default=None, metadata={
-        "help": "benchmark JSONL folder; given, the default tasks become the real benchmarks"})
-    train_tasks: list[str] | None = field(default=None, metadata={
-        "help": "tasks the generator, CVAE, policy and baselines train on (default: three synthetic "
-                "tasks; with --data-dir: arc_easy,piqa,boolq,winogrande)"})
-    eval_tasks: list[str] | None = field(default=None, metadata={
-        "help": "held-out tasks of the report (default: syn_parity; with --data-dir: arc_challenge,hellaswag,"
-                "social_i_qa)"})
-    skip_setup: bool = field(default=False, metadata={
-        "help": "use the artifacts as they are (e.g. the leave-one-out generators and CVAEs of `coral setup "
-                "--holdout T`) instead of training stage 1/2 on the train tasks"})
-    collect_steps: int = field(default=24, metadata={"help": "checkpoint-collection steps per task (2/3 at the "
-                                                             "phase-1 rate, 1/3 at phase 2)"})
+    artifacts: str | None = field(default=None, metadata={"help": "stage-1/2 artifacts root (default: OUT/artifacts)"})
+    data_dir: str | None = field(
+        default=None, metadata={"help": "benchmark JSONL folder; given, the default tasks become the real benchmarks"}
+    )
+    train_tasks: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "tasks the generator, CVAE, policy and baselines train on (default: three synthetic "
+            "tasks; with --data-dir: arc_easy,piqa,boolq,winogrande)"
+        },
+    )
+    eval_tasks: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "held-out tasks of the report (default: syn_parity; with --data-dir: arc_challenge,hellaswag,"
+            "social_i_qa)"
+        },
+    )
+    skip_setup: bool = field(
+        default=False,
+        metadata={
+            "help": "use the artifacts as they are (e.g. the leave-one-out generators and CVAEs of `coral setup "
+            "--holdout T`) instead of training stage 1/2 on the train tasks"
+        },
+    )
+    collect_steps: int = field(
+        default=24, metadata={"help": "checkpoint-collection steps per task (2/3 at the phase-1 rate, 1/3 at phase 2)"}
+    )
     generator_steps: int = field(default=120, metadata={"help": "generator training steps"})
     cvae_steps: int = field(default=40, metadata={"help": "CVAE meta-steps"})
     samples_per_task: int = field(default=4, metadata={"help": "ReST^EM K: policy samples per training task"})
     iterations: int = field(default=1, metadata={"help": "ReST^EM iterations"})
     eval_samples_per_task: int = field(default=3, metadata={"help": "policy episodes per held-out task"})
-    baselines: list[str] = field(default_factory=lambda: ["no_meta_lora", "union_lora", "maml_fo", "abmll_fo"],
-                                 metadata={"help": "baseline methods to run (a subset of no_meta_lora, "
-                                                   "union_lora, maml_fo, abmll_fo)"})
+    baselines: list[str] = field(
+        default_factory=lambda: ["no_meta_lora", "union_lora", "maml_fo", "abmll_fo"],
+        metadata={"help": "baseline methods to run (a subset of no_meta_lora, union_lora, maml_fo, abmll_fo)"},
+    )
     baseline_meta_steps: int = field(default=20, metadata={"help": "meta-training steps of the baselines"})
     baseline_finetune_steps: int = field(default=12, metadata={"help": "target-support fine-tuning steps"})
-    policy_model: str | None = field(default=None, metadata={
-        "help": "policy LLM (default: policies.llm.default_policy_model())"})
-    seed: int = field(default=0, metadata={"help": "seed of sampling and training (splits use split seed 0, "
-                                                   "the one `coral setup` records)"})
+    policy_model: str | None = field(
+        default=None, metadata={"help": "policy LLM (default: policies.llm.default_policy_model())"}
+    )
+    seed: int = field(
+        default=0,
+        metadata={"help": "seed of sampling and training (splits use split seed 0, the one `coral setup` records)"},
+    )
     threads: int | None = field(default=None, metadata={"help": "torch CPU threads"})
     progress: bool = field(default=True, metadata={"help": "show progress bars"})
 
     def __post_init__(self) -> None:
         from coral_env.setup.baselines import METHODS
 
-        for key in ("collect_steps", "samples_per_task", "iterations", "eval_samples_per_task",
-                    "baseline_meta_steps", "baseline_finetune_steps"):
+        for key in (
+            "collect_steps",
+            "samples_per_task",
+            "iterations",
+            "eval_samples_per_task",
+            "baseline_meta_steps",
+            "baseline_finetune_steps",
+        ):
             if getattr(self, key) < 1:
                 raise ValueError(f"--{key.replace('_', '-')} must be >= 1, got {getattr(self, key)}")
         if self.collect_steps < 3:
@@ -112,8 +150,9 @@ def run_demo(config: DemoConfig) -> Path:
     from coral_env.tasks import get_task, resolve_tasks
 
     # config paths register their tasks; a misspelt task fails before any work
-    config = dataclasses.replace(config, train_tasks=resolve_tasks(config.train_tasks),
-                                 eval_tasks=resolve_tasks(config.eval_tasks))
+    config = dataclasses.replace(
+        config, train_tasks=resolve_tasks(config.train_tasks), eval_tasks=resolve_tasks(config.eval_tasks)
+    )
     for task in config.train_tasks + config.eval_tasks:
         get_task(task)
     if config.threads:
@@ -158,12 +197,18 @@ def run_demo(config: DemoConfig) -> Path:
 
     _write_jsonl(out / METHODS_FILE, rows)
     _write_jsonl(out / EPISODES_FILE, restem["episodes"])
-    stage_schedule = ("" if config.skip_setup else
-                      f"schedules: collection {config.collect_steps} steps/task, generator "
-                      f"{config.generator_steps or 'preset'} steps, CVAE {config.cvae_steps or 'preset'} meta-steps; ")
-    artifacts_note = (f"existing ones in {config.artifacts_root} (for each task the generator and CVAE "
-                      "trained without it where one exists, else the ones trained on all setup tasks)"
-                      if config.skip_setup else "trained by this run on the train tasks only")
+    stage_schedule = (
+        ""
+        if config.skip_setup
+        else f"schedules: collection {config.collect_steps} steps/task, generator "
+        f"{config.generator_steps or 'preset'} steps, CVAE {config.cvae_steps or 'preset'} meta-steps; "
+    )
+    artifacts_note = (
+        f"existing ones in {config.artifacts_root} (for each task the generator and CVAE "
+        "trained without it where one exists, else the ones trained on all setup tasks)"
+        if config.skip_setup
+        else "trained by this run on the train tasks only"
+    )
     notes = [
         f"Stage 1/2 artifacts: {artifacts_note}.",
         f"Train tasks: {', '.join(config.train_tasks)}; held-out: {', '.join(config.eval_tasks)}. "
@@ -177,11 +222,18 @@ def run_demo(config: DemoConfig) -> Path:
         f"Stage times (s): {json.dumps(timings)}.",
     ]
     minutes = round((time.perf_counter() - began) / 60, 1)
-    atomic_write_json(out / "run.json", {
-        "command": "coral " + " ".join(sys.argv[1:]) if sys.argv and "coral" in sys.argv[0] else "coral demo",
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "minutes": minutes,
-        "stage_seconds": timings, "config": dataclasses.asdict(config), "notes": notes})
+    atomic_write_json(
+        out / "run.json",
+        {
+            "command": "coral " + " ".join(sys.argv[1:]) if sys.argv and "coral" in sys.argv[0] else "coral demo",
+            "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "minutes": minutes,
+            "stage_seconds": timings,
+            "config": dataclasses.asdict(config),
+            "notes": notes,
+        },
+    )
     return write_report(out, title="Coral demo report" if not config.data_dir else "Coral results", notes=notes)
 
 
@@ -192,25 +244,46 @@ def _setup(config: DemoConfig) -> None:
     collection = dict(phase1_steps=config.collect_steps - phase2, phase2_steps=phase2)
     generator = {"steps": config.generator_steps} if config.generator_steps else {}
     if config.generator_steps:
-        generator |= {"save_every": max(1, config.generator_steps // 4),
-                      "warmup_steps": min(20, config.generator_steps // 5)}
+        generator |= {
+            "save_every": max(1, config.generator_steps // 4),
+            "warmup_steps": min(20, config.generator_steps // 5),
+        }
     cvae = {"meta_steps": config.cvae_steps} if config.cvae_steps else {}
     if config.cvae_steps:
         cvae["save_every"] = max(1, config.cvae_steps // 4)
-    run_setup(config.preset, config.artifacts_root, tasks=config.train_tasks, holdout=None,
-              data_dir=config.data_dir, collection_overrides=collection, generator_overrides=generator,
-              cvae_overrides=cvae, progress=config.progress)
+    run_setup(
+        config.preset,
+        config.artifacts_root,
+        tasks=config.train_tasks,
+        holdout=None,
+        data_dir=config.data_dir,
+        collection_overrides=collection,
+        generator_overrides=generator,
+        cvae_overrides=cvae,
+        progress=config.progress,
+    )
 
 
 def _restem(config: DemoConfig) -> dict[str, Any]:
     from .restem import RestemConfig, evaluation_rows, train_restem
 
     restem_config = RestemConfig.from_preset(
-        config.preset, out=str(Path(config.out) / "restem"), train_tasks=config.train_tasks,
-        eval_tasks=config.eval_tasks, policy_model=config.policy_model, artifacts=config.artifacts_root,
-        data_dir=config.data_dir, iterations=config.iterations, samples_per_task=config.samples_per_task,
-        keep_per_task=max(1, config.samples_per_task // 2), eval_samples_per_task=config.eval_samples_per_task,
-        eval_test=True, seed=config.seed, threads=config.threads, progress=config.progress)
+        config.preset,
+        out=str(Path(config.out) / "restem"),
+        train_tasks=config.train_tasks,
+        eval_tasks=config.eval_tasks,
+        policy_model=config.policy_model,
+        artifacts=config.artifacts_root,
+        data_dir=config.data_dir,
+        iterations=config.iterations,
+        samples_per_task=config.samples_per_task,
+        keep_per_task=max(1, config.samples_per_task // 2),
+        eval_samples_per_task=config.eval_samples_per_task,
+        eval_test=True,
+        seed=config.seed,
+        threads=config.threads,
+        progress=config.progress,
+    )
     result = train_restem(restem_config)
     return {"result": result, "episodes": evaluation_rows(restem_config.out)}
 
@@ -218,8 +291,9 @@ def _restem(config: DemoConfig) -> dict[str, Any]:
 def _runtime(config: DemoConfig):
     from coral_env.env.runtime import CoralRuntime, EnvConfig
 
-    return CoralRuntime.get(EnvConfig(preset=config.preset, artifacts=config.artifacts_root,
-                                      data_dir=config.data_dir, seed=config.seed))
+    return CoralRuntime.get(
+        EnvConfig(preset=config.preset, artifacts=config.artifacts_root, data_dir=config.data_dir, seed=config.seed)
+    )
 
 
 def _metrics(result) -> dict[str, Any]:
@@ -242,8 +316,10 @@ def pipeline_rows(runtime, tasks: list[str]) -> list[dict[str, Any]]:
         runtime.require_heldout(task)  # strict: artifacts trained on a held-out task would flatter it
         state = runtime.task(task)
         generated = runtime.generator_for(task).generate_adapter([ex.question for ex in state.splits.support])
-        stages = [("base", "Base model (no adapter)", torch.zeros(runtime.layout.size)),
-                  ("coral_generator", "CORAL: generator", generated)]
+        stages = [
+            ("base", "Base model (no adapter)", torch.zeros(runtime.layout.size)),
+            ("coral_generator", "CORAL: generator", generated),
+        ]
         if state.source == "generated+aligned":
             stages.append(("coral_aligned", "CORAL: generator + alignment", state.start_adapter))
         for method, label, adapter in stages:
@@ -269,8 +345,17 @@ def policy_rows(episodes: list[dict], test_sizes: dict[str, int]) -> list[dict[s
         else:
             iteration = policy.rsplit("iter", 1)[-1]
             method, label = f"coral_policy_restem_{iteration}", f"CORAL: + policy (ReST^EM iter {iteration})"
-        rows.append({"method": method, "label": label, "task": task, "accuracy": acc, "n": n,
-                     "ci95": list(wilson_ci(round(acc * n), n)), "episodes": len(accs)})
+        rows.append(
+            {
+                "method": method,
+                "label": label,
+                "task": task,
+                "accuracy": acc,
+                "n": n,
+                "ci95": list(wilson_ci(round(acc * n), n)),
+                "episodes": len(accs),
+            }
+        )
     return rows
 
 
@@ -280,9 +365,13 @@ def baseline_rows(runtime, config: DemoConfig) -> list[dict[str, Any]]:
     from coral_env.setup.baselines import BaselineConfig, run_baselines
 
     init = load_file(str(runtime.paths.init_adapter))["adapter"]
-    bconfig = BaselineConfig.preset(config.preset, meta_steps=config.baseline_meta_steps,
-                                    finetune_steps=config.baseline_finetune_steps, seed=config.seed,
-                                    save_every=max(1, config.baseline_meta_steps // 4))
+    bconfig = BaselineConfig.preset(
+        config.preset,
+        meta_steps=config.baseline_meta_steps,
+        finetune_steps=config.baseline_finetune_steps,
+        seed=config.seed,
+        save_every=max(1, config.baseline_meta_steps // 4),
+    )
 
     def evaluate_test(task: str, adapter):
         evaluation, _ = runtime.evaluate(runtime.task(task), adapter, None, split="test")
@@ -291,11 +380,20 @@ def baseline_rows(runtime, config: DemoConfig) -> list[dict[str, Any]]:
     with runtime.lock:  # the baselines train the runtime's model directly (runtime module docstring)
         snapshot = runtime.layout.get_flat()
         try:
-            rows = run_baselines(runtime.model, runtime.tokenizer, runtime.layout, init, bconfig,
-                                 targets=config.eval_tasks, train_tasks=config.train_tasks,
-                                 out=Path(config.out) / "baselines", load_splits=runtime.splits,
-                                 evaluate_test=evaluate_test, methods=config.baselines,
-                                 progress=config.progress)
+            rows = run_baselines(
+                runtime.model,
+                runtime.tokenizer,
+                runtime.layout,
+                init,
+                bconfig,
+                targets=config.eval_tasks,
+                train_tasks=config.train_tasks,
+                out=Path(config.out) / "baselines",
+                load_splits=runtime.splits,
+                evaluate_test=evaluate_test,
+                methods=config.baselines,
+                progress=config.progress,
+            )
         finally:
             runtime.layout.set_flat(snapshot)
     return rows

@@ -28,8 +28,15 @@ FAMILY_ORDER = (*(f.name for f in FAMILIES), "invalid")
 """Families in table order, then invalid actions (rows, columns and plot stacks follow it)."""
 
 
-def evaluate_policy_on_tasks(env, policy, tasks: list[str], n_per_task: int = 1, name: str | None = None,
-                             seed: int | None = None, progress: bool = False) -> list[dict[str, Any]]:
+def evaluate_policy_on_tasks(
+    env,
+    policy,
+    tasks: list[str],
+    n_per_task: int = 1,
+    name: str | None = None,
+    seed: int | None = None,
+    progress: bool = False,
+) -> list[dict[str, Any]]:
     """Run ``n_per_task`` episodes of ``policy`` on each task; one row per episode.
 
     Args:
@@ -93,21 +100,35 @@ def evaluate_policy_on_tasks(env, policy, tasks: list[str], n_per_task: int = 1,
     return rows
 
 
-def _row(policy: str, task: str, sample: int, actions: list[str], reward: float, first: dict,
-         last: dict) -> dict[str, Any]:
+def _row(
+    policy: str, task: str, sample: int, actions: list[str], reward: float, first: dict, last: dict
+) -> dict[str, Any]:
     valid = "error" not in last
     before, after = float(first["metric_before"]), float(last["metric_after"])
     acc_before, acc_after = float(first["accuracy_before"]), float(last["accuracy_after"])
     strategy = last.get("strategy") if valid else None
     family = _family(strategy) if strategy else "invalid"
-    row = {"policy": policy, "task": task, "sample": sample,
-           "action": actions[0] if len(actions) == 1 else actions, "strategy": strategy,
-           "family": family, "valid": valid, "heldout": first.get("heldout"), "reward": reward,
-           "success": after > before,
-           "metric": last.get("metric", first.get("metric")), "metric_before": before,
-           "metric_after": after, "metric_gain": after - before, "accuracy_before": acc_before,
-           "accuracy_after": acc_after, "accuracy_gain": acc_after - acc_before, "steps": len(actions),
-           "error": last.get("error")}
+    row = {
+        "policy": policy,
+        "task": task,
+        "sample": sample,
+        "action": actions[0] if len(actions) == 1 else actions,
+        "strategy": strategy,
+        "family": family,
+        "valid": valid,
+        "heldout": first.get("heldout"),
+        "reward": reward,
+        "success": after > before,
+        "metric": last.get("metric", first.get("metric")),
+        "metric_before": before,
+        "metric_after": after,
+        "metric_gain": after - before,
+        "accuracy_before": acc_before,
+        "accuracy_after": acc_after,
+        "accuracy_gain": acc_after - acc_before,
+        "steps": len(actions),
+        "error": last.get("error"),
+    }
     if "test_accuracy" in last:
         row["test_accuracy"] = last["test_accuracy"]
     return row
@@ -142,19 +163,29 @@ def summarize(rows: list[dict], n_boot: int = 2000, seed: int = 0) -> list[dict[
         per_task = {}
         for task in dict.fromkeys(r["task"] for r in mine):
             t = [r for r in mine if r["task"] == task]
-            per_task[task] = {"n": len(t), "success_rate": sum(bool(r["success"]) for r in t) / len(t),
-                              "mean_metric_gain": float(np.mean([r["metric_gain"] for r in t])),
-                              "mean_accuracy_gain": float(np.mean([r["accuracy_gain"] for r in t])),
-                              "families": dict(Counter(r["family"] for r in t))}
-        out.append({
-            "policy": policy, "n": len(mine), "successes": wins, "success_rate": wins / len(mine),
-            "success_ci": list(wilson_ci(wins, len(mine))),
-            "valid_rate": sum(bool(r["valid"]) for r in mine) / len(mine),
-            "mean_metric_gain": float(metric_gain.mean()),
-            "metric_gain_ci": list(bootstrap_ci(metric_gain, n_boot=n_boot, seed=seed)),
-            "mean_accuracy_gain": float(acc_gain.mean()),
-            "accuracy_gain_ci": list(bootstrap_ci(acc_gain, n_boot=n_boot, seed=seed)),
-            "families": dict(Counter(r["family"] for r in mine)), "per_task": per_task})
+            per_task[task] = {
+                "n": len(t),
+                "success_rate": sum(bool(r["success"]) for r in t) / len(t),
+                "mean_metric_gain": float(np.mean([r["metric_gain"] for r in t])),
+                "mean_accuracy_gain": float(np.mean([r["accuracy_gain"] for r in t])),
+                "families": dict(Counter(r["family"] for r in t)),
+            }
+        out.append(
+            {
+                "policy": policy,
+                "n": len(mine),
+                "successes": wins,
+                "success_rate": wins / len(mine),
+                "success_ci": list(wilson_ci(wins, len(mine))),
+                "valid_rate": sum(bool(r["valid"]) for r in mine) / len(mine),
+                "mean_metric_gain": float(metric_gain.mean()),
+                "metric_gain_ci": list(bootstrap_ci(metric_gain, n_boot=n_boot, seed=seed)),
+                "mean_accuracy_gain": float(acc_gain.mean()),
+                "accuracy_gain_ci": list(bootstrap_ci(acc_gain, n_boot=n_boot, seed=seed)),
+                "families": dict(Counter(r["family"] for r in mine)),
+                "per_task": per_task,
+            }
+        )
     return out
 
 
@@ -165,14 +196,18 @@ def _ci(value: float, ci, digits: int = 3, signed: bool = False) -> str:
 
 def comparison_table(summaries: list[dict]) -> str:
     """Markdown: one row per policy; success rate and mean gains with 95% CIs."""
-    lines = ["| policy | episodes | success rate [95% CI] | mean metric gain [95% CI] | "
-             "mean accuracy gain [95% CI] | valid JSON |",
-             "|---|---:|---|---|---|---:|"]
+    lines = [
+        "| policy | episodes | success rate [95% CI] | mean metric gain [95% CI] | "
+        "mean accuracy gain [95% CI] | valid JSON |",
+        "|---|---:|---|---|---|---:|",
+    ]
     for s in summaries:
-        lines.append(f"| {s['policy']} | {s['n']} | {_ci(s['success_rate'], s['success_ci'], 2)} | "
-                     f"{_ci(s['mean_metric_gain'], s['metric_gain_ci'], signed=True)} | "
-                     f"{_ci(s['mean_accuracy_gain'], s['accuracy_gain_ci'], signed=True)} | "
-                     f"{s['valid_rate']:.2f} |")
+        lines.append(
+            f"| {s['policy']} | {s['n']} | {_ci(s['success_rate'], s['success_ci'], 2)} | "
+            f"{_ci(s['mean_metric_gain'], s['metric_gain_ci'], signed=True)} | "
+            f"{_ci(s['mean_accuracy_gain'], s['accuracy_gain_ci'], signed=True)} | "
+            f"{s['valid_rate']:.2f} |"
+        )
     return "\n".join(lines)
 
 
@@ -223,10 +258,16 @@ def comparison_plot(summaries: list[dict], path: str | Path, title: str = "Held-
     names = [s["policy"] for s in summaries]
     y = np.arange(len(names))
     pairs = [(s, t) for s in summaries for t in s["per_task"]]
-    fig, axes = plt.subplots(1, 3, figsize=(15, max(3.0, 0.45 * max(len(names), len(pairs) * 0.6) + 1.5)),
-                             gridspec_kw={"width_ratios": [1, 1, 1.3]})
-    for ax, key, ci, label in ((axes[0], "success_rate", "success_ci", "success rate (reward 1)"),
-                               (axes[1], "mean_accuracy_gain", "accuracy_gain_ci", "mean accuracy gain")):
+    fig, axes = plt.subplots(
+        1,
+        3,
+        figsize=(15, max(3.0, 0.45 * max(len(names), len(pairs) * 0.6) + 1.5)),
+        gridspec_kw={"width_ratios": [1, 1, 1.3]},
+    )
+    for ax, key, ci, label in (
+        (axes[0], "success_rate", "success_ci", "success rate (reward 1)"),
+        (axes[1], "mean_accuracy_gain", "accuracy_gain_ci", "mean accuracy gain"),
+    ):
         values = np.array([s[key] for s in summaries])
         lo = values - np.array([s[ci][0] for s in summaries])
         hi = np.array([s[ci][1] for s in summaries]) - values
@@ -237,8 +278,12 @@ def comparison_plot(summaries: list[dict], path: str | Path, title: str = "Held-
         ax.axvline(0, color="black", linewidth=0.8)
     axes[0].set_xlim(0, 1)
     axes[1].set_yticklabels([])
-    family_share_bars(axes[2], [f"{s['policy']} | {t}" for s, t in pairs],
-                      [s["per_task"][t]["families"] for s, t in pairs], fontsize=7)
+    family_share_bars(
+        axes[2],
+        [f"{s['policy']} | {t}" for s, t in pairs],
+        [s["per_task"][t]["families"] for s, t in pairs],
+        fontsize=7,
+    )
     fig.suptitle(title)
     fig.tight_layout()
     path = Path(path)
@@ -254,8 +299,15 @@ def report(rows: list[dict]) -> str:
     return comparison_table(summaries) + "\n\nFamily choice per held-out task:\n\n" + family_table(summaries)
 
 
-def env_factory(preset: str, artifacts: str | None = None, data_dir: str | None = None, seed: int = 0,
-                workers: int = 1, ray_address: str | None = None, **kwargs) -> Callable[[list[str]], Any]:
+def env_factory(
+    preset: str,
+    artifacts: str | None = None,
+    data_dir: str | None = None,
+    seed: int = 0,
+    workers: int = 1,
+    ray_address: str | None = None,
+    **kwargs,
+) -> Callable[[list[str]], Any]:
     """``(tasks, **env kwargs) -> Coral-v0 env`` with these settings (envs share one runtime per
     process); ``seed`` is the strategies' sampling seed, never the split seed. The trainers build
     their held-out env with ``strict_heldout=True``. With ``workers > 1`` (or a ``ray_address``)
@@ -276,8 +328,15 @@ def env_factory(preset: str, artifacts: str | None = None, data_dir: str | None 
 
         import coral_env  # noqa: F401  (registers Coral-v0)
 
-        return gym.make("Coral-v0", task=task_arguments(tasks), preset=preset, artifacts=artifacts,
-                        data_dir=data_dir, seed=seed, **(kwargs | extra))
+        return gym.make(
+            "Coral-v0",
+            task=task_arguments(tasks),
+            preset=preset,
+            artifacts=artifacts,
+            data_dir=data_dir,
+            seed=seed,
+            **(kwargs | extra),
+        )
 
     return make
 

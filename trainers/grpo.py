@@ -41,23 +41,45 @@ class GrpoConfig(Presets):
     """Settings of a GRPO run; ``GrpoConfig.from_preset(name, **overrides)`` fills the preset's defaults."""
 
     PRESET_VALUES = {
-        "tiny": dict(policy_model="tiny", policy_dtype="fp32", train_dtype="fp32", train_tasks=TINY_TASKS[0],
-                     eval_tasks=TINY_TASKS[1], auto_setup=True, max_steps=1, num_generations=2,
-                     prompts_per_task=2, max_new_tokens=16, lora_r=2, lora_alpha=4, save_steps=1,
-                     eval_samples_per_task=2),
+        "tiny": dict(
+            policy_model="tiny",
+            policy_dtype="fp32",
+            train_dtype="fp32",
+            train_tasks=TINY_TASKS[0],
+            eval_tasks=TINY_TASKS[1],
+            auto_setup=True,
+            max_steps=1,
+            num_generations=2,
+            prompts_per_task=2,
+            max_new_tokens=16,
+            lora_r=2,
+            lora_alpha=4,
+            save_steps=1,
+            eval_samples_per_task=2,
+        ),
         "cpu": {},  # the field defaults: 20 steps of 6 completions, about 10 minutes on 2 cores
-        "paper": dict(max_steps=200, num_generations=8, prompts_per_step=2, eval_samples_per_task=20,
-                      lora_targets=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]),
+        "paper": dict(
+            max_steps=200,
+            num_generations=8,
+            prompts_per_step=2,
+            eval_samples_per_task=20,
+            lora_targets=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        ),
     }
 
     preset: str = field(default="cpu", metadata={"help": "scale preset of the env and defaults: tiny, cpu, paper"})
     out: str = field(default="runs/grpo", metadata={"help": "run folder (reused to resume)"})
-    train_tasks: list[str] = field(default_factory=lambda: list(CPU_TASKS[0]),
-                                   metadata={"help": "tasks the policy trains on (names or task config paths)"})
-    eval_tasks: list[str] = field(default_factory=lambda: list(CPU_TASKS[1]),
-                                  metadata={"help": "held-out tasks the policy is evaluated on (names or paths)"})
-    policy_model: str | None = field(default=None, metadata={
-        "help": "policy LLM (load_model name); default: policies.llm.default_policy_model()"})
+    train_tasks: list[str] = field(
+        default_factory=lambda: list(CPU_TASKS[0]),
+        metadata={"help": "tasks the policy trains on (names or task config paths)"},
+    )
+    eval_tasks: list[str] = field(
+        default_factory=lambda: list(CPU_TASKS[1]),
+        metadata={"help": "held-out tasks the policy is evaluated on (names or paths)"},
+    )
+    policy_model: str | None = field(
+        default=None, metadata={"help": "policy LLM (load_model name); default: policies.llm.default_policy_model()"}
+    )
     policy_dtype: str = field(default="auto", metadata={"help": "dtype of the evaluation policy: auto, bf16, fp32"})
     train_dtype: str = field(default="auto", metadata={"help": "dtype of the policy during GRPO: auto, bf16, fp32"})
     artifacts: str | None = field(default=None, metadata={"help": "env artifacts root (coral setup --artifacts)"})
@@ -77,15 +99,22 @@ class GrpoConfig(Presets):
     lora_r: int = field(default=8, metadata={"help": "LoRA rank of the policy adapter"})
     lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha"})
     lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout"})
-    lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
-                                    metadata={"help": "modules that get LoRA"})
-    workers: int = field(default=1, metadata={
-        "help": "Ray actors that score completions and held-out episodes, one env runtime each; 1 = in process"})
-    ray_address: str | None = field(default=None, metadata={
-        "help": "join this Ray cluster; default: a local Ray when --workers > 1"})
+    lora_targets: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"], metadata={"help": "modules that get LoRA"}
+    )
+    workers: int = field(
+        default=1,
+        metadata={
+            "help": "Ray actors that score completions and held-out episodes, one env runtime each; 1 = in process"
+        },
+    )
+    ray_address: str | None = field(
+        default=None, metadata={"help": "join this Ray cluster; default: a local Ray when --workers > 1"}
+    )
     save_steps: int = field(default=5, metadata={"help": "TRL checkpoint every N steps (resume point)"})
-    report_to: str = field(default="none", metadata={
-        "help": "none or tensorboard (TRL's report_to; logs under <out>/tensorboard)"})
+    report_to: str = field(
+        default="none", metadata={"help": "none or tensorboard (TRL's report_to; logs under <out>/tensorboard)"}
+    )
     eval_base: bool = field(default=True, metadata={"help": "also evaluate the zero-shot base policy"})
     eval_samples_per_task: int = field(default=4, metadata={"help": "episodes per held-out task"})
     eval_test: bool = field(default=False, metadata={"help": "also report test accuracy in the evaluation rows"})
@@ -94,13 +123,20 @@ class GrpoConfig(Presets):
     progress: bool = field(default=True, metadata={"help": "show progress bars"})
 
     def __post_init__(self) -> None:
-        for key in ("max_steps", "prompts_per_step", "prompts_per_task", "eval_samples_per_task", "save_steps",
-                    "max_new_tokens"):
+        for key in (
+            "max_steps",
+            "prompts_per_step",
+            "prompts_per_task",
+            "eval_samples_per_task",
+            "save_steps",
+            "max_new_tokens",
+        ):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
         if self.num_generations < 2:
-            raise ValueError(f"num_generations must be >= 2 (GRPO compares completions within a group), "
-                             f"got {self.num_generations}")
+            raise ValueError(
+                f"num_generations must be >= 2 (GRPO compares completions within a group), got {self.num_generations}"
+            )
         if self.report_to not in REPORT_TO:
             raise ValueError(f"report_to must be one of {', '.join(REPORT_TO)}, got {self.report_to!r}")
         if not self.train_tasks or not self.eval_tasks:
@@ -169,23 +205,50 @@ def build_grpo_trainer(config: GrpoConfig, env, output_dir: Path, reward: EnvRew
     dtype = resolve_dtype(config.train_dtype, device)
     model, tokenizer = load_model(config.policy_model, dtype=dtype)
     tokenizer.padding_side = "left"  # GRPO generates from left-padded prompts
-    peft_config = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                             target_modules=list(config.lora_targets), task_type="CAUSAL_LM")
+    peft_config = LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=list(config.lora_targets),
+        task_type="CAUSAL_LM",
+    )
     args = GRPOConfig(
-        output_dir=str(output_dir), learning_rate=config.learning_rate, max_steps=config.max_steps,
+        output_dir=str(output_dir),
+        learning_rate=config.learning_rate,
+        max_steps=config.max_steps,
         per_device_train_batch_size=config.num_generations * config.prompts_per_step,
-        num_generations=config.num_generations, max_completion_length=config.max_new_tokens,
-        temperature=config.temperature, top_p=config.top_p, top_k=config.top_k, beta=config.beta,
-        logging_steps=1, save_strategy="steps", save_steps=config.save_steps, report_to=config.report_to,
-        seed=config.seed, bf16=dtype == torch.bfloat16,
-        use_cpu=device == "cpu", disable_tqdm=not config.progress, shuffle_dataset=False)
+        num_generations=config.num_generations,
+        max_completion_length=config.max_new_tokens,
+        temperature=config.temperature,
+        top_p=config.top_p,
+        top_k=config.top_k,
+        beta=config.beta,
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        report_to=config.report_to,
+        seed=config.seed,
+        bf16=dtype == torch.bfloat16,
+        use_cpu=device == "cpu",
+        disable_tqdm=not config.progress,
+        shuffle_dataset=False,
+    )
     dataset = prompt_dataset(env, config.train_tasks, config.prompts_per_task)
-    return GRPOTrainer(model=model, reward_funcs=[reward or EnvReward(env)], args=args, train_dataset=dataset,
-                       processing_class=tokenizer, peft_config=peft_config)
+    return GRPOTrainer(
+        model=model,
+        reward_funcs=[reward or EnvReward(env)],
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+    )
 
 
-def train_grpo(config: GrpoConfig, make_env: Callable[[list[str]], Any] | None = None,
-               make_policy: Callable[[str | None], Any] | None = None) -> dict[str, Any]:
+def train_grpo(
+    config: GrpoConfig,
+    make_env: Callable[[list[str]], Any] | None = None,
+    make_policy: Callable[[str | None], Any] | None = None,
+) -> dict[str, Any]:
     """Run (or resume) GRPO, then evaluate on held-out tasks.
 
     Returns ``{"adapter", "train", "summaries", "rows"}``; ``train`` has steps, seconds, the
@@ -202,8 +265,9 @@ def train_grpo(config: GrpoConfig, make_env: Callable[[list[str]], Any] | None =
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
-    config = dataclasses.replace(config, train_tasks=resolve_tasks(config.train_tasks),
-                                 eval_tasks=resolve_tasks(config.eval_tasks))
+    config = dataclasses.replace(
+        config, train_tasks=resolve_tasks(config.train_tasks), eval_tasks=resolve_tasks(config.eval_tasks)
+    )
     if config.policy_model is None:
         from policies.llm import default_policy_model
 
@@ -211,10 +275,17 @@ def train_grpo(config: GrpoConfig, make_env: Callable[[list[str]], Any] | None =
     if make_env is None:
         for task in config.train_tasks + config.eval_tasks:
             get_task(task)  # a misspelt task fails before any training
-        make_env = env_factory(config.preset, config.artifacts, config.data_dir, config.seed,
-                               reward_metric=config.reward_metric, auto_setup=config.auto_setup,
-                               eval_test=config.eval_test, workers=config.workers,
-                               ray_address=config.ray_address)
+        make_env = env_factory(
+            config.preset,
+            config.artifacts,
+            config.data_dir,
+            config.seed,
+            reward_metric=config.reward_metric,
+            auto_setup=config.auto_setup,
+            eval_test=config.eval_test,
+            workers=config.workers,
+            ray_address=config.ray_address,
+        )
     out = Path(config.out)
     _check_resume(out / "config.json", config)
     atomic_write_json(out / "config.json", config)
@@ -235,18 +306,34 @@ def train_grpo(config: GrpoConfig, make_env: Callable[[list[str]], Any] | None =
     make_policy = make_policy or _llm_policy_factory(config)
     env = None
     summaries, rows = [], []
-    for label, policy_adapter, path in (("zero_shot", None, out / "eval_base.json"),
-                                        ("grpo", str(adapter), out / "eval.json")):
+    for label, policy_adapter, path in (
+        ("zero_shot", None, out / "eval_base.json"),
+        ("grpo", str(adapter), out / "eval.json"),
+    ):
         if label == "zero_shot" and not config.eval_base:
             continue
         stale = label == "grpo" and path.exists() and json.loads(path.read_text()).get("steps") != train["steps"]
         if not path.exists() or stale:
             env = env or make_env(config.eval_tasks, strict_heldout=True)  # never trained on them
-            found = evaluate_policy_on_tasks(env, make_policy(policy_adapter), config.eval_tasks,
-                                             config.eval_samples_per_task, name=label, seed=config.seed,
-                                             progress=config.progress)
-            atomic_write_json(path, {"policy": label, "adapter": policy_adapter, "steps": train["steps"],
-                                     "rows": found, "summary": summarize(found)[0]})
+            found = evaluate_policy_on_tasks(
+                env,
+                make_policy(policy_adapter),
+                config.eval_tasks,
+                config.eval_samples_per_task,
+                name=label,
+                seed=config.seed,
+                progress=config.progress,
+            )
+            atomic_write_json(
+                path,
+                {
+                    "policy": label,
+                    "adapter": policy_adapter,
+                    "steps": train["steps"],
+                    "rows": found,
+                    "summary": summarize(found)[0],
+                },
+            )
             log("eval", policy=label, success_rate=summarize(found)[0]["success_rate"])
         saved = json.loads(path.read_text())
         summaries.append(saved["summary"])
@@ -260,8 +347,10 @@ def _check_resume(path: Path, config: GrpoConfig) -> None:
     old = json.loads(path.read_text())
     new = json.loads(json.dumps(dataclasses.asdict(config)))
     if changed := sorted(k for k in new if k not in RESUMABLE_CHANGES and old.get(k) != new[k]):
-        raise ValueError(f"{path.parent} holds a run with different settings ({', '.join(changed)}); "
-                         "resume it with the same settings or choose another --out")
+        raise ValueError(
+            f"{path.parent} holds a run with different settings ({', '.join(changed)}); "
+            "resume it with the same settings or choose another --out"
+        )
 
 
 def _train(config: GrpoConfig, env, target: Path) -> dict[str, Any]:
@@ -281,13 +370,19 @@ def _train(config: GrpoConfig, env, target: Path) -> dict[str, Any]:
     started = time.perf_counter()
     output = trainer.train(resume_from_checkpoint=checkpoint)
     history = [h for h in trainer.state.log_history if "reward" in h]
-    train = {"steps": int(output.global_step), "seconds": time.perf_counter() - started,
-             "resumed_from": checkpoint, "episodes": len(reward.history),
-             "rewards": [h["reward"] for h in history], "log_history": history}
+    train = {
+        "steps": int(output.global_step),
+        "seconds": time.perf_counter() - started,
+        "resumed_from": checkpoint,
+        "episodes": len(reward.history),
+        "rewards": [h["reward"] for h in history],
+        "log_history": history,
+    }
     with atomic_dir(target, clean_stale=True) as tmp:
         trainer.model.save_pretrained(str(tmp))
-        (tmp / "coral_policy.json").write_text(json.dumps(
-            {"base_model": config.policy_model, "trainer": "grpo", "train": train}, indent=2, default=str))
+        (tmp / "coral_policy.json").write_text(
+            json.dumps({"base_model": config.policy_model, "trainer": "grpo", "train": train}, indent=2, default=str)
+        )
     return train
 
 
@@ -300,8 +395,9 @@ def command(config: GrpoConfig) -> int:
     print()
     print(family_table(result["summaries"]))
     train = result["train"]
-    print(f"grpo: {train['steps']} steps, {train['episodes']} env episodes scored completions; "
-          f"policy {result['adapter']}")
+    print(
+        f"grpo: {train['steps']} steps, {train['episodes']} env episodes scored completions; policy {result['adapter']}"
+    )
     return 0
 
 

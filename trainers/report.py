@@ -30,8 +30,16 @@ METHODS_FILE = "methods.jsonl"
 EPISODES_FILE = "episodes.jsonl"
 
 # Row order of the table; methods not listed here follow in first-seen order.
-METHOD_ORDER = ("base", "no_meta_lora", "union_lora", "maml_fo", "abmll_fo", "coral_generator",
-                "coral_aligned", "coral_policy_zero_shot")
+METHOD_ORDER = (
+    "base",
+    "no_meta_lora",
+    "union_lora",
+    "maml_fo",
+    "abmll_fo",
+    "coral_generator",
+    "coral_aligned",
+    "coral_policy_zero_shot",
+)
 # The agent-contribution chain; the policy step is the last ReST^EM iteration when present.
 CHAIN = ("base", "coral_generator", "coral_aligned")
 
@@ -143,8 +151,15 @@ def contribution_plot(rows: list[dict], path: Path) -> Path:
         vals.append(avg[0] if avg else np.nan)
         errs[0].append(avg[1] if avg else 0)
         errs[1].append(avg[1] if avg else 0)
-        ax.bar(x + (i - (len(chain) - 1) / 2) * width, vals, width, yerr=errs, capsize=2,
-               label=labels[method], color=colors[i % len(colors)])
+        ax.bar(
+            x + (i - (len(chain) - 1) / 2) * width,
+            vals,
+            width,
+            yerr=errs,
+            capsize=2,
+            label=labels[method],
+            color=colors[i % len(colors)],
+        )
     ax.set_xticks(x, tasks + ["average"], rotation=20)
     ax.set_ylabel("test accuracy (95% CI)")
     ax.set_ylim(0, 1)
@@ -178,8 +193,9 @@ def choice_plot(episodes: list[dict], path: Path) -> Path:
     return path
 
 
-def write_report(run_dir: str | Path, out: str | Path | None = None, title: str = "Coral results",
-                 notes: list[str] | None = None) -> Path:
+def write_report(
+    run_dir: str | Path, out: str | Path | None = None, title: str = "Coral results", notes: list[str] | None = None
+) -> Path:
     """Write ``report.md`` and the two PNGs into ``out`` (default: the run folder); returns the md."""
     from coral_env.backend.io import atomic_write_text
 
@@ -190,7 +206,8 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, title: str 
     if not rows:
         raise FileNotFoundError(
             f"no results in {run_dir / METHODS_FILE}; run `coral demo --out {run_dir}` (or point --run at "
-            f"a folder that a demo run wrote)")
+            f"a folder that a demo run wrote)"
+        )
     episodes = read_jsonl(run_dir / EPISODES_FILE)
     out = Path(out) if out else run_dir
     contribution_plot(rows, out / "agent_contribution.png")
@@ -199,16 +216,30 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, title: str 
     if meta_path.exists():
         meta = json.loads(meta_path.read_text())
         notes = notes if notes is not None else meta.get("notes")
-        parts += [f"Run: `{meta.get('command', '')}` ({meta.get('machine', '')}; "
-                  f"{meta.get('minutes', '?')} min; {meta.get('date', '')}).", ""]
-    parts += ["Test accuracy in %, 95% CI in brackets (Wilson for a task; for an average, the normal "
-              "interval of the mean of task accuracies). Leave-one-out: every method was trained "
-              "without the task it is scored on.", "", table(rows), ""]
+        parts += [
+            f"Run: `{meta.get('command', '')}` ({meta.get('machine', '')}; "
+            f"{meta.get('minutes', '?')} min; {meta.get('date', '')}).",
+            "",
+        ]
+    parts += [
+        "Test accuracy in %, 95% CI in brackets (Wilson for a task; for an average, the normal "
+        "interval of the mean of task accuracies). Leave-one-out: every method was trained "
+        "without the task it is scored on.",
+        "",
+        table(rows),
+        "",
+    ]
     parts += ["![agent contribution](agent_contribution.png)", ""]
     if episodes:
         choice_plot(episodes, out / "strategy_choice.png")
-        parts += ["## Strategy choice per task (validation episodes)", "",
-                  family_table(summarize(episodes)), "", "![strategy choice](strategy_choice.png)", ""]
+        parts += [
+            "## Strategy choice per task (validation episodes)",
+            "",
+            family_table(summarize(episodes)),
+            "",
+            "![strategy choice](strategy_choice.png)",
+            "",
+        ]
     if notes:
         parts += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
     md = out / "report.md"
@@ -233,6 +264,16 @@ def command(args: ReportArgs) -> int:
     return 0
 
 
-__all__ = ["METHODS_FILE", "EPISODES_FILE", "ReportArgs", "command", "table", "task_group", "group_average",
-           "contribution_plot",
-           "choice_plot", "write_report", "read_jsonl"]
+__all__ = [
+    "METHODS_FILE",
+    "EPISODES_FILE",
+    "ReportArgs",
+    "command",
+    "table",
+    "task_group",
+    "group_average",
+    "contribution_plot",
+    "choice_plot",
+    "write_report",
+    "read_jsonl",
+]

@@ -20,8 +20,10 @@ def check_report_to(value: str) -> None:
         try:
             import tensorboard  # noqa: F401
         except ImportError:
-            raise ImportError('--report-to tensorboard needs TensorBoard: pip install -e ".[tensorboard]" '
-                              "(or pip install tensorboard)") from None
+            raise ImportError(
+                '--report-to tensorboard needs TensorBoard: pip install -e ".[tensorboard]" '
+                "(or pip install tensorboard)"
+            ) from None
 
 
 @contextmanager

@@ -45,24 +45,44 @@ class RestemConfig(Presets):
     """Settings of a ReST^EM run; ``RestemConfig.from_preset(name, **overrides)`` fills the preset's defaults."""
 
     PRESET_VALUES = {
-        "tiny": dict(policy_model="tiny", policy_dtype="fp32", sft_dtype="fp32", train_tasks=TINY_TASKS[0],
-                     eval_tasks=TINY_TASKS[1], auto_setup=True, iterations=1, samples_per_task=4,
-                     keep_per_task=2, max_new_tokens=32, lora_r=2, lora_alpha=4, max_steps=2,
-                     eval_samples_per_task=2),
+        "tiny": dict(
+            policy_model="tiny",
+            policy_dtype="fp32",
+            sft_dtype="fp32",
+            train_tasks=TINY_TASKS[0],
+            eval_tasks=TINY_TASKS[1],
+            auto_setup=True,
+            iterations=1,
+            samples_per_task=4,
+            keep_per_task=2,
+            max_new_tokens=32,
+            lora_r=2,
+            lora_alpha=4,
+            max_steps=2,
+            eval_samples_per_task=2,
+        ),
         "cpu": {},  # the field defaults: K=6, 2 iterations, a few minutes of SFT per iteration
-        "paper": dict(samples_per_task=20, keep_per_task=10, batch_size=8, num_train_epochs=3.0,
-                      eval_samples_per_task=20, lora_targets=["q_proj", "k_proj", "v_proj", "o_proj",
-                                                              "gate_proj", "up_proj", "down_proj"]),
+        "paper": dict(
+            samples_per_task=20,
+            keep_per_task=10,
+            batch_size=8,
+            num_train_epochs=3.0,
+            eval_samples_per_task=20,
+            lora_targets=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        ),
     }
 
     preset: str = field(default="cpu", metadata={"help": "scale preset of the env and defaults: tiny, cpu, paper"})
     out: str = field(default="runs/restem", metadata={"help": "run folder (reused to resume)"})
-    train_tasks: list[str] = field(default_factory=lambda: list(CPU_TASKS[0]),
-                                   metadata={"help": "tasks the policy samples and trains on"})
-    eval_tasks: list[str] = field(default_factory=lambda: list(CPU_TASKS[1]),
-                                  metadata={"help": "held-out tasks the policy is evaluated on"})
-    policy_model: str | None = field(default=None, metadata={
-        "help": "policy LLM (load_model name); default: policies.llm.default_policy_model()"})
+    train_tasks: list[str] = field(
+        default_factory=lambda: list(CPU_TASKS[0]), metadata={"help": "tasks the policy samples and trains on"}
+    )
+    eval_tasks: list[str] = field(
+        default_factory=lambda: list(CPU_TASKS[1]), metadata={"help": "held-out tasks the policy is evaluated on"}
+    )
+    policy_model: str | None = field(
+        default=None, metadata={"help": "policy LLM (load_model name); default: policies.llm.default_policy_model()"}
+    )
     policy_dtype: str = field(default="auto", metadata={"help": "dtype of the sampling policy: auto, bf16, fp32"})
     artifacts: str | None = field(default=None, metadata={"help": "env artifacts root (coral setup --artifacts)"})
     data_dir: str | None = field(default=None, metadata={"help": "benchmark JSONL folder"})
@@ -73,8 +93,10 @@ class RestemConfig(Presets):
     keep_per_task: int = field(default=3, metadata={"help": "cap on kept reward-1 samples per task (paper preset: 10)"})
     dedupe: bool = field(default=True, metadata={"help": "keep each canonical strategy once per task"})
     min_reward: float = field(default=1.0, metadata={"help": "keep samples whose reward is at least this"})
-    restart_from_base: bool = field(default=True, metadata={
-        "help": "fine-tune from the base model each iteration (paper); else continue the last adapter"})
+    restart_from_base: bool = field(
+        default=True,
+        metadata={"help": "fine-tune from the base model each iteration (paper); else continue the last adapter"},
+    )
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature (paper: 1.0)"})
     top_p: float = field(default=0.9, metadata={"help": "nucleus sampling (paper: 0.9)"})
     top_k: int = field(default=50, metadata={"help": "top-k sampling (paper: 50)"})
@@ -82,28 +104,41 @@ class RestemConfig(Presets):
     lora_r: int = field(default=8, metadata={"help": "LoRA rank of the policy adapter"})
     lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha"})
     lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout"})
-    lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
-                                    metadata={"help": "modules that get LoRA"})
+    lora_targets: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"], metadata={"help": "modules that get LoRA"}
+    )
     learning_rate: float = field(default=1e-4, metadata={"help": "SFT learning rate"})
     num_train_epochs: float = field(default=2.0, metadata={"help": "SFT epochs over the kept samples"})
     max_steps: int = field(default=-1, metadata={"help": "SFT optimizer steps; overrides epochs when > 0"})
     batch_size: int = field(default=2, metadata={"help": "SFT sequences per step"})
     max_length: int = field(default=2048, metadata={"help": "SFT max tokens per sequence (prompt + completion)"})
-    sft_dtype: str = field(default="auto", metadata={
-        "help": "dtype of the base model during SFT: auto (bf16 where the hardware has it), bf16, fp32"})
+    sft_dtype: str = field(
+        default="auto",
+        metadata={"help": "dtype of the base model during SFT: auto (bf16 where the hardware has it), bf16, fp32"},
+    )
     gradient_checkpointing: bool = field(default=False, metadata={"help": "trade compute for memory in SFT"})
     eval_base: bool = field(default=True, metadata={"help": "also evaluate the zero-shot base policy (iter_0)"})
     eval_samples_per_task: int = field(default=4, metadata={"help": "episodes per held-out task"})
     eval_test: bool = field(default=False, metadata={"help": "also report test accuracy in the evaluation rows"})
     seed: int = field(default=0, metadata={"help": "seed of the env splits, sampling and SFT"})
     threads: int | None = field(default=None, metadata={"help": "torch CPU threads"})
-    report_to: str = field(default="none", metadata={
-        "help": "none or tensorboard (TRL's report_to for the SFT steps; logs under <out>/iter_<i>/tensorboard)"})
-    workers: int = field(default=1, metadata={
-        "help": "Ray actors that score episodes (sampling and held-out evaluation), one env runtime each; "
-                "1 = in this process (needs pip install -e \".[ray]\" when > 1)"})
-    ray_address: str | None = field(default=None, metadata={
-        "help": "join this Ray cluster (ray.init(address=...)); default: a local Ray when --workers > 1"})
+    report_to: str = field(
+        default="none",
+        metadata={
+            "help": "none or tensorboard (TRL's report_to for the SFT steps; logs under <out>/iter_<i>/tensorboard)"
+        },
+    )
+    workers: int = field(
+        default=1,
+        metadata={
+            "help": "Ray actors that score episodes (sampling and held-out evaluation), one env runtime each; "
+            '1 = in this process (needs pip install -e ".[ray]" when > 1)'
+        },
+    )
+    ray_address: str | None = field(
+        default=None,
+        metadata={"help": "join this Ray cluster (ray.init(address=...)); default: a local Ray when --workers > 1"},
+    )
     progress: bool = field(default=True, metadata={"help": "show progress bars"})
 
     def __post_init__(self) -> None:
@@ -149,8 +184,11 @@ class RestemConfig(Presets):
 RESUMABLE_CHANGES = {"iterations", "out", "threads", "progress", "report_to", "workers", "ray_address"}
 
 
-def train_restem(config: RestemConfig, make_env: Callable[[list[str]], Any] | None = None,
-                 make_policy: Callable[[str | None], Any] | None = None) -> dict[str, Any]:
+def train_restem(
+    config: RestemConfig,
+    make_env: Callable[[list[str]], Any] | None = None,
+    make_policy: Callable[[str | None], Any] | None = None,
+) -> dict[str, Any]:
     """Run (or resume) ReST^EM; returns ``{"iterations": [...], "summaries": [...]}``.
 
     Args:
@@ -179,15 +217,23 @@ def train_restem(config: RestemConfig, make_env: Callable[[list[str]], Any] | No
     from coral_env.tasks import get_task, resolve_tasks
 
     # a task config path (*.json, *.yaml) registers its task; the run then uses its name
-    config = dataclasses.replace(config, train_tasks=resolve_tasks(config.train_tasks),
-                                 eval_tasks=resolve_tasks(config.eval_tasks))
+    config = dataclasses.replace(
+        config, train_tasks=resolve_tasks(config.train_tasks), eval_tasks=resolve_tasks(config.eval_tasks)
+    )
     if make_env is None:
         for task in config.train_tasks + config.eval_tasks:
             get_task(task)  # a misspelt task fails now, not after an hour of work
-        make_env = env_factory(config.preset, config.artifacts, config.data_dir, config.seed,
-                               reward_metric=config.reward_metric, auto_setup=config.auto_setup,
-                               eval_test=config.eval_test, workers=config.workers,
-                               ray_address=config.ray_address)
+        make_env = env_factory(
+            config.preset,
+            config.artifacts,
+            config.data_dir,
+            config.seed,
+            reward_metric=config.reward_metric,
+            auto_setup=config.auto_setup,
+            eval_test=config.eval_test,
+            workers=config.workers,
+            ray_address=config.ray_address,
+        )
     out = Path(config.out)
     _check_resume(out / "config.json", config)
     atomic_write_json(out / "config.json", config)
@@ -214,18 +260,24 @@ def train_restem(config: RestemConfig, make_env: Callable[[list[str]], Any] | No
 
     def env_for(kind: str):
         if kind not in envs:
-            envs[kind] = (make_env(config.train_tasks) if kind == "train"
-                          else make_env(config.eval_tasks, strict_heldout=True))  # never trained on them
+            envs[kind] = (
+                make_env(config.train_tasks) if kind == "train" else make_env(config.eval_tasks, strict_heldout=True)
+            )  # never trained on them
         return envs[kind]
 
     def evaluate(folder: Path, adapter: str | None, label: str, iteration: int) -> dict:
         path = folder / "eval.json"
         if not path.exists():
-            rows = evaluate_policy_on_tasks(env_for("eval"), policy_for(adapter), config.eval_tasks,
-                                            config.eval_samples_per_task, name=label, seed=config.seed,
-                                            progress=config.progress)
-            atomic_write_json(path, {"policy": label, "adapter": adapter, "rows": rows,
-                                     "summary": summarize(rows)[0]})
+            rows = evaluate_policy_on_tasks(
+                env_for("eval"),
+                policy_for(adapter),
+                config.eval_tasks,
+                config.eval_samples_per_task,
+                name=label,
+                seed=config.seed,
+                progress=config.progress,
+            )
+            atomic_write_json(path, {"policy": label, "adapter": adapter, "rows": rows, "summary": summarize(rows)[0]})
         evaluation = read_json(path, _redo(path))
         log("eval", iteration=iteration, policy=label, summary=_brief(evaluation["summary"]))
         return evaluation
@@ -247,21 +299,38 @@ def train_restem(config: RestemConfig, make_env: Callable[[list[str]], Any] | No
             continue
 
         # ----- 1. E-step: sample K replies per training task, score them, keep the winners ----
-        bar = tqdm(total=len(config.train_tasks) * config.samples_per_task, desc=f"iter {iteration} sample",
-                   disable=not config.progress)
+        bar = tqdm(
+            total=len(config.train_tasks) * config.samples_per_task,
+            desc=f"iter {iteration} sample",
+            disable=not config.progress,
+        )
         kept: dict[str, list[dict]] = {}
         contexts: dict[str, str] = {}
         for task in config.train_tasks:
-            samples = _sample_task(folder / "samples" / f"{task}.json", task, env_for("train"),
-                                   lambda: policy_for(adapter), config, bar, iteration)
+            samples = _sample_task(
+                folder / "samples" / f"{task}.json",
+                task,
+                env_for("train"),
+                lambda: policy_for(adapter),
+                config,
+                bar,
+                iteration,
+            )
             kept[task] = keep_rewarded(samples["results"], config.keep_per_task, config.dedupe, config.min_reward)
             contexts[task] = samples["context"]
-            log("samples", iteration=iteration, task=task, sampled=len(samples["results"]),
+            log(
+                "samples",
+                iteration=iteration,
+                task=task,
+                sampled=len(samples["results"]),
                 rewarded=sum(r["reward"] >= config.min_reward for r in samples["results"]),
-                valid=sum(r["valid"] for r in samples["results"]), kept=len(kept[task]))
+                valid=sum(r["valid"] for r in samples["results"]),
+                kept=len(kept[task]),
+            )
         bar.close()
-        records = [{"task": t, **sft_example(contexts[t], t, r["strategy"])}
-                   for t in config.train_tasks for r in kept[t]]
+        records = [
+            {"task": t, **sft_example(contexts[t], t, r["strategy"])} for t in config.train_tasks for r in kept[t]
+        ]
         atomic_write_json(folder / "dataset.json", records)
 
         # ----- 2. M-step: fine-tune a LoRA on the kept samples (skip if none) ----------------
@@ -283,8 +352,13 @@ def train_restem(config: RestemConfig, make_env: Callable[[list[str]], Any] | No
         # ----- 3. evaluate the iteration's policy on held-out tasks ---------------------------
         evaluation = evaluate(folder, adapter, f"restem_iter{iteration}", iteration)
         summaries.append(evaluation["summary"])
-        result = {"iteration": iteration, "policy_adapter": adapter, "sft": sft,
-                  "kept": {t: len(v) for t, v in kept.items()}, "eval": _brief(evaluation["summary"])}
+        result = {
+            "iteration": iteration,
+            "policy_adapter": adapter,
+            "sft": sft,
+            "kept": {t: len(v) for t, v in kept.items()},
+            "eval": _brief(evaluation["summary"]),
+        }
         atomic_write_json(marker, result)
         log("iteration", **result)
         results.append(result)
@@ -296,19 +370,21 @@ def evaluation_rows(out: str | Path) -> list[dict]:
     """Every held-out evaluation row a run folder holds, iteration 0 (zero-shot) first, in
     numeric iteration order."""
     folders = sorted(Path(out).glob("iter_*"), key=lambda p: int(p.name.split("_")[1]))
-    return [row for f in folders if (f / "eval.json").exists()
-            for row in json.loads((f / "eval.json").read_text())["rows"]]
+    return [
+        row for f in folders if (f / "eval.json").exists() for row in json.loads((f / "eval.json").read_text())["rows"]
+    ]
 
 
 # ----- E-step helpers ------------------------------------------------------------------------------
 
 
-def _sample_task(path: Path, task: str, env, get_policy: Callable[[], Any], config: RestemConfig, bar,
-                 iteration: int) -> dict:
+def _sample_task(
+    path: Path, task: str, env, get_policy: Callable[[], Any], config: RestemConfig, bar, iteration: int
+) -> dict:
     """Sample K replies for ``task`` and score each in a one-step episode; resumes from ``path``."""
     from coral_env.backend.io import atomic_write_json, read_json
-    from coral_env.seeding import derived_seed
     from coral_env.env.reward import reward_of
+    from coral_env.seeding import derived_seed
 
     state = read_json(path, _redo(path)) if path.exists() else None
     if state is not None and state["complete"]:
@@ -317,17 +393,21 @@ def _sample_task(path: Path, task: str, env, get_policy: Callable[[], Any], conf
     if state is None:  # sample all K at once; the replies are saved before any is scored
         obs, _ = env.reset(options={"task": task})
         # Seeded by its place in the run, so a resumed run (which skips earlier sampling) draws the same.
-        replies = get_policy().sample(obs["context"], task, config.samples_per_task,
-                                      seed=derived_seed(config.seed, "restem-sample", iteration, task))
-        state = {"task": task, "context": obs["context"], "replies": list(replies), "results": [],
-                 "complete": False}
+        replies = get_policy().sample(
+            obs["context"],
+            task,
+            config.samples_per_task,
+            seed=derived_seed(config.seed, "restem-sample", iteration, task),
+        )
+        state = {"task": task, "context": obs["context"], "replies": list(replies), "results": [], "complete": False}
         atomic_write_json(path, state)
     bar.update(len(state["results"]))
     if hasattr(env, "score"):  # an EpisodePool: score the remaining replies on its Ray actors at once
         start = len(state["results"])
         remaining = state["replies"][start:]
-        for index, (reply, (reward, info)) in enumerate(zip(remaining, env.score([(task, r) for r in remaining])),
-                                                        start=start):
+        for index, (reply, (reward, info)) in enumerate(
+            zip(remaining, env.score([(task, r) for r in remaining])), start=start
+        ):
             state["results"].append(_sample_result(index, reply, reward, info))
         bar.update(len(remaining))
     for index in range(len(state["results"]), len(state["replies"])):
@@ -342,9 +422,17 @@ def _sample_task(path: Path, task: str, env, get_policy: Callable[[], Any], conf
 
 
 def _sample_result(index: int, reply: str, reward: float, info: dict) -> dict:
-    return {"index": index, "reply": reply, "action": info["action"], "valid": info["valid"],
-            "strategy": info.get("strategy"), "reward": float(reward), "metric_before": info.get("metric_before"),
-            "metric_after": info.get("metric_after"), "error": info.get("error")}
+    return {
+        "index": index,
+        "reply": reply,
+        "action": info["action"],
+        "valid": info["valid"],
+        "strategy": info.get("strategy"),
+        "reward": float(reward),
+        "metric_before": info.get("metric_before"),
+        "metric_after": info.get("metric_after"),
+        "error": info.get("error"),
+    }
 
 
 def keep_rewarded(results: list[dict], cap: int, dedupe: bool = True, min_reward: float = 1.0) -> list[dict]:
@@ -392,26 +480,49 @@ def build_sft_trainer(config: RestemConfig, records: list[dict], output_dir: Pat
     if start_adapter:
         model = PeftModel.from_pretrained(model, start_adapter, is_trainable=True)
     else:
-        peft_config = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                                 target_modules=list(config.lora_targets), task_type="CAUSAL_LM")
-    longest = max(len(tokenizer(tokenizer.apply_chat_template(r["prompt"] + r["completion"], tokenize=False),
-                                add_special_tokens=False)["input_ids"]) for r in records)
+        peft_config = LoraConfig(
+            r=config.lora_r,
+            lora_alpha=config.lora_alpha,
+            lora_dropout=config.lora_dropout,
+            target_modules=list(config.lora_targets),
+            task_type="CAUSAL_LM",
+        )
+    longest = max(
+        len(
+            tokenizer(
+                tokenizer.apply_chat_template(r["prompt"] + r["completion"], tokenize=False), add_special_tokens=False
+            )["input_ids"]
+        )
+        for r in records
+    )
     if longest > config.max_length:  # TRL keeps the start: the completion would be cut away
         raise ValueError(f"an SFT example has {longest} tokens > max_length={config.max_length}; raise --max-length")
     args = SFTConfig(
-        output_dir=str(output_dir), learning_rate=config.learning_rate, num_train_epochs=config.num_train_epochs,
-        max_steps=config.max_steps, per_device_train_batch_size=config.batch_size, max_length=config.max_length,
-        completion_only_loss=True, bf16=dtype == torch.bfloat16,
-        gradient_checkpointing=config.gradient_checkpointing, logging_steps=1, save_strategy="no",
-        report_to=config.report_to, seed=config.seed, disable_tqdm=not config.progress,
-        use_cpu=device == "cpu")
+        output_dir=str(output_dir),
+        learning_rate=config.learning_rate,
+        num_train_epochs=config.num_train_epochs,
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.batch_size,
+        max_length=config.max_length,
+        completion_only_loss=True,
+        bf16=dtype == torch.bfloat16,
+        gradient_checkpointing=config.gradient_checkpointing,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=config.report_to,
+        seed=config.seed,
+        disable_tqdm=not config.progress,
+        use_cpu=device == "cpu",
+    )
     dataset = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in records])
-    return SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                      peft_config=peft_config)
+    return SFTTrainer(
+        model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config
+    )
 
 
-def finetune(config: RestemConfig, records: list[dict], target: Path, start_adapter: str | None,
-             iteration: int) -> dict[str, Any]:
+def finetune(
+    config: RestemConfig, records: list[dict], target: Path, start_adapter: str | None, iteration: int
+) -> dict[str, Any]:
     """SFT a LoRA on ``records``; the PEFT adapter folder is written with ``atomic_dir`` (it
     appears complete or not at all; the trainer's scratch folder sits beside it). Returns
     training statistics."""
@@ -422,23 +533,35 @@ def finetune(config: RestemConfig, records: list[dict], target: Path, start_adap
     target.parent.mkdir(parents=True, exist_ok=True)
     for stale in target.parent.glob(f".{target.name}.sft-*"):  # left by a killed run
         shutil.rmtree(stale, ignore_errors=True)
-    with atomic_dir(target, clean_stale=True) as adapter_dir, tempfile.TemporaryDirectory(
-            dir=target.parent, prefix=f".{target.name}.sft-") as scratch:
+    with (
+        atomic_dir(target, clean_stale=True) as adapter_dir,
+        tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}.sft-") as scratch,
+    ):
         check_report_to(config.report_to)
         logs = target.parent / "tensorboard" if config.report_to == "tensorboard" else None
         with tensorboard_dir(logs):  # the trainer's own folder is scratch
-            trainer = build_sft_trainer(dataclasses.replace(config, seed=config.seed + iteration), records,
-                                        Path(scratch) / "trainer", start_adapter)
+            trainer = build_sft_trainer(
+                dataclasses.replace(config, seed=config.seed + iteration),
+                records,
+                Path(scratch) / "trainer",
+                start_adapter,
+            )
         started = time.perf_counter()
         output = trainer.train()
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-        sft = {"examples": len(records), "steps": int(output.global_step),
-               "train_loss": float(output.training_loss),
-               "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
-               "seconds": time.perf_counter() - started, "init": start_adapter or "base"}
+        sft = {
+            "examples": len(records),
+            "steps": int(output.global_step),
+            "train_loss": float(output.training_loss),
+            "first_loss": losses[0] if losses else None,
+            "last_loss": losses[-1] if losses else None,
+            "seconds": time.perf_counter() - started,
+            "init": start_adapter or "base",
+        }
         trainer.model.save_pretrained(str(adapter_dir))
-        (adapter_dir / "coral_policy.json").write_text(to_json(
-            {"base_model": config.policy_model, "iteration": iteration, "sft": sft}))
+        (adapter_dir / "coral_policy.json").write_text(
+            to_json({"base_model": config.policy_model, "iteration": iteration, "sft": sft})
+        )
     return sft
 
 
@@ -451,10 +574,17 @@ def _llm_policy_factory(config: RestemConfig) -> Callable[[str | None], Any]:
 
         from policies.llm import LLMPolicy, SamplingConfig
 
-        sampling = SamplingConfig(temperature=config.temperature, top_p=config.top_p, top_k=config.top_k,
-                                  max_new_tokens=config.max_new_tokens)
-        policy = LLMPolicy(config.policy_model, adapter=adapter, sampling=sampling, seed=config.seed,
-                           dtype=config.policy_dtype, device="cuda" if torch.cuda.is_available() else "cpu")
+        sampling = SamplingConfig(
+            temperature=config.temperature, top_p=config.top_p, top_k=config.top_k, max_new_tokens=config.max_new_tokens
+        )
+        policy = LLMPolicy(
+            config.policy_model,
+            adapter=adapter,
+            sampling=sampling,
+            seed=config.seed,
+            dtype=config.policy_dtype,
+            device="cuda" if torch.cuda.is_available() else "cpu",
+        )
         policy.name = "llm" if adapter is None else f"llm+{Path(adapter).parent.name}"
         return policy
 
@@ -492,13 +622,23 @@ def _check_resume(path: Path, config: RestemConfig) -> None:
     new = json.loads(json.dumps(dataclasses.asdict(config)))
     changed = sorted(k for k in new if k not in RESUMABLE_CHANGES and old.get(k) != new[k])
     if changed:
-        raise ValueError(f"{path.parent} holds a run with different settings ({', '.join(changed)}); "
-                         "resume it with the same settings or choose another --out")
+        raise ValueError(
+            f"{path.parent} holds a run with different settings ({', '.join(changed)}); "
+            "resume it with the same settings or choose another --out"
+        )
 
 
 def _brief(summary: dict) -> dict:
-    keys = ("n", "success_rate", "success_ci", "mean_metric_gain", "metric_gain_ci", "mean_accuracy_gain",
-            "valid_rate", "families")
+    keys = (
+        "n",
+        "success_rate",
+        "success_ci",
+        "mean_metric_gain",
+        "metric_gain_ci",
+        "mean_accuracy_gain",
+        "valid_rate",
+        "families",
+    )
     return {k: summary[k] for k in keys}
 
 
@@ -514,9 +654,11 @@ def command(config: RestemConfig) -> int:
     print()
     print(family_table(result["summaries"]))
     for it in result["iterations"]:
-        print(f"iteration {it['iteration']}: kept {json.dumps(it['kept'])}; sft "
-              f"{'skipped' if it['sft'].get('skipped') else str(it['sft'].get('steps')) + ' steps'}; "
-              f"policy {it['policy_adapter']}")
+        print(
+            f"iteration {it['iteration']}: kept {json.dumps(it['kept'])}; sft "
+            f"{'skipped' if it['sft'].get('skipped') else str(it['sft'].get('steps')) + ' steps'}; "
+            f"policy {it['policy_adapter']}"
+        )
     return 0
 
 
@@ -526,8 +668,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from .commands import TRAINERS
 
-    return run_config_command(RestemConfig, command, argv, "python -m trainers.restem",
-                              TRAINERS["restem"].description)
+    return run_config_command(RestemConfig, command, argv, "python -m trainers.restem", TRAINERS["restem"].description)
 
 
 if __name__ == "__main__":

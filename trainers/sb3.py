@@ -44,8 +44,9 @@ class SB3Config(Presets):
     """Settings of an SB3 run; ``SB3Config.from_preset(name, **overrides)`` fills the preset's defaults."""
 
     PRESET_VALUES = {
-        "tiny": dict(train_tasks=["syn_add", "syn_compare"], eval_tasks=["syn_parity"], auto_setup=True,
-                     total_timesteps=256),
+        "tiny": dict(
+            train_tasks=["syn_add", "syn_compare"], eval_tasks=["syn_parity"], auto_setup=True, total_timesteps=256
+        ),
         "cpu": dict(total_timesteps=2000, max_prompt_batches=4),
         "paper": dict(total_timesteps=20_000, net_arch=[256, 256], eval_samples_per_task=1),
     }
@@ -53,10 +54,14 @@ class SB3Config(Presets):
     algo: str = field(default="ppo", metadata={"help": "ppo, a2c, dqn or maskable_ppo (needs sb3-contrib)"})
     preset: str = field(default="cpu", metadata={"help": "scale preset of the env and defaults: tiny, cpu, paper"})
     out: str | None = field(default=None, metadata={"help": "run folder (default runs/sb3/<algo>__seed<seed>)"})
-    train_tasks: list[str] = field(default_factory=lambda: ["arc_easy", "piqa", "boolq", "winogrande"],
-                                   metadata={"help": "tasks the agent trains on (each reset samples one)"})
-    eval_tasks: list[str] = field(default_factory=lambda: ["arc_challenge", "hellaswag"],
-                                  metadata={"help": "held-out tasks the agent is evaluated on"})
+    train_tasks: list[str] = field(
+        default_factory=lambda: ["arc_easy", "piqa", "boolq", "winogrande"],
+        metadata={"help": "tasks the agent trains on (each reset samples one)"},
+    )
+    eval_tasks: list[str] = field(
+        default_factory=lambda: ["arc_challenge", "hellaswag"],
+        metadata={"help": "held-out tasks the agent is evaluated on"},
+    )
     artifacts: str | None = field(default=None, metadata={"help": "env artifacts root (coral setup --artifacts)"})
     data_dir: str | None = field(default=None, metadata={"help": "benchmark JSONL folder"})
     reward_metric: str = field(default="auto", metadata={"help": "env reward metric"})
@@ -75,14 +80,23 @@ class SB3Config(Presets):
     exploration_final_eps: float = field(default=0.05, metadata={"help": "DQN final epsilon"})
     target_update_interval: int = field(default=250, metadata={"help": "DQN target network update period"})
     train_freq: int = field(default=1, metadata={"help": "DQN steps per gradient step"})
-    max_prompt_batches: int | None = field(default=None, metadata={
-        "help": "Discrete catalogue: leave out TTS entries with more prompt batches (cpu preset: 4, "
-                "dropping the 20-adapter ensembles that cost 20 evaluations each)"})
-    n_envs: int = field(default=1, metadata={
-        "help": "training envs: 1 in this process, N > 1 in N worker processes (SB3 SubprocVecEnv, one Coral "
-                "runtime each, seeds seed..seed+N-1)"})
-    report_to: str = field(default="none", metadata={
-        "help": "none or tensorboard (SB3's tensorboard_log, under <out>/tensorboard)"})
+    max_prompt_batches: int | None = field(
+        default=None,
+        metadata={
+            "help": "Discrete catalogue: leave out TTS entries with more prompt batches (cpu preset: 4, "
+            "dropping the 20-adapter ensembles that cost 20 evaluations each)"
+        },
+    )
+    n_envs: int = field(
+        default=1,
+        metadata={
+            "help": "training envs: 1 in this process, N > 1 in N worker processes (SB3 SubprocVecEnv, one Coral "
+            "runtime each, seeds seed..seed+N-1)"
+        },
+    )
+    report_to: str = field(
+        default="none", metadata={"help": "none or tensorboard (SB3's tensorboard_log, under <out>/tensorboard)"}
+    )
     eval_samples_per_task: int = field(default=1, metadata={"help": "episodes per held-out task"})
     deterministic_eval: bool = field(default=True, metadata={"help": "greedy actions when evaluating"})
     eval_test: bool = field(default=False, metadata={"help": "also report test accuracy in the evaluation rows"})
@@ -137,18 +151,31 @@ def hyperparameters(config: SB3Config) -> dict[str, Any]:
     """Constructor keyword arguments of the algorithm (policy_kwargs included)."""
     lr = config.learning_rate or ALGO_DEFAULTS[config.algo]["learning_rate"]
     n_steps = config.n_steps or ALGO_DEFAULTS[config.algo]["n_steps"]
-    common = {"learning_rate": lr, "gamma": config.gamma, "seed": config.seed, "device": "cpu",
-              "policy_kwargs": {"net_arch": list(config.net_arch)}}
+    common = {
+        "learning_rate": lr,
+        "gamma": config.gamma,
+        "seed": config.seed,
+        "device": "cpu",
+        "policy_kwargs": {"net_arch": list(config.net_arch)},
+    }
     if config.algo == "dqn":
-        return common | {"buffer_size": config.buffer_size, "learning_starts": config.learning_starts,
-                         "batch_size": config.batch_size, "train_freq": config.train_freq,
-                         "target_update_interval": config.target_update_interval,
-                         "exploration_fraction": config.exploration_fraction,
-                         "exploration_final_eps": config.exploration_final_eps}
+        return common | {
+            "buffer_size": config.buffer_size,
+            "learning_starts": config.learning_starts,
+            "batch_size": config.batch_size,
+            "train_freq": config.train_freq,
+            "target_update_interval": config.target_update_interval,
+            "exploration_fraction": config.exploration_fraction,
+            "exploration_final_eps": config.exploration_final_eps,
+        }
     if config.algo == "a2c":
         return common | {"n_steps": n_steps, "ent_coef": config.ent_coef}
-    return common | {"n_steps": n_steps, "batch_size": min(config.batch_size, n_steps),
-                     "n_epochs": config.n_epochs, "ent_coef": config.ent_coef}
+    return common | {
+        "n_steps": n_steps,
+        "batch_size": min(config.batch_size, n_steps),
+        "n_epochs": config.n_epochs,
+        "ent_coef": config.ent_coef,
+    }
 
 
 def wrap_env(env, algo: str, encoder=None, max_prompt_batches: int | None = None):
@@ -165,8 +192,7 @@ def wrap_env(env, algo: str, encoder=None, max_prompt_batches: int | None = None
     return DiscreteStrategies(env, max_prompt_batches)
 
 
-def train_sb3(config: SB3Config, make_env: Callable[[list[str]], Any] | None = None,
-              encoder=None) -> dict[str, Any]:
+def train_sb3(config: SB3Config, make_env: Callable[[list[str]], Any] | None = None, encoder=None) -> dict[str, Any]:
     """Train (or, when ``<out>/policy`` exists, reload), save and evaluate one agent.
 
     Args:
@@ -193,14 +219,21 @@ def train_sb3(config: SB3Config, make_env: Callable[[list[str]], Any] | None = N
     from coral_env.tasks import get_task, resolve_tasks
 
     # a task config path (*.json, *.yaml) registers its task; the run then uses its name
-    config = dataclasses.replace(config, train_tasks=resolve_tasks(config.train_tasks),
-                                 eval_tasks=resolve_tasks(config.eval_tasks))
+    config = dataclasses.replace(
+        config, train_tasks=resolve_tasks(config.train_tasks), eval_tasks=resolve_tasks(config.eval_tasks)
+    )
     if make_env is None:
         for task in config.train_tasks + config.eval_tasks:
             get_task(task)  # a misspelt task fails before any training
-        make_env = env_factory(config.preset, config.artifacts, config.data_dir, config.seed,
-                               reward_metric=config.reward_metric, auto_setup=config.auto_setup,
-                               eval_test=config.eval_test)
+        make_env = env_factory(
+            config.preset,
+            config.artifacts,
+            config.data_dir,
+            config.seed,
+            reward_metric=config.reward_metric,
+            auto_setup=config.auto_setup,
+            eval_test=config.eval_test,
+        )
     out = config.run_dir()
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "config.json", config)
@@ -218,8 +251,7 @@ def train_sb3(config: SB3Config, make_env: Callable[[list[str]], Any] | None = N
         train_env = local_env if config.n_envs == 1 else worker_envs(config, make_env, given_encoder)
         logs = str(out / "tensorboard") if config.report_to == "tensorboard" else None
         check_report_to(config.report_to)
-        model = algorithm_class(config.algo)("MlpPolicy", train_env, tensorboard_log=logs,
-                                             **hyperparameters(config))
+        model = algorithm_class(config.algo)("MlpPolicy", train_env, tensorboard_log=logs, **hyperparameters(config))
         try:
             model.learn(total_timesteps=config.total_timesteps, callback=_progress_callback(config))
         finally:
@@ -231,8 +263,10 @@ def train_sb3(config: SB3Config, make_env: Callable[[list[str]], Any] | None = N
         _check_same_agent(policy_dir, config)
         model = load_sb3(policy_dir)
     # Logged once, also when a kill came between the save and this line.
-    append_jsonl_once(out / "log.jsonl", {"event": "train", "algo": config.algo,
-                                          "timesteps": config.total_timesteps, "seconds": seconds})
+    append_jsonl_once(
+        out / "log.jsonl",
+        {"event": "train", "algo": config.algo, "timesteps": config.total_timesteps, "seconds": seconds},
+    )
 
     # ----- evaluate on held-out tasks (a finished evaluation with these settings is reused) ------
     settings = json.loads(to_json({k: getattr(config, k) for k in EVAL_SETTINGS}))
@@ -244,19 +278,42 @@ def train_sb3(config: SB3Config, make_env: Callable[[list[str]], Any] | None = N
         rows, summary = stored["rows"], stored["summary"]
     else:
         eval_env = make_env(config.eval_tasks, strict_heldout=True)  # artifacts never trained on them
-        policy = SB3Policy(model, wrap_env(eval_env, config.algo, encoder, config.max_prompt_batches),
-                           deterministic=config.deterministic_eval,
-                           name=config.algo)
-        rows = evaluate_policy_on_tasks(eval_env, policy, config.eval_tasks, config.eval_samples_per_task,
-                                        name=config.algo, seed=config.seed, progress=config.progress)
+        policy = SB3Policy(
+            model,
+            wrap_env(eval_env, config.algo, encoder, config.max_prompt_batches),
+            deterministic=config.deterministic_eval,
+            name=config.algo,
+        )
+        rows = evaluate_policy_on_tasks(
+            eval_env,
+            policy,
+            config.eval_tasks,
+            config.eval_samples_per_task,
+            name=config.algo,
+            seed=config.seed,
+            progress=config.progress,
+        )
         summary = summarize(rows)[0]
-        atomic_write_json(eval_path, {"policy": config.algo, "settings": settings, "rows": rows,
-                                      "summary": summary})
-    append_jsonl_once(out / "log.jsonl", {"event": "eval", "algo": config.algo, "settings": settings,
-                                          "success_rate": summary["success_rate"],
-                                          "mean_metric_gain": summary["mean_metric_gain"]}, keys=("event", "settings"))
-    return {"policy_dir": str(policy_dir), "rows": rows, "summary": summary, "trained": trained,
-            "seconds": time.perf_counter() - started, "model": model}
+        atomic_write_json(eval_path, {"policy": config.algo, "settings": settings, "rows": rows, "summary": summary})
+    append_jsonl_once(
+        out / "log.jsonl",
+        {
+            "event": "eval",
+            "algo": config.algo,
+            "settings": settings,
+            "success_rate": summary["success_rate"],
+            "mean_metric_gain": summary["mean_metric_gain"],
+        },
+        keys=("event", "settings"),
+    )
+    return {
+        "policy_dir": str(policy_dir),
+        "rows": rows,
+        "summary": summary,
+        "trained": trained,
+        "seconds": time.perf_counter() - started,
+        "model": model,
+    }
 
 
 def worker_envs(config: SB3Config, make_env: Callable[[list[str]], Any], encoder=None):
@@ -269,14 +326,14 @@ def worker_envs(config: SB3Config, make_env: Callable[[list[str]], Any], encoder
     from stable_baselines3.common.vec_env import SubprocVecEnv
 
     threads = config.threads or max(1, (os.cpu_count() or 1) // config.n_envs)
-    make = functools.partial(_worker_env, make_env, list(config.train_tasks), config.algo,
-                             config.max_prompt_batches, threads, encoder)
+    make = functools.partial(
+        _worker_env, make_env, list(config.train_tasks), config.algo, config.max_prompt_batches, threads, encoder
+    )
     method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
     return SubprocVecEnv([make] * config.n_envs, start_method=method)
 
 
-def _worker_env(make_env, tasks: list[str], algo: str, max_prompt_batches: int | None, threads: int,
-                encoder=None):
+def _worker_env(make_env, tasks: list[str], algo: str, max_prompt_batches: int | None, threads: int, encoder=None):
     import torch
 
     torch.set_num_threads(threads)
@@ -337,9 +394,14 @@ def save_sb3(model, folder: str | Path, config: SB3Config) -> Path:
 
     folder = Path(folder)
     state = {k: v.detach().cpu().clone().contiguous() for k, v in model.policy.state_dict().items()}
-    meta = {"format": "coral-sb3/1", "algo": config.algo, "hyperparameters": hyperparameters(config),
-            "observation_space": _space_spec(model.observation_space),
-            "action_space": _space_spec(model.action_space), "config": dataclasses.asdict(config)}
+    meta = {
+        "format": "coral-sb3/1",
+        "algo": config.algo,
+        "hyperparameters": hyperparameters(config),
+        "observation_space": _space_spec(model.observation_space),
+        "action_space": _space_spec(model.action_space),
+        "config": dataclasses.asdict(config),
+    }
     if meta["action_space"]["type"] == "Discrete":
         meta["catalogue"] = [s.canonical_json() for s in catalogue(config.max_prompt_batches)]
     with atomic_dir(folder, clean_stale=True) as tmp:  # the old agent stays until the new one is in
@@ -354,8 +416,10 @@ def _check_same_agent(folder: Path, config: SB3Config) -> None:
     now = {k: getattr(config, k) for k in keys} | {"hyperparameters": json.loads(json.dumps(hyperparameters(config)))}
     before = {k: saved["config"].get(k) for k in keys} | {"hyperparameters": saved["hyperparameters"]}
     if changed := sorted(k for k in now if before.get(k) != now[k]):
-        raise ValueError(f"{folder} holds an agent trained with other settings ({', '.join(changed)}); "
-                         "delete it to retrain, or choose another --out")
+        raise ValueError(
+            f"{folder} holds an agent trained with other settings ({', '.join(changed)}); "
+            "delete it to retrain, or choose another --out"
+        )
 
 
 def load_sb3(folder: str | Path):

@@ -52,11 +52,16 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="HF model folder (default: %(default)s)")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="ARC-Easy test JSONL (default: %(default)s)")
     p.add_argument("--limit", type=int, default=500, help="first N questions in file order (default: %(default)s)")
-    p.add_argument("--batch-size", default=DEFAULT_BATCH_SIZE,
-                   help="lm-eval --batch_size (int or 'auto'; default: %(default)s)")
+    p.add_argument(
+        "--batch-size", default=DEFAULT_BATCH_SIZE, help="lm-eval --batch_size (int or 'auto'; default: %(default)s)"
+    )
     p.add_argument("--dtype", default="bfloat16")
-    p.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "2")),
-                   help="torch/OpenMP threads (default: $OMP_NUM_THREADS or 2)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=int(os.environ.get("OMP_NUM_THREADS", "2")),
+        help="torch/OpenMP threads (default: $OMP_NUM_THREADS or 2)",
+    )
     p.add_argument("--keep-raw-samples", action="store_true", help="keep lm-eval's full samples_*.jsonl")
     return p.parse_args()
 
@@ -181,24 +186,37 @@ def main() -> int:
     t_fwd = Timer(HFLM, "_loglikelihood_tokens")
 
     cli = [
-        "lm_eval", "run",
-        "--model", "hf",
-        "--model_args", f"pretrained={model},dtype={args.dtype}",
-        "--device", "cpu",
-        "--include_path", str(task_yaml.parent),
-        "--tasks", TASK_NAME,
-        "--num_fewshot", "0",
-        "--limit", str(args.limit),
-        "--batch_size", str(args.batch_size),
-        "--output_path", str(raw_dir),
+        "lm_eval",
+        "run",
+        "--model",
+        "hf",
+        "--model_args",
+        f"pretrained={model},dtype={args.dtype}",
+        "--device",
+        "cpu",
+        "--include_path",
+        str(task_yaml.parent),
+        "--tasks",
+        TASK_NAME,
+        "--num_fewshot",
+        "0",
+        "--limit",
+        str(args.limit),
+        "--batch_size",
+        str(args.batch_size),
+        "--output_path",
+        str(raw_dir),
         "--log_samples",
     ]
-    env_prefix = (f"HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 OMP_NUM_THREADS={args.threads} ")
+    env_prefix = f"HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 OMP_NUM_THREADS={args.threads} "
     equivalent = env_prefix + shlex.join(cli)
     print(f"[run_lm_eval] equivalent CLI: {equivalent}", flush=True)
-    print(f"[run_lm_eval] lm_eval {lm_eval.__version__}, torch {torch.__version__} "
-          f"(threads={torch.get_num_threads()}), transformers {transformers.__version__}, "
-          f"datasets {datasets.__version__}", flush=True)
+    print(
+        f"[run_lm_eval] lm_eval {lm_eval.__version__}, torch {torch.__version__} "
+        f"(threads={torch.get_num_threads()}), transformers {transformers.__version__}, "
+        f"datasets {datasets.__version__}",
+        flush=True,
+    )
 
     sys.argv = cli
     t0 = time.perf_counter()
@@ -244,11 +262,15 @@ def main() -> int:
     }
     (out_dir / "timing.json").write_text(json.dumps(timing, indent=2) + "\n")
 
-    print(f"[run_lm_eval] acc={acc:.4f} acc_norm={acc_norm:.4f} (n={check['n']}, batch_size={args.batch_size}, "
-          f"threads={timing['threads']})")
-    print(f"[run_lm_eval] wall: process {timing['wall_s_process']:.1f} s | lm-eval run {t_eval:.1f} s | "
-          f"model load {t_load.total:.1f} s | loglikelihood phase {t_ll.total:.1f} s "
-          f"(forward passes {t_fwd.total:.1f} s)")
+    print(
+        f"[run_lm_eval] acc={acc:.4f} acc_norm={acc_norm:.4f} (n={check['n']}, batch_size={args.batch_size}, "
+        f"threads={timing['threads']})"
+    )
+    print(
+        f"[run_lm_eval] wall: process {timing['wall_s_process']:.1f} s | lm-eval run {t_eval:.1f} s | "
+        f"model load {t_load.total:.1f} s | loglikelihood phase {t_ll.total:.1f} s "
+        f"(forward passes {t_fwd.total:.1f} s)"
+    )
     print(f"[run_lm_eval] outputs in {out_dir}: results.json predictions.jsonl timing.json task/")
     return 0
 

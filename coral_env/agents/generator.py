@@ -48,16 +48,26 @@ FORMAT_VERSION = 1
 
 def _paper_stages(n: int = 128) -> list[Stage]:
     # CORAL Table 5 / DeGAML E.3 (Qwen2.5-0.5B, r=8: 4296 tokens of 8 x 128).
-    return [(n, 384, 384), (n, 200, 300), (n, 100, 256), (2 * n, 50, 200), (4 * n, 50, 200),
-            (8 * n, 25, 200), (8 * n, 10, 200), (16 * n, 10, 200), (4296, 8, 128)]
+    return [
+        (n, 384, 384),
+        (n, 200, 300),
+        (n, 100, 256),
+        (2 * n, 50, 200),
+        (4 * n, 50, 200),
+        (8 * n, 25, 200),
+        (8 * n, 10, 200),
+        (16 * n, 10, 200),
+        (4296, 8, 128),
+    ]
 
 
 GENERATOR_PRESETS: dict[str, dict] = {
     "paper": dict(stages=_paper_stages(128), kernel_size=3, refine=False),
     # 2.7M parameters; ends at SmolLM2-135M r=8 q/k/v/o: 30 layers x 120 tokens of 256 = 16 x 16.
     # No refinement block: on a 2-core CPU it doubles the step time (0.38 -> 0.88 s at batch 8).
-    "cpu": dict(stages=[(16, 64, 384), (16, 32, 64), (32, 16, 32), (64, 16, 16), (3600, 16, 16)],
-                kernel_size=3, refine=False),
+    "cpu": dict(
+        stages=[(16, 64, 384), (16, 32, 64), (32, 16, 32), (64, 16, 16), (3600, 16, 16)], kernel_size=3, refine=False
+    ),
     # The tiny preset's random 2-layer model, r=2: 2 x 14 tokens of 64 = 8 x 8.
     "tiny": dict(stages=[(4, 16, 384), (4, 8, 32), (8, 8, 16), (28, 8, 8)], kernel_size=3, refine=True),
 }
@@ -76,8 +86,10 @@ class GeneratorConfig:
         encoder: sentence-transformers model producing the condition.
     """
 
-    stages: list[Stage] = field(default_factory=lambda: list(GENERATOR_PRESETS["cpu"]["stages"]),
-                                metadata={"help": "Channel progression [(N, L, C), ...]."})
+    stages: list[Stage] = field(
+        default_factory=lambda: list(GENERATOR_PRESETS["cpu"]["stages"]),
+        metadata={"help": "Channel progression [(N, L, C), ...]."},
+    )
     kernel_size: int = field(default=3, metadata={"help": "Kernel size of every conv (odd)."})
     refine: bool = field(default=True, metadata={"help": "Positions + token-resolution refinement block."})
     encoder: str = field(default=DEFAULT_ENCODER, metadata={"help": "Sentence-transformers encoder."})
@@ -117,8 +129,10 @@ class GeneratorConfig:
         """A copy whose last stage emits exactly ``layout``'s tokens (T = layers x tokens/layer)."""
         h, w = self.token_shape
         if h * w != layout.token_dim:
-            raise ValueError(f"last stage tokens are {h} x {w} = {h * w} entries, the layout's tokens "
-                             f"have {layout.token_dim}; pick h, w with h * w = {layout.token_dim}")
+            raise ValueError(
+                f"last stage tokens are {h} x {w} = {h * w} entries, the layout's tokens "
+                f"have {layout.token_dim}; pick h, w with h * w = {layout.token_dim}"
+            )
         n_tokens = layout.n_layers * layout.tokens_per_layer
         return dataclasses.replace(self, stages=[*self.stages[:-1], (n_tokens, h, w)])
 
@@ -156,10 +170,10 @@ class HyperConvBlock(nn.Module):
         (n, l, c), (n2, l2, c2), k = shape_in, shape_out, kernel_size
         self.shape_in, self.shape_out = tuple(shape_in), tuple(shape_out)
         self.norm = nn.LayerNorm([l, c])
-        self.conv_w1 = _conv(c, c2, k, bias=False)    # width first ...
-        self.conv_h1 = _conv(l, l2, k, bias=False)    # ... then height
-        self.conv_h2 = _conv(l, l2, k, bias=False)    # height first ...
-        self.conv_w2 = _conv(c, c2, k, bias=False)    # ... then width
+        self.conv_w1 = _conv(c, c2, k, bias=False)  # width first ...
+        self.conv_h1 = _conv(l, l2, k, bias=False)  # ... then height
+        self.conv_h2 = _conv(l, l2, k, bias=False)  # height first ...
+        self.conv_w2 = _conv(c, c2, k, bias=False)  # ... then width
         self.bias = nn.Parameter(torch.empty(l2, c2).uniform_(-1 / (l2 * c2), 1 / (l2 * c2)))
         self.conv_l = _conv(n, n2, k, groups=layer_groups)
 
@@ -197,8 +211,10 @@ class HyperConvDecoder(nn.Module):
     def forward(self, condition: torch.Tensor) -> torch.Tensor:
         expected = self.config.stages[0]
         if tuple(condition.shape[-3:]) != expected:
-            raise ValueError(f"condition has shape {tuple(condition.shape)}, expected (B, {expected[0]}, "
-                             f"{expected[1]}, {expected[2]}) (N prompts, L tokens, C features)")
+            raise ValueError(
+                f"condition has shape {tuple(condition.shape)}, expected (B, {expected[0]}, "
+                f"{expected[1]}, {expected[2]}) (N prompts, L tokens, C features)"
+            )
         x = condition
         for block in self.blocks:
             x = block(x)
@@ -218,9 +234,16 @@ class Generator:
     >>> layout.set_flat(gen.generate_adapter(support_prompts))            # doctest: +SKIP
     """
 
-    def __init__(self, config: GeneratorConfig, layout: AdapterLayout,
-                 decoder: HyperConvDecoder | None = None, encoder: PromptEncoder | None = None,
-                 device: str = "cpu", extra: dict | None = None, anchor: torch.Tensor | None = None) -> None:
+    def __init__(
+        self,
+        config: GeneratorConfig,
+        layout: AdapterLayout,
+        decoder: HyperConvDecoder | None = None,
+        encoder: PromptEncoder | None = None,
+        device: str = "cpu",
+        extra: dict | None = None,
+        anchor: torch.Tensor | None = None,
+    ) -> None:
         self.config = config.for_layout(layout)
         self.layout = layout
         self.decoder = (decoder or HyperConvDecoder(self.config, layout)).to(device).eval()
@@ -279,20 +302,34 @@ class Generator:
         if self.anchor is not None:
             state["anchor"] = self.anchor
         atomic_save_safetensors(directory / "model.safetensors", state, {"format": FORMAT})
-        atomic_write_json(directory / "config.json", {
-            "format": FORMAT, "version": FORMAT_VERSION, "generator": self.config.to_dict(),
-            "layout": self.layout.config(), "extra": self.extra})
+        atomic_write_json(
+            directory / "config.json",
+            {
+                "format": FORMAT,
+                "version": FORMAT_VERSION,
+                "generator": self.config.to_dict(),
+                "layout": self.layout.config(),
+                "extra": self.extra,
+            },
+        )
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, encoder: PromptEncoder | None = None,
-                        device: str = "cpu") -> "Generator":
+    def from_pretrained(
+        cls, directory: str | Path, encoder: PromptEncoder | None = None, device: str = "cpu"
+    ) -> "Generator":
         """Load a generator written by ``save_pretrained`` (safetensors + JSON only)."""
         from ..backend.io import load_artifact
 
         cfg, state = load_artifact(directory, FORMAT, "generator", "coral pretrain-generator")
         lay = cfg["layout"]
-        layout = AdapterLayout(lay["names"], [tuple(s) for s in lay["shapes"]], lay["layers"], lay["token_dim"],
-                               state.pop("layout.mean"), state.pop("layout.std"))
+        layout = AdapterLayout(
+            lay["names"],
+            [tuple(s) for s in lay["shapes"]],
+            lay["layers"],
+            lay["token_dim"],
+            state.pop("layout.mean"),
+            state.pop("layout.std"),
+        )
         anchor = state.pop("anchor", None)
         config = GeneratorConfig.from_dict(cfg["generator"])
         decoder = HyperConvDecoder(config, layout)

@@ -53,12 +53,12 @@ def mean_hidden(model, encoded: list[list[int]], pad_id: int, batch_size: int = 
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     total = None
     for start in range(0, len(order), batch_size):
-        rows = [encoded[i] for i in order[start:start + batch_size]]
+        rows = [encoded[i] for i in order[start : start + batch_size]]
         width = max(len(r) for r in rows)
         ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
         mask = torch.zeros(len(rows), width, dtype=torch.long)
         for j, r in enumerate(rows):
-            ids[j, :len(r)], mask[j, :len(r)] = torch.tensor(r), 1
+            ids[j, : len(r)], mask[j, : len(r)] = torch.tensor(r), 1
         hidden = decoder(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
         m = mask.to(device, torch.float32)[..., None]
         per_prompt = (hidden.float() * m).sum(1) / m.sum(1)  # (b, H)
@@ -105,8 +105,7 @@ class TaskVectorizer:
     torch.Size([576])
     """
 
-    def __init__(self, model, tokenizer, layout: AdapterLayout, *, max_len: int = 128,
-                 batch_size: int = 8) -> None:
+    def __init__(self, model, tokenizer, layout: AdapterLayout, *, max_len: int = 128, batch_size: int = 8) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.model, self.tokenizer, self.layout = model, tokenizer, layout
@@ -156,8 +155,16 @@ class TaskVectorizer:
         return out
 
 
-def task_vector(model, tokenizer, layout: AdapterLayout, adapter: torch.Tensor, prompts: Sequence[str],
-                *, max_len: int = 128, batch_size: int = 8) -> torch.Tensor:
+def task_vector(
+    model,
+    tokenizer,
+    layout: AdapterLayout,
+    adapter: torch.Tensor,
+    prompts: Sequence[str],
+    *,
+    max_len: int = 128,
+    batch_size: int = 8,
+) -> torch.Tensor:
     """One task vector (H,): ``adapter``'s shift of the mean final hidden state on ``prompts``."""
     return TaskVectorizer(model, tokenizer, layout, max_len=max_len, batch_size=batch_size)(adapter, prompts)
 

@@ -6,7 +6,17 @@ from .lora import AdapterLayout, LoraSpec, adapter_hash, attach_lora, load_adapt
 from .models import ModelNotFoundError, load_model, load_tokenizer, resolve_dtype
 
 __all__ = [
-    "PRESETS", "BackendConfig", "check_preset", "AdapterLayout", "LoraSpec", "adapter_hash",
-    "attach_lora", "load_adapter", "save_adapter", "ModelNotFoundError", "load_model",
-    "load_tokenizer", "resolve_dtype",
+    "PRESETS",
+    "BackendConfig",
+    "check_preset",
+    "AdapterLayout",
+    "LoraSpec",
+    "adapter_hash",
+    "attach_lora",
+    "load_adapter",
+    "save_adapter",
+    "ModelNotFoundError",
+    "load_model",
+    "load_tokenizer",
+    "resolve_dtype",
 ]

@@ -20,22 +20,36 @@ import torch
 NAME = "coral_packed"
 
 
-def packed_attention_forward(module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                             attention_mask: torch.Tensor | None, scaling: float | None = None,
-                             dropout: float = 0.0, **kwargs):
+def packed_attention_forward(
+    module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    **kwargs,
+):
     """Attention interface of transformers: (B, H, L, D) inputs -> ((B, L, H, D), None)."""
-    if (attention_mask is None or attention_mask.dtype != torch.bool or attention_mask.dim() != 4
-            or attention_mask.shape[1] != 1 or torch.is_grad_enabled()
-            or kwargs.get("sliding_window") is not None or query.shape[2] != key.shape[2]):
+    if (
+        attention_mask is None
+        or attention_mask.dtype != torch.bool
+        or attention_mask.dim() != 4
+        or attention_mask.shape[1] != 1
+        or torch.is_grad_enabled()
+        or kwargs.get("sliding_window") is not None
+        or query.shape[2] != key.shape[2]
+    ):
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling,
-                                      dropout=dropout, **kwargs)
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs
+        )
     batch, heads, length, dim = query.shape
     kv_heads = key.shape[1]
     rep = heads // kv_heads
     if scaling is None:
-        scaling = dim ** -0.5
+        scaling = dim**-0.5
     # Heads h*rep..h*rep+rep-1 use key/value head h (transformers' repeat_kv order).
     q = query.reshape(batch, kv_heads, rep * length, dim).float()
     scores = torch.matmul(q, key.float().transpose(-1, -2))  # (B, KV, rep*L, L) fp32

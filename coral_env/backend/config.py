@@ -39,8 +39,11 @@ class BackendConfig(Presets):
         "cpu": dict(model="smollm2-135m-instruct", lora=LoraSpec(rank=8, alpha=16), token_dim=256),
         # GPUs keep SDPA (packed_attention is CPU-only) with rows of 256 tokens, 4 per call; the
         # 16 x 64 CPU default was tuned for the packed attention.
-        "paper": dict(model="Qwen/Qwen2.5-0.5B-Instruct", device="cuda",
-                      scoring=ScoringConfig(row_len=256, rows_per_call=4),
-                      lora=LoraSpec(rank=8, alpha=16, targets=_PAPER_TARGETS), token_dim=1024),
+        "paper": dict(
+            model="Qwen/Qwen2.5-0.5B-Instruct",
+            device="cuda",
+            scoring=ScoringConfig(row_len=256, rows_per_call=4),
+            lora=LoraSpec(rank=8, alpha=16, targets=_PAPER_TARGETS),
+            token_dim=1024,
+        ),
     }
-

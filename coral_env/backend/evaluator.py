@@ -86,8 +86,14 @@ class EvalResult:
         return self.accuracy if value is None else float(value)
 
     def summary(self) -> dict:
-        out = {"task": self.task, "kind": self.kind, "n": self.n, "accuracy": self.accuracy,
-               "ci95": list(self.ci95), "seconds": round(self.seconds, 3)}
+        out = {
+            "task": self.task,
+            "kind": self.kind,
+            "n": self.n,
+            "accuracy": self.accuracy,
+            "ci95": list(self.ci95),
+            "seconds": round(self.seconds, 3),
+        }
         for name in ("acc_norm", "balanced_accuracy", "auc"):
             value = getattr(self, name)
             if value is not None:
@@ -97,23 +103,39 @@ class EvalResult:
         return out
 
 
-def mc_result(task: str, examples: list[Example], logprobs: list[torch.Tensor | np.ndarray],
-              seconds: float = 0.0) -> EvalResult:
+def mc_result(
+    task: str, examples: list[Example], logprobs: list[torch.Tensor | np.ndarray], seconds: float = 0.0
+) -> EvalResult:
     """Metrics from per-choice log-probabilities (also used to score TTS ensembles)."""
     lps = [np.asarray(lp, dtype=np.float64) for lp in logprobs]
     preds = [int(lp.argmax()) for lp in lps]
-    norm_preds = [int((lp / np.array([max(len(c), 1) for c in ex.choices])).argmax())
-                  for lp, ex in zip(lps, examples)]
+    norm_preds = [int((lp / np.array([max(len(c), 1) for c in ex.choices])).argmax()) for lp, ex in zip(lps, examples)]
     labels = [ex.label for ex in examples]
     conf = np.array([float(np.exp(lp - lp.max()).max() / np.exp(lp - lp.max()).sum()) for lp in lps])
-    return EvalResult(task, "multiple_choice", np.array([p == y for p, y in zip(preds, labels)]),
-                      preds, labels, conf, lps,
-                      np.array([p == y for p, y in zip(norm_preds, labels)]), seconds=seconds)
+    return EvalResult(
+        task,
+        "multiple_choice",
+        np.array([p == y for p, y in zip(preds, labels)]),
+        preds,
+        labels,
+        conf,
+        lps,
+        np.array([p == y for p, y in zip(norm_preds, labels)]),
+        seconds=seconds,
+    )
 
 
-def evaluate(model, tokenizer, examples: list[Example], *, task: str = "", style: str = "plain",
-             scoring: ScoringConfig | None = None, generation: GenerationConfig | None = None,
-             head_delta: HeadDelta | SlotSpec | None = None) -> EvalResult:
+def evaluate(
+    model,
+    tokenizer,
+    examples: list[Example],
+    *,
+    task: str = "",
+    style: str = "plain",
+    scoring: ScoringConfig | None = None,
+    generation: GenerationConfig | None = None,
+    head_delta: HeadDelta | SlotSpec | None = None,
+) -> EvalResult:
     """Score ``examples`` with ``model`` (its current adapter, if any).
 
     Multiple choice: log-likelihood of each choice continuation. Generative: greedy decoding,
@@ -127,19 +149,33 @@ def evaluate(model, tokenizer, examples: list[Example], *, task: str = "", style
         logprobs = score_continuations(model, tokenizer, requests, scoring, head_delta)
         return mc_result(task, examples, logprobs, time.perf_counter() - start)
     if head_delta is not None:
-        raise ValueError("head_delta applies to multiple-choice scoring; generative SLOT "
-                         "decoding goes through the Latent strategy")
+        raise ValueError(
+            "head_delta applies to multiple-choice scoring; generative SLOT decoding goes through the Latent strategy"
+        )
     generation = generation or GenerationConfig()
     prompts = [build_generation_prompt(ex, style, tokenizer, task=task or None) for ex in examples]
-    outputs = generate_greedy(model, tokenizer, prompts, generation.max_new_tokens,
-                              tuple(stop_sequences(task, style)) if task else (), generation.batch_size)
+    outputs = generate_greedy(
+        model,
+        tokenizer,
+        prompts,
+        generation.max_new_tokens,
+        tuple(stop_sequences(task, style)) if task else (),
+        generation.batch_size,
+    )
     return generative_result(task, examples, outputs, time.perf_counter() - start)
 
 
-def generative_result(task: str, examples: list[Example], outputs: list[str],
-                      seconds: float = 0.0) -> EvalResult:
+def generative_result(task: str, examples: list[Example], outputs: list[str], seconds: float = 0.0) -> EvalResult:
     """Metrics from decoded texts (also used by TTS majority vote on generative tasks)."""
     answer_type = get_task(task).answer_type if task else "text"
     correct = np.array([answers_match(answer_type, out, ex.answer) for out, ex in zip(outputs, examples)])
-    return EvalResult(task, "generative", correct, outputs, [ex.answer for ex in examples],
-                      np.full(len(outputs), np.nan), outputs=outputs, seconds=seconds)
+    return EvalResult(
+        task,
+        "generative",
+        correct,
+        outputs,
+        [ex.answer for ex in examples],
+        np.full(len(outputs), np.nan),
+        outputs=outputs,
+        seconds=seconds,
+    )

@@ -63,8 +63,9 @@ def example_pair(example: Example, style: str = "plain", tokenizer=None) -> tupl
     return prompt, (" " + example.answer if style == "plain" else example.answer)
 
 
-def build_sequences(examples: Sequence[Example], tokenizer, *, style: str = "plain",
-                    max_len: int = 128) -> list[TrainSequence]:
+def build_sequences(
+    examples: Sequence[Example], tokenizer, *, style: str = "plain", max_len: int = 128
+) -> list[TrainSequence]:
     """Tokenise examples into training sequences of at most ``max_len`` tokens.
 
     The answer is kept whole (cut to ``max_len - 1`` tokens if it alone is longer); the prompt
@@ -75,8 +76,8 @@ def build_sequences(examples: Sequence[Example], tokenizer, *, style: str = "pla
     pairs = [example_pair(ex, style, tokenizer) for ex in examples]
     out = []
     for ctx, ans in encode_pairs(tokenizer, pairs):
-        ans = ans[:max_len - 1]
-        ctx = ctx[-(max_len - len(ans)):]
+        ans = ans[: max_len - 1]
+        ctx = ctx[-(max_len - len(ans)) :]
         out.append(TrainSequence(tuple(ctx + ans), tuple([IGNORE] * len(ctx) + ans)))
     return out
 
@@ -97,7 +98,7 @@ def batch_indices(n: int, batch_size: int, step: int, seed: int) -> list[int]:
         gen = torch.Generator().manual_seed((seed * 1_000_003 + epoch) % (2**63))
         perm = torch.randperm(n, generator=gen)
         take = min(batch_size - len(out), n - offset)
-        out.extend(perm[offset:offset + take].tolist())
+        out.extend(perm[offset : offset + take].tolist())
         pos += take
     return out
 
@@ -109,9 +110,9 @@ def collate(sequences: Sequence[TrainSequence], pad_id: int) -> dict[str, torch.
     labels = torch.full((len(sequences), width), IGNORE, dtype=torch.long)
     mask = torch.zeros((len(sequences), width), dtype=torch.long)
     for i, s in enumerate(sequences):
-        ids[i, :len(s.input_ids)] = torch.tensor(s.input_ids)
-        labels[i, :len(s.labels)] = torch.tensor(s.labels)
-        mask[i, :len(s.input_ids)] = 1
+        ids[i, : len(s.input_ids)] = torch.tensor(s.input_ids)
+        labels[i, : len(s.labels)] = torch.tensor(s.labels)
+        mask[i, : len(s.input_ids)] = 1
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
@@ -137,18 +138,27 @@ def trainable_parameters(model) -> list[torch.Tensor]:
     return [p for p in model.parameters() if p.requires_grad]
 
 
-def make_optimizer(params: Sequence[torch.Tensor], lr: float, weight_decay: float = 0.0,
-                   betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> torch.optim.AdamW:
+def make_optimizer(
+    params: Sequence[torch.Tensor],
+    lr: float,
+    weight_decay: float = 0.0,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+) -> torch.optim.AdamW:
     """AdamW over ``params`` only (the base model stays frozen); single-tensor updates so a
     resumed optimizer computes bit-identical steps."""
     if not params:
         raise ValueError("no trainable parameters; attach a LoRA first")
-    return torch.optim.AdamW(list(params), lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                             foreach=False)
+    return torch.optim.AdamW(list(params), lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, foreach=False)
 
 
-def train_step(model, batch: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer,
-               lr: float | None = None, max_grad_norm: float | None = None) -> float:
+def train_step(
+    model,
+    batch: dict[str, torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    lr: float | None = None,
+    max_grad_norm: float | None = None,
+) -> float:
     """One optimizer step on the answer-token loss of ``batch``; returns the loss before the step.
 
     ``lr`` (if given) is written into every parameter group first (phase schedules).
@@ -179,12 +189,12 @@ def adamw_state(optimizer: torch.optim.Optimizer, params: Sequence[torch.Tensor]
         avg.append(state["exp_avg"].reshape(-1).float() if state else torch.zeros(p.numel()))
         sq.append(state["exp_avg_sq"].reshape(-1).float() if state else torch.zeros(p.numel()))
         step = float(state["step"]) if state else step
-    return {"exp_avg": torch.cat(avg), "exp_avg_sq": torch.cat(sq),
-            "step": torch.tensor([step], dtype=torch.float32)}
+    return {"exp_avg": torch.cat(avg), "exp_avg_sq": torch.cat(sq), "step": torch.tensor([step], dtype=torch.float32)}
 
 
-def load_adamw_state(optimizer: torch.optim.Optimizer, params: Sequence[torch.Tensor],
-                     tensors: dict[str, torch.Tensor]) -> None:
+def load_adamw_state(
+    optimizer: torch.optim.Optimizer, params: Sequence[torch.Tensor], tensors: dict[str, torch.Tensor]
+) -> None:
     """Inverse of ``adamw_state``: restore the moments of ``params`` in place."""
     step = float(tensors["step"].reshape(-1)[0])
     if step == 0:
@@ -195,19 +205,29 @@ def load_adamw_state(optimizer: torch.optim.Optimizer, params: Sequence[torch.Te
         n = p.numel()
         optimizer.state[p] = {
             "step": torch.tensor(step, dtype=torch.float32),
-            "exp_avg": tensors["exp_avg"][offset:offset + n].view(p.shape).to(p.dtype).clone(),
-            "exp_avg_sq": tensors["exp_avg_sq"][offset:offset + n].view(p.shape).to(p.dtype).clone(),
+            "exp_avg": tensors["exp_avg"][offset : offset + n].view(p.shape).to(p.dtype).clone(),
+            "exp_avg_sq": tensors["exp_avg_sq"][offset : offset + n].view(p.shape).to(p.dtype).clone(),
         }
         offset += n
     if offset != tensors["exp_avg"].numel():
-        raise ValueError(f"optimizer state holds {tensors['exp_avg'].numel()} entries, "
-                         f"parameters need {offset}")
+        raise ValueError(f"optimizer state holds {tensors['exp_avg'].numel()} entries, parameters need {offset}")
 
 
-def train_lora(model, tokenizer, examples: Sequence[Example], *, steps: int, lr: float,
-               batch_size: int = 8, max_len: int = 128, seed: int = 0, style: str = "plain",
-               weight_decay: float = 0.0, max_grad_norm: float | None = 1.0,
-               progress: bool = False) -> list[float]:
+def train_lora(
+    model,
+    tokenizer,
+    examples: Sequence[Example],
+    *,
+    steps: int,
+    lr: float,
+    batch_size: int = 8,
+    max_len: int = 128,
+    seed: int = 0,
+    style: str = "plain",
+    weight_decay: float = 0.0,
+    max_grad_norm: float | None = 1.0,
+    progress: bool = False,
+) -> list[float]:
     """Fine-tune the LoRA of ``model`` in place for ``steps`` steps; returns the per-step losses.
 
     A convenience loop for baselines (no checkpoints, no resume); ``setup.collect`` builds the
@@ -225,6 +245,18 @@ def train_lora(model, tokenizer, examples: Sequence[Example], *, steps: int, lr:
     return losses
 
 
-__all__ = ["IGNORE", "TrainSequence", "example_pair", "build_sequences", "batch_indices", "collate",
-           "answer_loss", "trainable_parameters", "make_optimizer", "train_step", "adamw_state",
-           "load_adamw_state", "train_lora"]
+__all__ = [
+    "IGNORE",
+    "TrainSequence",
+    "example_pair",
+    "build_sequences",
+    "batch_indices",
+    "collate",
+    "answer_loss",
+    "trainable_parameters",
+    "make_optimizer",
+    "train_step",
+    "adamw_state",
+    "load_adamw_state",
+    "train_lora",
+]

@@ -37,7 +37,7 @@ def corrupt(path: str | Path, why: str, fix: str) -> CorruptArtifactError:
 def _writer_alive(tmp_name: str) -> bool:
     """Whether the process that owns a temp file (``.<name>.<pid>.<random>.tmp``) still runs."""
     try:
-        pid = int(tmp_name[:-len(_TMP_SUFFIX)].rsplit(".", 2)[-2])
+        pid = int(tmp_name[: -len(_TMP_SUFFIX)].rsplit(".", 2)[-2])
     except (ValueError, IndexError):
         return False
     if pid == os.getpid():
@@ -114,7 +114,6 @@ def atomic_dir(target: str | Path, *, replace: bool = True, clean_stale: bool = 
         shutil.rmtree(tmp, ignore_errors=True)  # gone after a rename; the new folder otherwise
 
 
-
 def _jsonable(obj: Any, where: str = "") -> Any:
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         obj = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
@@ -161,8 +160,10 @@ def _sort_header_metadata(path: str) -> None:
         header = json.loads(fh.read(size))
         if not header.get("__metadata__"):
             return
-        header = {"__metadata__": dict(sorted(header["__metadata__"].items())),
-                  **{k: v for k, v in header.items() if k != "__metadata__"}}
+        header = {
+            "__metadata__": dict(sorted(header["__metadata__"].items())),
+            **{k: v for k, v in header.items() if k != "__metadata__"},
+        }
         text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
         if len(text) > size:  # never happens for the same content; keep the file valid if it does
             return
@@ -170,8 +171,9 @@ def _sort_header_metadata(path: str) -> None:
         fh.write(text + b" " * (size - len(text)))
 
 
-def atomic_save_safetensors(path: str | Path, tensors: dict[str, torch.Tensor],
-                            metadata: dict[str, str] | None = None) -> None:
+def atomic_save_safetensors(
+    path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
+) -> None:
     """Save tensors as safetensors atomically (contiguous copies, metadata values as strings, in
     sorted key order: equal tensors and metadata give byte-identical files)."""
     from safetensors.torch import save_file
@@ -197,7 +199,7 @@ def append_jsonl(path: str | Path, record: dict) -> None:
             cut = fh.read(1) != b"\n"
         if cut:
             text = path.read_text()
-            atomic_write_text(path, text[:text.rfind("\n") + 1])
+            atomic_write_text(path, text[: text.rfind("\n") + 1])
     with open(path, "a") as fh:
         fh.write(to_json(record, indent=None) + "\n")
         fh.flush()
@@ -275,8 +277,9 @@ def read_state(path: str | Path, config_hash: str, mismatch: str) -> tuple[dict[
     """(metadata, tensors) of a resumable safetensors state; ``ValueError(mismatch)`` when it was
     written under another ``config_hash`` (a run must not resume from another config's state),
     ``CorruptArtifactError`` when it is unreadable (deleting it restarts the stage from step 0)."""
-    meta, tensors = read_safetensors(path, "delete it and re-run the same command (the stage restarts "
-                                           "from its first step)")
+    meta, tensors = read_safetensors(
+        path, "delete it and re-run the same command (the stage restarts from its first step)"
+    )
     if meta.get("config_hash") != config_hash:
         raise ValueError(mismatch)
     return meta, tensors
@@ -292,8 +295,10 @@ def load_artifact(directory: str | Path, fmt: str, what: str, made_by: str) -> t
     directory = Path(directory)
     cfg_path, weights = directory / "config.json", directory / "model.safetensors"
     if not cfg_path.exists() or not weights.exists():
-        raise FileNotFoundError(f"{directory} is not a {what} folder (expected config.json and "
-                                f"model.safetensors); train one with `{made_by}`")
+        raise FileNotFoundError(
+            f"{directory} is not a {what} folder (expected config.json and "
+            f"model.safetensors); train one with `{made_by}`"
+        )
     fix = f"delete {directory} and re-run `{made_by}`"
     cfg = read_json(cfg_path, fix)
     if cfg.get("format") != fmt:

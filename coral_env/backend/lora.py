@@ -47,8 +47,14 @@ def attach_lora(model, spec: LoraSpec, seed: int = 0):
     """
     from peft import LoraConfig, get_peft_model
 
-    config = LoraConfig(r=spec.rank, lora_alpha=spec.alpha, target_modules=list(spec.targets),
-                        lora_dropout=spec.dropout, bias="none", task_type="CAUSAL_LM")
+    config = LoraConfig(
+        r=spec.rank,
+        lora_alpha=spec.alpha,
+        target_modules=list(spec.targets),
+        lora_dropout=spec.dropout,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         peft_model = get_peft_model(model, config)
@@ -146,13 +152,14 @@ class AdapterLayout:
             raise ValueError(f"adapter vector has shape {tuple(vector.shape)}, expected ({self.size},)")
         params = self._bound()
         # One fused copy instead of a copy per matrix (hundreds of small tensors).
-        torch._foreach_copy_(params, [piece.view(p.shape) for piece, p in
-                                      zip(vector.split(self.numels), params)])
+        torch._foreach_copy_(params, [piece.view(p.shape) for piece, p in zip(vector.split(self.numels), params)])
 
     def to_state_dict(self, vector: torch.Tensor) -> dict[str, torch.Tensor]:
         """Flat vector -> {PEFT parameter name: tensor}."""
-        return {n: vector[s:e].reshape(shape).clone()
-                for n, shape, s, e in zip(self.names, self.shapes, self.offsets[:-1], self.offsets[1:])}
+        return {
+            n: vector[s:e].reshape(shape).clone()
+            for n, shape, s, e in zip(self.names, self.shapes, self.offsets[:-1], self.offsets[1:])
+        }
 
     def from_state_dict(self, state: dict[str, torch.Tensor]) -> torch.Tensor:
         """{PEFT parameter name: tensor} -> flat fp32 vector; names must match the layout."""
@@ -203,7 +210,7 @@ class AdapterLayout:
         cursors = [0] * self.n_layers
         pieces = []
         for layer, n in zip(self.layers, self.numels):
-            pieces.append(layer_chunks[layer][..., cursors[layer]:cursors[layer] + n])
+            pieces.append(layer_chunks[layer][..., cursors[layer] : cursors[layer] + n])
             cursors[layer] += n
         return torch.cat(pieces, dim=-1)
 
@@ -229,13 +236,18 @@ class AdapterLayout:
             return torch.cat([angles.sin(), angles.cos()], dim=-1)  # (n, half)
 
         rows, cols = enc(self.n_layers), enc(self.tokens_per_layer)
-        return torch.cat([rows[:, None].expand(-1, self.tokens_per_layer, -1),
-                          cols[None].expand(self.n_layers, -1, -1)], dim=-1)
+        return torch.cat(
+            [rows[:, None].expand(-1, self.tokens_per_layer, -1), cols[None].expand(self.n_layers, -1, -1)], dim=-1
+        )
 
     # ----- identity, persistence ----------------------------------------------------------
     def config(self) -> dict:
-        return {"names": self.names, "shapes": [list(s) for s in self.shapes],
-                "layers": self.layers, "token_dim": self.token_dim}
+        return {
+            "names": self.names,
+            "shapes": [list(s) for s in self.shapes],
+            "layers": self.layers,
+            "token_dim": self.token_dim,
+        }
 
     def save(self, directory: str | Path) -> None:
         """Write ``layout.json`` and ``layout_scales.safetensors`` into ``directory`` atomically."""
@@ -243,20 +255,27 @@ class AdapterLayout:
 
         directory = Path(directory)
         atomic_write_json(directory / "layout.json", self.config())
-        atomic_save_safetensors(directory / "layout_scales.safetensors",
-                                {"mean": self.mean, "std": self.std})
+        atomic_save_safetensors(directory / "layout_scales.safetensors", {"mean": self.mean, "std": self.std})
 
     @classmethod
     def load(cls, directory: str | Path) -> "AdapterLayout":
         from .io import read_json, read_safetensors
 
         directory = Path(directory)
-        fix = (f"delete {directory.parent} and re-run `coral collect` (or `coral setup`) into it "
-               "(the layout and the checkpoints are made together)")
+        fix = (
+            f"delete {directory.parent} and re-run `coral collect` (or `coral setup`) into it "
+            "(the layout and the checkpoints are made together)"
+        )
         cfg = read_json(directory / "layout.json", fix)
         _, scales = read_safetensors(directory / "layout_scales.safetensors", fix)
-        return cls(cfg["names"], [tuple(s) for s in cfg["shapes"]], cfg["layers"],
-                   cfg["token_dim"], scales["mean"], scales["std"])
+        return cls(
+            cfg["names"],
+            [tuple(s) for s in cfg["shapes"]],
+            cfg["layers"],
+            cfg["token_dim"],
+            scales["mean"],
+            scales["std"],
+        )
 
 
 def adapter_hash(vector: torch.Tensor) -> str:
@@ -273,8 +292,14 @@ class LoadedAdapter:
     state: dict[str, torch.Tensor]
 
 
-def save_adapter(directory: str | Path, layout: AdapterLayout, vector: torch.Tensor,
-                 spec: LoraSpec, base_model: str, extra: dict | None = None) -> Path:
+def save_adapter(
+    directory: str | Path,
+    layout: AdapterLayout,
+    vector: torch.Tensor,
+    spec: LoraSpec,
+    base_model: str,
+    extra: dict | None = None,
+) -> Path:
     """Save as a PEFT adapter folder: ``adapter_model.safetensors`` + ``adapter_config.json``
     (``peft.PeftModel.from_pretrained(base, directory)`` loads it), plus ``extra`` (provenance)
     in ``coral_adapter.json``. Written with ``atomic_dir``: it appears complete or not at all,
@@ -284,17 +309,26 @@ def save_adapter(directory: str | Path, layout: AdapterLayout, vector: torch.Ten
     from .io import atomic_dir
 
     directory = Path(directory)
-    if directory.is_file() or (directory.is_dir() and any(directory.iterdir())
-                               and not (directory / "adapter_config.json").exists()):
-        raise ValueError(f"{directory} exists and is not an adapter folder; choose a new or empty "
-                         "folder (an existing adapter folder is replaced)")
+    if directory.is_file() or (
+        directory.is_dir() and any(directory.iterdir()) and not (directory / "adapter_config.json").exists()
+    ):
+        raise ValueError(
+            f"{directory} exists and is not an adapter folder; choose a new or empty "
+            "folder (an existing adapter folder is replaced)"
+        )
     with atomic_dir(directory) as tmp:
-        state = {_peft_key(n): t.detach().float().cpu().contiguous()
-                 for n, t in layout.to_state_dict(vector).items()}
+        state = {_peft_key(n): t.detach().float().cpu().contiguous() for n, t in layout.to_state_dict(vector).items()}
         save_file(state, str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
-        config = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": spec.rank, "lora_alpha": spec.alpha,
-                  "target_modules": list(spec.targets), "lora_dropout": spec.dropout, "bias": "none",
-                  "base_model_name_or_path": base_model}
+        config = {
+            "peft_type": "LORA",
+            "task_type": "CAUSAL_LM",
+            "r": spec.rank,
+            "lora_alpha": spec.alpha,
+            "target_modules": list(spec.targets),
+            "lora_dropout": spec.dropout,
+            "bias": "none",
+            "base_model_name_or_path": base_model,
+        }
         (tmp / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
         if extra:
             (tmp / "coral_adapter.json").write_text(json.dumps(extra, indent=2, default=str) + "\n")
@@ -310,12 +344,17 @@ def load_adapter(directory: str | Path) -> LoadedAdapter:
     if not cfg_path.exists() or not weights.exists():
         raise FileNotFoundError(
             f"{directory} is not an adapter folder: expected adapter_config.json and "
-            "adapter_model.safetensors (as written by save_adapter or PEFT's save_pretrained)")
+            "adapter_model.safetensors (as written by save_adapter or PEFT's save_pretrained)"
+        )
 
     fix = f"delete {directory} and save or train the adapter again"
     cfg = read_json(cfg_path, fix)
-    spec = LoraSpec(rank=cfg["r"], alpha=cfg["lora_alpha"], targets=tuple(cfg["target_modules"]),
-                    dropout=cfg.get("lora_dropout", 0.0))
+    spec = LoraSpec(
+        rank=cfg["r"],
+        alpha=cfg["lora_alpha"],
+        targets=tuple(cfg["target_modules"]),
+        dropout=cfg.get("lora_dropout", 0.0),
+    )
     return LoadedAdapter(spec, read_safetensors(weights, fix)[1])
 
 
@@ -334,5 +373,13 @@ def state_for_layout(layout: AdapterLayout, state: dict[str, torch.Tensor]) -> t
     return layout.from_state_dict(resolved)
 
 
-__all__ = ["LoraSpec", "attach_lora", "AdapterLayout", "adapter_hash", "save_adapter",
-           "load_adapter", "state_for_layout", "LoadedAdapter"]
+__all__ = [
+    "LoraSpec",
+    "attach_lora",
+    "AdapterLayout",
+    "adapter_hash",
+    "save_adapter",
+    "load_adapter",
+    "state_for_layout",
+    "LoadedAdapter",
+]

@@ -44,13 +44,12 @@ def auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
         j = i
         while j + 1 < len(values) and values[j + 1] == values[i]:
             j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2 + 1
+        ranks[order[i : j + 1]] = (i + j) / 2 + 1
         i = j + 1
-    return float((ranks[:len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
 
-def bootstrap_ci(values: np.ndarray, n_boot: int = 2000, seed: int = 0,
-                 stat=np.mean) -> tuple[float, float]:
+def bootstrap_ci(values: np.ndarray, n_boot: int = 2000, seed: int = 0, stat=np.mean) -> tuple[float, float]:
     """Percentile bootstrap 95% CI of ``stat`` over the rows of ``values`` (paired differences too)."""
     values = np.asarray(values)
     if len(values) == 0:
@@ -72,8 +71,10 @@ def mcnemar_improvement_pvalue(before: np.ndarray, after: np.ndarray) -> float:
 
     before, after = np.asarray(before).astype(bool), np.asarray(after).astype(bool)
     if before.shape != after.shape:
-        raise ValueError(f"per-question correctness of different lengths: {before.shape} vs {after.shape}; "
-                         "compare evaluations of the same questions")
+        raise ValueError(
+            f"per-question correctness of different lengths: {before.shape} vs {after.shape}; "
+            "compare evaluations of the same questions"
+        )
     fixed = int(np.sum(~before & after))
     broken = int(np.sum(before & ~after))
     if fixed + broken == 0:
@@ -81,8 +82,9 @@ def mcnemar_improvement_pvalue(before: np.ndarray, after: np.ndarray) -> float:
     return float(binomtest(fixed, fixed + broken, 0.5, alternative="greater").pvalue)
 
 
-def paired_bootstrap_ci(before: np.ndarray, after: np.ndarray, n_boot: int = 2000,
-                        seed: int = 0) -> tuple[float, float]:
+def paired_bootstrap_ci(
+    before: np.ndarray, after: np.ndarray, n_boot: int = 2000, seed: int = 0
+) -> tuple[float, float]:
     """95% percentile-bootstrap CI of mean(after - before) over the same questions (paired)."""
     before, after = np.asarray(before, dtype=np.float64), np.asarray(after, dtype=np.float64)
     if before.shape != after.shape:

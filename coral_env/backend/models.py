@@ -75,8 +75,14 @@ def resolve_dtype(dtype: str | torch.dtype = "auto", device: str = "cpu") -> tor
     """``auto`` -> bf16 where the hardware runs it natively (CUDA with bf16, CPU with AVX-512 BF16/AMX), else fp32."""
     if isinstance(dtype, torch.dtype):
         return dtype
-    table = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp32": torch.float32,
-             "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16}
+    table = {
+        "bf16": torch.bfloat16,
+        "bfloat16": torch.bfloat16,
+        "fp32": torch.float32,
+        "float32": torch.float32,
+        "fp16": torch.float16,
+        "float16": torch.float16,
+    }
     if dtype in table:
         return table[dtype]
     if dtype != "auto":
@@ -226,10 +232,17 @@ def tiny_model(tokenizer, seed: int = 0, dtype: torch.dtype = torch.float32):
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     config = Qwen2Config(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
-        tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
     )
     with torch.random.fork_rng():
         torch.manual_seed(seed)
@@ -237,8 +250,9 @@ def tiny_model(tokenizer, seed: int = 0, dtype: torch.dtype = torch.float32):
     return model.to(dtype)
 
 
-def load_model(name_or_path: str, dtype: str | torch.dtype = "auto", device: str = "cpu",
-               attn_implementation: str = "sdpa"):
+def load_model(
+    name_or_path: str, dtype: str | torch.dtype = "auto", device: str = "cpu", attn_implementation: str = "sdpa"
+):
     """Load ``(model, tokenizer)`` in eval mode.
 
     Args:
@@ -255,7 +269,8 @@ def load_model(name_or_path: str, dtype: str | torch.dtype = "auto", device: str
         model = tiny_model(tokenizer, dtype=torch_dtype)
     else:
         path = resolve_model_path(name_or_path)
-        model = _from_pretrained(AutoModelForCausalLM, path, name_or_path, dtype=torch_dtype,
-                                 attn_implementation=attn_implementation)
+        model = _from_pretrained(
+            AutoModelForCausalLM, path, name_or_path, dtype=torch_dtype, attn_implementation=attn_implementation
+        )
     model.to(device).eval()
     return model, tokenizer

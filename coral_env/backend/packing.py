@@ -75,8 +75,9 @@ def pack_rows(groups: list[Group], row_len: int) -> list[list[int]]:
     return rows
 
 
-def build_batch(groups: list[Group], rows: list[list[int]], key_index: dict[tuple[int, int], int],
-                pad_id: int) -> PackedBatch:
+def build_batch(
+    groups: list[Group], rows: list[list[int]], key_index: dict[tuple[int, int], int], pad_id: int
+) -> PackedBatch:
     """Tensors for a list of rows (each a list of group indices)."""
     lengths = [sum(groups[g].length for g in row) for row in rows]
     width = max(lengths)
@@ -96,17 +97,17 @@ def build_batch(groups: list[Group], rows: list[list[int]], key_index: dict[tupl
             c_cols.extend(range(at, at + ctx_len - 1))
             c_tgts.extend(group.context[1:])
             c_segs.extend([n_seg] * (ctx_len - 1))
-            ids[b, at:at + ctx_len] = torch.tensor(group.context)
-            pos[b, at:at + ctx_len] = torch.arange(ctx_len)
-            mask[b, 0, at:at + ctx_len, at:at + ctx_len] = _tril(ctx_len)
+            ids[b, at : at + ctx_len] = torch.tensor(group.context)
+            pos[b, at : at + ctx_len] = torch.arange(ctx_len)
+            mask[b, 0, at : at + ctx_len, at : at + ctx_len] = _tril(ctx_len)
             seg = at + ctx_len
             for cont, key in zip(group.continuations, group.keys):
                 body = len(cont) - 1  # the last token is only ever a target
                 if body:
-                    ids[b, seg:seg + body] = torch.tensor(cont[:-1])
-                    pos[b, seg:seg + body] = torch.arange(ctx_len, ctx_len + body)
-                    mask[b, 0, seg:seg + body, at:at + ctx_len] = True
-                    mask[b, 0, seg:seg + body, seg:seg + body] = _tril(body)
+                    ids[b, seg : seg + body] = torch.tensor(cont[:-1])
+                    pos[b, seg : seg + body] = torch.arange(ctx_len, ctx_len + body)
+                    mask[b, 0, seg : seg + body, at : at + ctx_len] = True
+                    mask[b, 0, seg : seg + body, seg : seg + body] = _tril(body)
                 # Token 0 is predicted by the context's last position, token t by position seg+t-1.
                 cols = [at + ctx_len - 1] + list(range(seg, seg + body))
                 g_rows.extend([b] * len(cols))
@@ -121,12 +122,22 @@ def build_batch(groups: list[Group], rows: list[list[int]], key_index: dict[tupl
             idx = torch.arange(at, width)
             mask[b, 0, idx, idx] = True
     long = dict(dtype=torch.long)
-    return PackedBatch(ids, pos, mask, torch.tensor(g_rows), torch.tensor(g_cols),
-                       torch.tensor(tgts), torch.tensor(owners), real_tokens=sum(lengths),
-                       ctx_rows=torch.tensor(c_rows, **long), ctx_cols=torch.tensor(c_cols, **long),
-                       ctx_targets=torch.tensor(c_tgts, **long),
-                       ctx_segment=torch.tensor(c_segs, **long), segment=torch.tensor(segs, **long),
-                       n_segments=n_seg)
+    return PackedBatch(
+        ids,
+        pos,
+        mask,
+        torch.tensor(g_rows),
+        torch.tensor(g_cols),
+        torch.tensor(tgts),
+        torch.tensor(owners),
+        real_tokens=sum(lengths),
+        ctx_rows=torch.tensor(c_rows, **long),
+        ctx_cols=torch.tensor(c_cols, **long),
+        ctx_targets=torch.tensor(c_tgts, **long),
+        ctx_segment=torch.tensor(c_segs, **long),
+        segment=torch.tensor(segs, **long),
+        n_segments=n_seg,
+    )
 
 
 _TRIL: dict[int, torch.Tensor] = {}

@@ -68,10 +68,10 @@ def encode_pairs(tokenizer, pairs: list[tuple[str, str]]) -> list[tuple[list[int
         contexts.append(context)
         wholes.append(context + continuation)
     enc = tokenizer(contexts + wholes, add_special_tokens=False)["input_ids"]
-    ctx_ids, whole_ids = enc[:len(pairs)], enc[len(pairs):]
+    ctx_ids, whole_ids = enc[: len(pairs)], enc[len(pairs) :]
     out = []
     for ctx, whole in zip(ctx_ids, whole_ids):
-        cont = whole[len(ctx):]
+        cont = whole[len(ctx) :]
         if not ctx:
             ctx = [tokenizer.eos_token_id]
         if not cont:
@@ -80,8 +80,7 @@ def encode_pairs(tokenizer, pairs: list[tuple[str, str]]) -> list[tuple[list[int
     return out
 
 
-def make_groups(encoded: list[tuple[list[int], list[int]]], keys: list[tuple[int, int]],
-                max_len: int) -> list[Group]:
+def make_groups(encoded: list[tuple[list[int], list[int]]], keys: list[tuple[int, int]], max_len: int) -> list[Group]:
     """Group requests that share identical context tokens; contexts are cut from the left to fit."""
     by_context: dict[tuple[int, ...], Group] = {}
     for (ctx, cont), key in zip(encoded, keys):
@@ -97,9 +96,13 @@ def make_groups(encoded: list[tuple[list[int], list[int]]], keys: list[tuple[int
 
 
 @torch.no_grad()
-def score_continuations(model, tokenizer, requests: list[list[tuple[str, str]]],
-                        config: ScoringConfig | None = None,
-                        head_delta: HeadDelta | SlotSpec | None = None) -> list[torch.Tensor]:
+def score_continuations(
+    model,
+    tokenizer,
+    requests: list[list[tuple[str, str]]],
+    config: ScoringConfig | None = None,
+    head_delta: HeadDelta | SlotSpec | None = None,
+) -> list[torch.Tensor]:
     """Summed log-probability of each continuation given its context.
 
     Args:
@@ -124,7 +127,7 @@ def score_continuations(model, tokenizer, requests: list[list[tuple[str, str]]],
     device = head.weight.device
     totals = torch.zeros(len(keys), dtype=torch.float64)
     weight = head.weight  # (V, hidden), the model's dtype
-    calls = [rows[i:i + config.rows_per_call] for i in range(0, len(rows), config.rows_per_call)]
+    calls = [rows[i : i + config.rows_per_call] for i in range(0, len(rows), config.rows_per_call)]
     workspace = None
     if isinstance(head_delta, SlotSpec) and head_delta.steps > 0:
         # SLOT's (context positions x vocab) matrix, sized once for the largest call.
@@ -133,9 +136,11 @@ def score_continuations(model, tokenizer, requests: list[list[tuple[str, str]]],
     with packed_attention(model):
         for call in tqdm(calls, desc="scoring", disable=not config.progress, leave=False):
             batch = build_batch(groups, call, key_index, tokenizer.pad_token_id)
-            hidden = decoder(input_ids=batch.input_ids.to(device),
-                             attention_mask=batch.attention_mask.to(device),
-                             position_ids=batch.position_ids.to(device)).last_hidden_state
+            hidden = decoder(
+                input_ids=batch.input_ids.to(device),
+                attention_mask=batch.attention_mask.to(device),
+                position_ids=batch.position_ids.to(device),
+            ).last_hidden_state
             picked = hidden[batch.gather_rows.to(device), batch.gather_cols.to(device)]
             offsets = index = None
             if isinstance(head_delta, SlotSpec):  # one offset row per group, (segments, V)
@@ -147,13 +152,19 @@ def score_continuations(model, tokenizer, requests: list[list[tuple[str, str]]],
             totals.index_add_(0, batch.owner, chosen.double().cpu())
     out, i = [], 0
     for reqs in requests:
-        out.append(totals[i:i + len(reqs)].float())
+        out.append(totals[i : i + len(reqs)].float())
         i += len(reqs)
     return out
 
 
-def slot_adam(base_logits: torch.Tensor, segment: torch.Tensor, targets: torch.Tensor,
-              n_segments: int, weight: torch.Tensor, spec: SlotSpec) -> torch.Tensor:
+def slot_adam(
+    base_logits: torch.Tensor,
+    segment: torch.Tensor,
+    targets: torch.Tensor,
+    n_segments: int,
+    weight: torch.Tensor,
+    spec: SlotSpec,
+) -> torch.Tensor:
     """Closed-form Adam on one delta per segment: loss = mean NLL of the segment's positions.
 
     ``base_logits`` (P, V) fp32 are the logits H W^T of the positions (overwritten: this
@@ -198,12 +209,13 @@ def slot_adam(base_logits: torch.Tensor, segment: torch.Tensor, targets: torch.T
         grad = ((probs_sum - onehot_sum).to(weight.dtype) @ weight).float() / denom
         m.mul_(b1).add_(grad, alpha=1 - b1)
         v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
-        delta -= spec.lr * (m / (1 - b1 ** t)) / ((v / (1 - b2 ** t)).sqrt() + spec.eps)
+        delta -= spec.lr * (m / (1 - b1**t)) / ((v / (1 - b2**t)).sqrt() + spec.eps)
     return delta
 
 
-def fit_slot_deltas(hidden: torch.Tensor, batch, head, spec: SlotSpec,
-                    workspace: torch.Tensor | None = None) -> torch.Tensor:
+def fit_slot_deltas(
+    hidden: torch.Tensor, batch, head, spec: SlotSpec, workspace: torch.Tensor | None = None
+) -> torch.Tensor:
     """One SLOT delta per group of a packed batch, from that batch's decoder hidden states.
 
     ``workspace``: an fp32 (>= context positions, vocab) buffer to hold the base logits, reused
@@ -214,8 +226,9 @@ def fit_slot_deltas(hidden: torch.Tensor, batch, head, spec: SlotSpec,
         return torch.zeros(batch.n_segments, head.weight.shape[1], device=device)
     ctx_hidden = hidden[batch.ctx_rows.to(device), batch.ctx_cols.to(device)]
     base_logits = head_logits(ctx_hidden, head, workspace)
-    return slot_adam(base_logits, batch.ctx_segment.to(device), batch.ctx_targets.to(device),
-                     batch.n_segments, head.weight, spec)
+    return slot_adam(
+        base_logits, batch.ctx_segment.to(device), batch.ctx_targets.to(device), batch.n_segments, head.weight, spec
+    )
 
 
 def vocab_offsets(delta: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -239,12 +252,13 @@ def head_logits(x: torch.Tensor, head, out: torch.Tensor | None = None) -> torch
     vocab = head.weight.shape[0]
     out = torch.empty(n, vocab, device=x.device) if out is None else out[:n]
     for lo in range(0, n, CHUNK_ROWS):
-        out[lo:lo + CHUNK_ROWS] = head(x[lo:lo + CHUNK_ROWS])
+        out[lo : lo + CHUNK_ROWS] = head(x[lo : lo + CHUNK_ROWS])
     return out
 
 
-def target_logprobs(x: torch.Tensor, head, targets: torch.Tensor, offsets: torch.Tensor | None = None,
-                    index: torch.Tensor | None = None) -> torch.Tensor:
+def target_logprobs(
+    x: torch.Tensor, head, targets: torch.Tensor, offsets: torch.Tensor | None = None, index: torch.Tensor | None = None
+) -> torch.Tensor:
     """log p(targets[i] | x[i]) in fp32, (n,). ``offsets`` (m, vocab) fp32 are added to the logits:
     row ``index[i]`` to row i, or row i when ``index`` is None."""
     chosen = torch.empty(x.shape[0], device=x.device)
@@ -258,9 +272,16 @@ def target_logprobs(x: torch.Tensor, head, targets: torch.Tensor, offsets: torch
 
 
 @torch.no_grad()
-def generate_greedy(model, tokenizer, prompts: list[str], max_new_tokens: int = 256,
-                    stop: tuple[str, ...] = (), batch_size: int = 8, progress: bool = False,
-                    head_delta: torch.Tensor | None = None) -> list[str]:
+def generate_greedy(
+    model,
+    tokenizer,
+    prompts: list[str],
+    max_new_tokens: int = 256,
+    stop: tuple[str, ...] = (),
+    batch_size: int = 8,
+    progress: bool = False,
+    head_delta: torch.Tensor | None = None,
+) -> list[str]:
     """Greedy continuations of ``prompts`` (no special tokens added), cut at the first stop string.
 
     ``head_delta`` (n_prompts, hidden): a per-prompt vector added to the final hidden state
@@ -275,19 +296,20 @@ def generate_greedy(model, tokenizer, prompts: list[str], max_new_tokens: int = 
     tokenizer.padding_side = "left"
     device = decoder_and_head(model)[1].weight.device
     try:
-        for start in tqdm(range(0, len(order), batch_size), desc="generating", disable=not progress,
-                          leave=False):
-            idx = order[start:start + batch_size]
-            enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True,
-                            add_special_tokens=False).to(device)
+        for start in tqdm(range(0, len(order), batch_size), desc="generating", disable=not progress, leave=False):
+            idx = order[start : start + batch_size]
+            enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False).to(
+                device
+            )
             kwargs = dict(stop_strings=list(stop), tokenizer=tokenizer) if stop else {}
             if head_delta is not None:
                 head = decoder_and_head(model)[1]
                 offsets = head_delta[idx].to(device).float() @ head.weight.float().T
                 kwargs["logits_processor"] = LogitsProcessorList([_AddOffsets(offsets)])
-            out = model.generate(**enc, do_sample=False, max_new_tokens=max_new_tokens,
-                                 pad_token_id=tokenizer.pad_token_id, **kwargs)
-            texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+            out = model.generate(
+                **enc, do_sample=False, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, **kwargs
+            )
+            texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
             for i, text in zip(idx, texts):
                 results[i] = cut_at_stop(text, stop)
     finally:
@@ -302,7 +324,7 @@ class _AddOffsets:
         self.offsets = offsets
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        return scores.float() + self.offsets[:, :scores.shape[-1]]
+        return scores.float() + self.offsets[:, : scores.shape[-1]]
 
 
 def cut_at_stop(text: str, stop: tuple[str, ...]) -> str:
@@ -315,8 +337,9 @@ def cut_at_stop(text: str, stop: tuple[str, ...]) -> str:
     return text[:cut]
 
 
-def input_nll(model, tokenizer, texts: list[str], batch_size: int = 8, max_len: int = 512,
-              grad: bool = False) -> torch.Tensor:
+def input_nll(
+    model, tokenizer, texts: list[str], batch_size: int = 8, max_len: int = 512, grad: bool = False
+) -> torch.Tensor:
     """Mean next-token negative log-likelihood of each text (its log-perplexity), shape (n,).
 
     With ``grad=True`` the result keeps the autograd graph (TTL minimises it).
@@ -324,8 +347,14 @@ def input_nll(model, tokenizer, texts: list[str], batch_size: int = 8, max_len: 
     with torch.set_grad_enabled(grad):
         values = []
         for start in range(0, len(texts), batch_size):
-            enc = tokenizer(texts[start:start + batch_size], return_tensors="pt", padding=True,
-                            truncation=True, max_length=max_len, add_special_tokens=False)
+            enc = tokenizer(
+                texts[start : start + batch_size],
+                return_tensors="pt",
+                padding=True,
+                truncation=True,
+                max_length=max_len,
+                add_special_tokens=False,
+            )
             enc = enc.to(decoder_and_head(model)[1].weight.device)
             logits = model(**enc).logits[:, :-1].float()
             target = enc["input_ids"][:, 1:]

@@ -52,7 +52,7 @@ _RETRY = "delete it (the next reset writes the context again)"
 
 def labeled_support(splits: TaskSplits) -> list[Example]:
     """The support examples whose labels a context may show."""
-    return list(splits.support[:splits.n_labeled_support])
+    return list(splits.support[: splits.n_labeled_support])
 
 
 def format_examples(examples: Sequence[Example], n: int = N_EXAMPLES) -> str:
@@ -67,11 +67,10 @@ def format_examples(examples: Sequence[Example], n: int = N_EXAMPLES) -> str:
 
 
 def _cut(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[:max(0, limit - 3)].rstrip() + "..."
+    return text if len(text) <= limit else text[: max(0, limit - 3)].rstrip() + "..."
 
 
-def example_block(examples: Sequence[Example], k: int = N_CONTEXT_EXAMPLES,
-                  budget: int = EXAMPLE_BUDGET) -> str:
+def example_block(examples: Sequence[Example], k: int = N_CONTEXT_EXAMPLES, budget: int = EXAMPLE_BUDGET) -> str:
     """``k`` verbatim labeled examples in ``budget`` characters ("" for k = 0): each gets an equal
     share, split between the question (at least half) and the options; the answer is kept."""
     chosen = list(examples)[:k]
@@ -140,40 +139,47 @@ def facts_line(splits: TaskSplits) -> str:
         kind = f"multiple choice with {n} choices"
     else:
         kind = "free-form generation"
-    blank = ("; the question has a blank (_) to fill"
-             if sum("_" in ex.question for ex in examples) > len(examples) / 2 else "")
-    return (f"Task facts: {kind}; {_answer_class(examples)}; {_length_class(words)} "
-            f"(mean {words:.0f} words){blank}.")
+    blank = (
+        "; the question has a blank (_) to fill"
+        if sum("_" in ex.question for ex in examples) > len(examples) / 2
+        else ""
+    )
+    return f"Task facts: {kind}; {_answer_class(examples)}; {_length_class(words)} (mean {words:.0f} words){blank}."
 
 
-def compose_context(description: str, splits: TaskSplits, examples: Sequence[Example] | None = None,
-                    k: int = N_CONTEXT_EXAMPLES, budget: int = EXAMPLE_BUDGET) -> str:
+def compose_context(
+    description: str,
+    splits: TaskSplits,
+    examples: Sequence[Example] | None = None,
+    k: int = N_CONTEXT_EXAMPLES,
+    budget: int = EXAMPLE_BUDGET,
+) -> str:
     """Description, ``k`` verbatim examples (default: the first labeled support ones), answer
     format and facts, separated by blank lines (empty parts left out)."""
     examples = labeled_support(splits) if examples is None else examples
-    parts = [description.strip(), example_block(examples, k, budget), format_line(splits),
-             facts_line(splits)]
+    parts = [description.strip(), example_block(examples, k, budget), format_line(splits), facts_line(splits)]
     return "\n\n".join(p for p in parts if p)
 
 
 def context_prompt(examples: Sequence[Example], tokenizer) -> str:
     """The chat-formatted request for a task description."""
     content = CONTEXT_PROMPT.format(examples=format_examples(examples))
-    return tokenizer.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
-                                         add_generation_prompt=True)
+    return tokenizer.apply_chat_template(
+        [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True
+    )
 
 
 @torch.no_grad()
-def write_description(model, tokenizer, examples: Sequence[Example], kind: str,
-                      max_new_tokens: int = MAX_NEW_TOKENS) -> str:
+def write_description(
+    model, tokenizer, examples: Sequence[Example], kind: str, max_new_tokens: int = MAX_NEW_TOKENS
+) -> str:
     """Greedy task description from the base model (any adapter disabled)."""
     prompt = context_prompt(examples, tokenizer)
     enc = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
     disable = model.disable_adapter() if hasattr(model, "disable_adapter") else nullcontext()
     with disable:
-        out = model.generate(**enc, do_sample=False, max_new_tokens=max_new_tokens,
-                             pad_token_id=tokenizer.pad_token_id)
-    text = tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+        out = model.generate(**enc, do_sample=False, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id)
+    text = tokenizer.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True).strip()
     return text or f"A {kind.replace('_', ' ')} task."
 
 
@@ -182,8 +188,9 @@ def task_context(runtime, name: str, splits: TaskSplits) -> str:
     model on first use), the rest is composed from the splits each time."""
     model_name = runtime.context_model_name
     shown = labeled_support(splits)
-    key = hashlib.sha1(f"v{CACHE_VERSION}|{model_name}|{runtime.config.seed}|{format_examples(shown)}"
-                       .encode()).hexdigest()[:12]
+    key = hashlib.sha1(
+        f"v{CACHE_VERSION}|{model_name}|{runtime.config.seed}|{format_examples(shown)}".encode()
+    ).hexdigest()[:12]
     path = runtime.paths.base / "contexts" / f"{name}-{key}.json"
     if path.exists():
         cached = read_json(path, _RETRY)

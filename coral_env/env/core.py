@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -119,14 +120,28 @@ class CoralEnv(gym.Env[dict, str]):
 
     metadata = {"render_modes": ["ansi"], "render_fps": 4}
 
-    def __init__(self, task: str | list[str] = "arc_easy", preset: str = "cpu", model: str | None = None,
-                 artifacts: str | None = None, data_dir: str | None = None, seed: int = 0,
-                 reward_mode: str = "binary", reward_metric: str = "auto", tie_reward: float = 0.0,
-                 significance_level: float = 0.05,
-                 max_adaptation_steps: int = 1, eval_test: bool = False,
-                 context: str | dict[str, str] | None = None, use_alignment: bool = True,
-                 auto_setup: bool = False, context_model: str | None = None,
-                 render_mode: str | None = None, split_seed: int = 0, strict_heldout: bool = False) -> None:
+    def __init__(
+        self,
+        task: str | list[str] = "arc_easy",
+        preset: str = "cpu",
+        model: str | None = None,
+        artifacts: str | None = None,
+        data_dir: str | None = None,
+        seed: int = 0,
+        reward_mode: str = "binary",
+        reward_metric: str = "auto",
+        tie_reward: float = 0.0,
+        significance_level: float = 0.05,
+        max_adaptation_steps: int = 1,
+        eval_test: bool = False,
+        context: str | dict[str, str] | None = None,
+        use_alignment: bool = True,
+        auto_setup: bool = False,
+        context_model: str | None = None,
+        render_mode: str | None = None,
+        split_seed: int = 0,
+        strict_heldout: bool = False,
+    ) -> None:
         self.tasks = [task] if isinstance(task, str) else list(task)
         if not self.tasks:
             raise ValueError("task must name at least one task")
@@ -145,9 +160,17 @@ class CoralEnv(gym.Env[dict, str]):
         self.tasks = [resolve_task(name) for name in self.tasks]  # a config path registers its task
         for name in self.tasks:
             get_task(name)  # unknown names fail here, listing the known ones
-        self.config = EnvConfig(preset=preset, model=model, artifacts=artifacts, data_dir=data_dir,
-                                seed=seed, split_seed=split_seed, use_alignment=use_alignment,
-                                auto_setup=auto_setup, context_model=context_model)
+        self.config = EnvConfig(
+            preset=preset,
+            model=model,
+            artifacts=artifacts,
+            data_dir=data_dir,
+            seed=seed,
+            split_seed=split_seed,
+            use_alignment=use_alignment,
+            auto_setup=auto_setup,
+            context_model=context_model,
+        )
         self.runtime = CoralRuntime.get(self.config)
         self.strict_heldout = bool(strict_heldout)
         self.runtime.ensure_artifacts(self.tasks, self.strict_heldout)
@@ -165,12 +188,16 @@ class CoralEnv(gym.Env[dict, str]):
         self.significance_level = float(significance_level)
         self.max_adaptation_steps, self.eval_test, self.render_mode = max_adaptation_steps, eval_test, render_mode
         dim = self.runtime.observation_dim(self.tasks[0])
-        self.observation_space = spaces.Dict({
-            "context": AnyText(MAX_CONTEXT_CHARS),
-            "adapter": spaces.Box(-np.inf, np.inf, shape=(dim,), dtype=np.float32),
-            "metrics": spaces.Box(np.array([-1.0, 0.0], dtype=np.float32),
-                                  np.array([1.0, float(max_adaptation_steps)], dtype=np.float32)),
-        })
+        self.observation_space = spaces.Dict(
+            {
+                "context": AnyText(MAX_CONTEXT_CHARS),
+                "adapter": spaces.Box(-np.inf, np.inf, shape=(dim,), dtype=np.float32),
+                "metrics": spaces.Box(
+                    np.array([-1.0, 0.0], dtype=np.float32),
+                    np.array([1.0, float(max_adaptation_steps)], dtype=np.float32),
+                ),
+            }
+        )
         self.action_space = AnyText(MAX_ACTION_CHARS, min_length=1)
         self._state = None
         self._last_info: dict = {}
@@ -184,15 +211,20 @@ class CoralEnv(gym.Env[dict, str]):
     def _observation(self) -> dict:
         state = self._state
         context = self.user_contexts.get(state.task.name, state.task.context)[:MAX_CONTEXT_CHARS]
-        return {"context": context, "adapter": state.description.copy(),
-                "metrics": as_float32([state.metric, state.step])}
+        return {
+            "context": context,
+            "adapter": state.description.copy(),
+            "metrics": as_float32([state.metric, state.step]),
+        }
 
     # ----- Gymnasium API -------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
         if options is not None and not isinstance(options, dict):
-            raise TypeError(f"options must be a dict such as {{'task': {self.tasks[0]!r}}} or None, "
-                            f"got {type(options).__name__} {options!r}")
+            raise TypeError(
+                f"options must be a dict such as {{'task': {self.tasks[0]!r}}} or None, "
+                f"got {type(options).__name__} {options!r}"
+            )
         options = options or {}
         name = options.get("task")
         if name is not None:
@@ -207,13 +239,24 @@ class CoralEnv(gym.Env[dict, str]):
         task = self.runtime.task(name)
         evaluation, _ = self.runtime.evaluate(task, task.start_adapter, None)
         metric = self._metric_name(evaluation.result)
-        self._state = _Episode(task, task.start_adapter, task.description, metric,
-                               evaluation.result.metric(metric), evaluation.result.accuracy,
-                               evaluation.result.correct)
-        info = {"task": name, "metric": metric, "metric_before": self._state.metric,
-                "accuracy_before": evaluation.result.accuracy, "adapter_source": task.source,
-                "heldout": self.runtime.provenance(name)["heldout"],
-                "timings": {"reset": time.perf_counter() - start}}
+        self._state = _Episode(
+            task,
+            task.start_adapter,
+            task.description,
+            metric,
+            evaluation.result.metric(metric),
+            evaluation.result.accuracy,
+            evaluation.result.correct,
+        )
+        info = {
+            "task": name,
+            "metric": metric,
+            "metric_before": self._state.metric,
+            "accuracy_before": evaluation.result.accuracy,
+            "adapter_source": task.source,
+            "heldout": self.runtime.provenance(name)["heldout"],
+            "timings": {"reset": time.perf_counter() - start},
+        }
         self._last_info = info
         return self._observation(), info
 
@@ -223,15 +266,23 @@ class CoralEnv(gym.Env[dict, str]):
         if self._state.done:
             raise gym.error.ResetNeeded("the episode has ended; call reset()")
         state = self._state
-        info: dict[str, Any] = {"task": state.task.name, "metric": state.metric_name,
-                                "metric_before": state.metric, "accuracy_before": state.accuracy}
+        info: dict[str, Any] = {
+            "task": state.task.name,
+            "metric": state.metric_name,
+            "metric_before": state.metric,
+            "accuracy_before": state.accuracy,
+        }
         start = time.perf_counter()
         try:
             parsed = parse_strategy(action)
         except StrategyValidationError as exc:
             state.done = True
-            info |= {"error": str(exc), "metric_after": state.metric, "accuracy_after": state.accuracy,
-                     "timings": {"step": time.perf_counter() - start}}
+            info |= {
+                "error": str(exc),
+                "metric_after": state.metric,
+                "accuracy_after": state.accuracy,
+                "timings": {"step": time.perf_counter() - start},
+            }
             self._add_test_accuracy(info, None)
             self._last_info = info
             return self._observation(), 0.0, True, False, info
@@ -240,8 +291,13 @@ class CoralEnv(gym.Env[dict, str]):
             evaluation, hit = self.runtime.evaluate(state.task, state.adapter, strategy)
         except ValueError as exc:  # e.g. TTS without a generator for this task
             state.done = True
-            info |= {"error": str(exc), "strategy": strategy.canonical_json(), "metric_after": state.metric,
-                     "accuracy_after": state.accuracy, "timings": {"step": time.perf_counter() - start}}
+            info |= {
+                "error": str(exc),
+                "strategy": strategy.canonical_json(),
+                "metric_after": state.metric,
+                "accuracy_after": state.accuracy,
+                "timings": {"step": time.perf_counter() - start},
+            }
             self._add_test_accuracy(info, None)
             self._last_info = info
             return self._observation(), 0.0, True, False, info
@@ -254,9 +310,15 @@ class CoralEnv(gym.Env[dict, str]):
             reward = 1.0 if delta > 0 and p_value < self.significance_level else 0.0
         else:
             reward = 1.0 if delta > 0 else (float(self.tie_reward) if delta == 0 else 0.0)
-        info |= {"strategy": strategy.canonical_json(), "notes": parsed.notes + evaluation.notes,
-                 "metric_after": after, "accuracy_after": evaluation.result.accuracy,
-                 "p_value": p_value, "cost": dict(evaluation.cost), "memo_hit": hit}
+        info |= {
+            "strategy": strategy.canonical_json(),
+            "notes": parsed.notes + evaluation.notes,
+            "metric_after": after,
+            "accuracy_after": evaluation.result.accuracy,
+            "p_value": p_value,
+            "cost": dict(evaluation.cost),
+            "memo_hit": hit,
+        }
         self._add_test_accuracy(info, strategy)
         state.step += 1
         state.metric, state.accuracy, state.correct = after, evaluation.result.accuracy, evaluation.result.correct
@@ -285,19 +347,31 @@ class CoralEnv(gym.Env[dict, str]):
         if self._state is None:
             raise gym.error.ResetNeeded("call reset() before save_adapter(): the adapter is the episode's")
         state = self._state
-        return save_runtime_adapter(self.runtime, state.adapter, directory,
-                                    {"task": state.task.name, "step": state.step, "source": state.task.source,
-                                     "split_seed": self.config.split_seed})
+        return save_runtime_adapter(
+            self.runtime,
+            state.adapter,
+            directory,
+            {
+                "task": state.task.name,
+                "step": state.step,
+                "source": state.task.source,
+                "split_seed": self.config.split_seed,
+            },
+        )
 
     def render(self) -> str | None:
         if self.render_mode != "ansi" or self._state is None:
             return None
         info = self._last_info
-        lines = [f"Coral-v0 | task {self._state.task.name} | step {self._state.step}/"
-                 f"{self.max_adaptation_steps} | {info.get('metric')} {self._state.metric:.4f}"]
+        lines = [
+            f"Coral-v0 | task {self._state.task.name} | step {self._state.step}/"
+            f"{self.max_adaptation_steps} | {info.get('metric')} {self._state.metric:.4f}"
+        ]
         if "strategy" in info:
-            lines.append(f"  strategy {info['strategy']}: {info.get('metric_before', 0):.4f} -> "
-                         f"{info.get('metric_after', 0):.4f}")
+            lines.append(
+                f"  strategy {info['strategy']}: {info.get('metric_before', 0):.4f} -> "
+                f"{info.get('metric_after', 0):.4f}"
+            )
         if "error" in info:
             lines.append(f"  invalid action: {info['error']}")
         return "\n".join(lines) + "\n"

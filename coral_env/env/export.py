@@ -23,15 +23,18 @@ def save_runtime_adapter(runtime, vector: torch.Tensor, directory: str | Path, e
     return save_adapter(directory, runtime.layout, vector, runtime.backend.lora, runtime.backend.model, info)
 
 
-def generate_adapter(runtime, task: str | None = None, prompts: list[str] | None = None,
-                     align: bool = False) -> tuple[torch.Tensor, dict]:
+def generate_adapter(
+    runtime, task: str | None = None, prompts: list[str] | None = None, align: bool = False
+) -> tuple[torch.Tensor, dict]:
     """The generator's adapter for a task's support prompts, or for ``prompts``; aligned by the
     CVAE with ``align``. Returns (flat adapter, provenance)."""
     if (task is None) == (prompts is None):
         raise ValueError("give exactly one of a task (--task) or prompts (--prompts FILE)")
     if align and runtime.cvae_for(task) is None:
-        raise ValueError(f"--align needs a trained CVAE under {runtime.paths.base}; run "
-                         f"`{runtime.setup_command()}` first, or leave out --align")
+        raise ValueError(
+            f"--align needs a trained CVAE under {runtime.paths.base}; run "
+            f"`{runtime.setup_command()}` first, or leave out --align"
+        )
     if task is not None:
         # exactly the env's starting adapter for this task (runtime.task without the context)
         questions = [ex.question for ex in runtime.splits(task).support]
@@ -48,7 +51,8 @@ def generate_adapter(runtime, task: str | None = None, prompts: list[str] | None
     n_prompts, max_len = int(cvae.extra.get("tv_prompts", 16)), int(cvae.extra.get("tv_max_len", 128))
     with runtime.lock:  # the runtime's model is shared with its envs
         vector = TaskVectorizer(runtime.model, runtime.tokenizer, runtime.layout, max_len=max_len)(
-            generated, prompts[:n_prompts])
+            generated, prompts[:n_prompts]
+        )
     return cvae.align(generated, vector), {"source": "generated+aligned", "prompts": len(prompts)}
 
 

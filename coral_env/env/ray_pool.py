@@ -82,8 +82,9 @@ class EpisodePool:
         threads: torch CPU threads per actor (default 1 locally).
     """
 
-    def __init__(self, env_kwargs: dict, workers: int = 2, address: str | None = None,
-                 threads: int | None = None) -> None:
+    def __init__(
+        self, env_kwargs: dict, workers: int = 2, address: str | None = None, threads: int | None = None
+    ) -> None:
         if not isinstance(workers, int) or workers < 1:
             raise ValueError(f"workers must be an int >= 1, got {workers!r}")
         ray = _require_ray()
@@ -91,12 +92,25 @@ class EpisodePool:
         if not ray.is_initialized():
             # local Ray: enough CPUs declared for every actor, and the workers import this code
             # (PYTHONPATH) and stay offline like the driver
-            env_vars = {k: os.environ[k] for k in ("PYTHONPATH", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE",
-                                                   "CORAL_TASKS", "CORAL_DATA_DIR", "CORAL_ARTIFACTS",
-                                                   "OMP_WAIT_POLICY", "TOKENIZERS_PARALLELISM")
-                        if k in os.environ}
-            kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
-                                      "runtime_env": {"env_vars": env_vars}}
+            env_vars = {
+                k: os.environ[k]
+                for k in (
+                    "PYTHONPATH",
+                    "HF_HUB_OFFLINE",
+                    "HF_DATASETS_OFFLINE",
+                    "CORAL_TASKS",
+                    "CORAL_DATA_DIR",
+                    "CORAL_ARTIFACTS",
+                    "OMP_WAIT_POLICY",
+                    "TOKENIZERS_PARALLELISM",
+                )
+                if k in os.environ
+            }
+            kwargs: dict[str, Any] = {
+                "include_dashboard": False,
+                "log_to_driver": False,
+                "runtime_env": {"env_vars": env_vars},
+            }
             if address is None:
                 kwargs["num_cpus"] = max(os.cpu_count() or 1, workers * (threads or 1))
             ray.init(address=address, **kwargs)
@@ -143,8 +157,9 @@ class EpisodePool:
         extra = tuple(sorted(self.extra.items()))
         todo = list(dict.fromkeys((t, a) for t, a, _ in keys if (extra, t, a) not in self.memo))
         files = registered_task_files()
-        futures = [self.actors[i % len(self.actors)].score.remote(t, a, files, self.extra)
-                   for i, (t, a) in enumerate(todo)]
+        futures = [
+            self.actors[i % len(self.actors)].score.remote(t, a, files, self.extra) for i, (t, a) in enumerate(todo)
+        ]
         for (t, a), result in zip(todo, self._ray.get(futures)):
             self.memo[(extra, t, a)] = result
         out = []

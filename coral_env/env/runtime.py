@@ -38,7 +38,6 @@ OBS_ADAPTER_DIM = 32
 """Size of the adapter description without a CVAE (the CVAE latent replaces it when present)."""
 
 
-
 class HeldOutError(ValueError):
     """A strict env was asked to serve a task with artifacts that were trained on it."""
 
@@ -80,8 +79,16 @@ class EnvConfig:
         return Path(self.artifacts) if self.artifacts else default_artifacts_root()
 
     def key(self) -> tuple:
-        return (self.preset, self.model, str(self.root.resolve()), self.data_dir, self.seed,
-                self.split_seed, self.use_alignment, self.context_model)
+        return (
+            self.preset,
+            self.model,
+            str(self.root.resolve()),
+            self.data_dir,
+            self.seed,
+            self.split_seed,
+            self.use_alignment,
+            self.context_model,
+        )
 
 
 def default_context_model(preset: str, env_model: str) -> str:
@@ -160,7 +167,8 @@ class CoralRuntime:
         if not self.has_generator() and not config.auto_setup:
             raise MissingArtifactError(
                 f"no trained generator under {self.paths.base} (stage-1/2 artifacts are missing); run "
-                f"`{self.setup_command()}` first, or pass auto_setup=True to run it now")
+                f"`{self.setup_command()}` first, or pass auto_setup=True to run it now"
+            )
         model, self.tokenizer = load_model(self.backend.model, self.backend.dtype, self.backend.device)
         self.model = attach_lora(model, self.backend.lora)
         self.layout = AdapterLayout.from_model(self.model, self.backend.token_dim)
@@ -195,17 +203,24 @@ class CoralRuntime:
         if strict_heldout:
             for task in tasks:
                 if not self.provenance(task)["heldout"]:
-                    run_setup(self.config.preset, self.config.root, holdout=task, data_dir=self.config.data_dir,
-                              split_seed=self.config.split_seed)
+                    run_setup(
+                        self.config.preset,
+                        self.config.root,
+                        holdout=task,
+                        data_dir=self.config.data_dir,
+                        split_seed=self.config.split_seed,
+                    )
         elif any(self._variant("generator", task) is None for task in tasks):
-            run_setup(self.config.preset, self.config.root, data_dir=self.config.data_dir,
-                      split_seed=self.config.split_seed)
+            run_setup(
+                self.config.preset, self.config.root, data_dir=self.config.data_dir, split_seed=self.config.split_seed
+            )
 
     def _variant(self, kind: str, task: str) -> Path | None:
         """The artifact trained without ``task`` if there is one, else the one trained on all."""
         for holdout in (task, None):
-            path = (self.paths.generator_dir(holdout) if kind == "generator"
-                    else self.paths.cvae_dir(holdout) / "input")  # the paper's reconstruction target
+            path = (
+                self.paths.generator_dir(holdout) if kind == "generator" else self.paths.cvae_dir(holdout) / "input"
+            )  # the paper's reconstruction target
             if path.joinpath("config.json").exists():
                 return path
         return None
@@ -241,7 +256,8 @@ class CoralRuntime:
                 f"task {task!r} is not held out: the generator ({found['generator']}) or the CVAE "
                 f"({found['cvae']}) under {self.paths.base} was trained on it, so its results would not be "
                 f"those of an unseen task. Fix: `{self.setup_command(task)}` (trains both without it), "
-                f"or drop strict_heldout=True to use them anyway")
+                f"or drop strict_heldout=True to use them anyway"
+            )
 
     @_serialised
     def generator_for(self, task: str):
@@ -250,7 +266,8 @@ class CoralRuntime:
         path = self._variant("generator", task)
         if path is None:
             raise MissingArtifactError(
-                f"no generator for task {task!r} under {self.paths.base}; run `{self.setup_command()}`")
+                f"no generator for task {task!r} under {self.paths.base}; run `{self.setup_command()}`"
+            )
         if str(path) not in self._generators:
             self._generators[str(path)] = Generator.from_pretrained(path)
         return self._generators[str(path)]
@@ -273,8 +290,9 @@ class CoralRuntime:
     def splits(self, task: str) -> TaskSplits:
         """The task's splits at this preset's sizes, checked against the artifacts' manifest."""
         if task not in self._splits:
-            self._splits[task] = contract_splits(self.paths, task, self.config.data_dir, self.config.split_seed,
-                                                 stage="env")
+            self._splits[task] = contract_splits(
+                self.paths, task, self.config.data_dir, self.config.split_seed, stage="env"
+            )
         return self._splits[task]
 
     @_serialised
@@ -287,8 +305,12 @@ class CoralRuntime:
         n_prompts, max_len = int(extra.get("tv_prompts", 16)), int(extra.get("tv_max_len", 128))
         if max_len not in self._vectorizers:
             self._vectorizers[max_len] = TaskVectorizer(self.model, self.tokenizer, self.layout, max_len=max_len)
-        prompts = input_prompts(self.splits(task).support[:n_prompts], extra.get("style", self.backend.prompt_style),
-                                self.tokenizer, task=task)
+        prompts = input_prompts(
+            self.splits(task).support[:n_prompts],
+            extra.get("style", self.backend.prompt_style),
+            self.tokenizer,
+            task=task,
+        )
         return self._vectorizers[max_len](adapter, prompts)
 
     @_serialised
@@ -362,10 +384,17 @@ class CoralRuntime:
     def strategy_context(self, state: TaskState) -> StrategyContext:
         generator = self.generator_for(state.name)
         return StrategyContext(
-            self.model, self.tokenizer, self.layout, state.name, state.splits.support,
-            style=self.backend.prompt_style, scoring=self.backend.scoring,
+            self.model,
+            self.tokenizer,
+            self.layout,
+            state.name,
+            state.splits.support,
+            style=self.backend.prompt_style,
+            scoring=self.backend.scoring,
             adapters=_GeneratedAdapters(self, state.name),
-            prompts_per_batch=generator.config.num_prompts, seed=self.config.seed)
+            prompts_per_batch=generator.config.num_prompts,
+            seed=self.config.seed,
+        )
 
     # ----- evaluation memo -------------------------------------------------------------------
     def adapter_key(self, adapter: torch.Tensor) -> str:
@@ -382,12 +411,12 @@ class CoralRuntime:
         return value
 
     @_serialised
-    def evaluate(self, state: TaskState, adapter: torch.Tensor, strategy: Strategy | None,
-                 split: str = "validation") -> tuple[StrategyOutcome, bool]:
+    def evaluate(
+        self, state: TaskState, adapter: torch.Tensor, strategy: Strategy | None, split: str = "validation"
+    ) -> tuple[StrategyOutcome, bool]:
         """Evaluate ``adapter`` on ``split`` after ``strategy`` (None: as is). Returns (outcome, hit):
         the metrics, the adapter the strategy left (for chaining) and its cost, memoised."""
-        key = (state.name, split, self.adapter_key(adapter),
-               strategy.canonical_json() if strategy is not None else "")
+        key = (state.name, split, self.adapter_key(adapter), strategy.canonical_json() if strategy is not None else "")
         if key in self.memo:
             return self.memo[key], True
         examples = state.splits.split(split)
@@ -409,7 +438,8 @@ class CoralRuntime:
 
 def summarize_adapter(layout: AdapterLayout, vector: torch.Tensor, dim: int = OBS_ADAPTER_DIM) -> np.ndarray:
     """A fixed-size description without a CVAE: RMS of each LoRA matrix, pooled to ``dim`` bins."""
-    rms = torch.stack([vector[s:e].float().pow(2).mean().sqrt()
-                       for s, e in zip(layout.offsets[:-1], layout.offsets[1:])])
+    rms = torch.stack(
+        [vector[s:e].float().pow(2).mean().sqrt() for s, e in zip(layout.offsets[:-1], layout.offsets[1:])]
+    )
     pooled = torch.nn.functional.adaptive_avg_pool1d(rms[None, None], dim)[0, 0]
     return pooled.numpy().astype(np.float32)

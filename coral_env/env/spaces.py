@@ -33,13 +33,11 @@ class AnyText(Text):
         return f"AnyText({self.min_length}, {self.max_length})"
 
     def __eq__(self, other: Any) -> bool:
-        return isinstance(other, AnyText) and (self.min_length, self.max_length) == (
-            other.min_length, other.max_length)
+        return isinstance(other, AnyText) and (self.min_length, self.max_length) == (other.min_length, other.max_length)
 
 
 def as_float32(values) -> np.ndarray:
     return np.asarray(values, dtype=np.float32)
-
 
 
 # ----- async vector envs ------------------------------------------------------------------------
@@ -55,8 +53,9 @@ def _register_shared_memory() -> None:
     @shm.create_shared_memory.register(AnyText)
     def _refuse(space: AnyText, n: int = 1, ctx=None):
         raise CustomSpaceError(
-            "Coral-v0's text observations cannot live in shared memory; use gym.make_vec(\"Coral-v0\", "
-            "vectorization_mode=\"async\", vector_kwargs={\"shared_memory\": False}, ...)")
+            'Coral-v0\'s text observations cannot live in shared memory; use gym.make_vec("Coral-v0", '
+            'vectorization_mode="async", vector_kwargs={"shared_memory": False}, ...)'
+        )
 
 
 _register_shared_memory()

@@ -8,5 +8,15 @@ from .artifacts import ArtifactPaths, MissingArtifactError
 from .collect import COLLECTION_PRESETS, CollectionConfig, CollectionResult, collect
 from .pretrain_generator import TRAINING_PRESETS, GeneratorTrainingConfig, pretrain_generator, task_prompts
 
-__all__ = ["ArtifactPaths", "MissingArtifactError", "COLLECTION_PRESETS", "CollectionConfig", "CollectionResult",
-           "collect", "TRAINING_PRESETS", "GeneratorTrainingConfig", "pretrain_generator", "task_prompts"]
+__all__ = [
+    "ArtifactPaths",
+    "MissingArtifactError",
+    "COLLECTION_PRESETS",
+    "CollectionConfig",
+    "CollectionResult",
+    "collect",
+    "TRAINING_PRESETS",
+    "GeneratorTrainingConfig",
+    "pretrain_generator",
+    "task_prompts",
+]

@@ -133,7 +133,8 @@ class ArtifactPaths:
         if missing:
             raise MissingArtifactError(
                 f"no finished checkpoint collection for {', '.join(missing)} under {self.base}; "
-                f"run `{self.collect_command(missing)}` first")
+                f"run `{self.collect_command(missing)}` first"
+            )
 
     def checked_checkpoints(self, task: str) -> list[Path]:
         """The checkpoint files of a finished collection, checked against its saved
@@ -147,16 +148,18 @@ class ArtifactPaths:
             except ValueError:
                 raise corrupt(path, "not a step_NNNNN checkpoint name", self.recollect_fix(task)) from None
         if not isinstance(total, int) or steps != set(range(1, total + 1)):
-            what = (_missing_steps(steps, total) if isinstance(total, int)
-                    else "its config.json has no total_steps")
+            what = _missing_steps(steps, total) if isinstance(total, int) else "its config.json has no total_steps"
             extra = sorted(s for s in steps if isinstance(total, int) and s > total)
             if extra:
                 what += f"; {len(extra)} checkpoints past step {total}"
             raise corrupt(self.checkpoint_dir(task), what, self.recollect_fix(task))
         return files
 
-    def load_checkpoints(self, task: str, phases: tuple[int, ...] | None = None,
-                         ) -> tuple[torch.Tensor, list[dict]]:
+    def load_checkpoints(
+        self,
+        task: str,
+        phases: tuple[int, ...] | None = None,
+    ) -> tuple[torch.Tensor, list[dict]]:
         """All collected checkpoints of ``task`` in step order.
 
         Args:
@@ -185,11 +188,14 @@ class ArtifactPaths:
         if not rows:
             raise MissingArtifactError(
                 f"task {task!r} has no checkpoints in phases {phases} under {self.checkpoint_dir(task)}; "
-                f"run `{self.collect_command(task)}`")
+                f"run `{self.collect_command(task)}`"
+            )
         hashes = {m["config_hash"] for m in meta}
         if len(hashes) > 1:
-            raise ValueError(f"checkpoints of {task!r} come from different collection configs "
-                             f"({sorted(hashes)}); delete {self.collect_dir(task)} and collect again")
+            raise ValueError(
+                f"checkpoints of {task!r} come from different collection configs "
+                f"({sorted(hashes)}); delete {self.collect_dir(task)} and collect again"
+            )
         return torch.stack(rows), meta
 
 

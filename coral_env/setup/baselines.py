@@ -79,11 +79,23 @@ class BaselineConfig:
 
     @classmethod
     def preset(cls, name: str, **overrides) -> "BaselineConfig":
-        presets = {"tiny": dict(meta_steps=3, inner_steps=1, finetune_steps=2, batch_size=2, max_len=48,
-                                max_samples=32, save_every=2),
-                   "cpu": {},
-                   "paper": dict(meta_steps=300, inner_steps=4, finetune_steps=75, batch_size=32, max_len=384,
-                                 max_samples=5000, save_every=25, meta_lr=1e-4, finetune_lr=1e-4)}
+        presets = {
+            "tiny": dict(
+                meta_steps=3, inner_steps=1, finetune_steps=2, batch_size=2, max_len=48, max_samples=32, save_every=2
+            ),
+            "cpu": {},
+            "paper": dict(
+                meta_steps=300,
+                inner_steps=4,
+                finetune_steps=75,
+                batch_size=32,
+                max_len=384,
+                max_samples=5000,
+                save_every=25,
+                meta_lr=1e-4,
+                finetune_lr=1e-4,
+            ),
+        }
         if name not in presets:
             raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(presets)}")
         return cls(**(presets[name] | {k: v for k, v in overrides.items() if v is not None}))
@@ -105,7 +117,7 @@ class _FlatAdam:
         self.t += 1
         self.m.mul_(b1).add_(grad, alpha=1 - b1)
         self.v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
-        return theta - self.lr * (self.m / (1 - b1 ** self.t)) / ((self.v / (1 - b2 ** self.t)).sqrt() + self.eps)
+        return theta - self.lr * (self.m / (1 - b1**self.t)) / ((self.v / (1 - b2**self.t)).sqrt() + self.eps)
 
     def state(self) -> dict[str, torch.Tensor]:
         return {"adam_m": self.m, "adam_v": self.v, "adam_t": torch.tensor([float(self.t)])}
@@ -124,8 +136,7 @@ def loss_and_grad(model, layout, theta: torch.Tensor, batch: dict) -> tuple[floa
     with torch.enable_grad():
         loss = answer_loss(model, batch)
         loss.backward()
-    grad = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).float()
-                      for p in params])
+    grad = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).float() for p in params])
     for p in params:
         p.grad = None
     return float(loss.detach()), grad
@@ -147,8 +158,7 @@ class BaselineTrainer:
         return collate([sequences[i] for i in idx], self.tokenizer.pad_token_id)
 
     # ----- meta-training ---------------------------------------------------------------------
-    def meta_train(self, method: str, train_data: dict[str, list], folder: Path,
-                   progress: bool = True) -> torch.Tensor:
+    def meta_train(self, method: str, train_data: dict[str, list], folder: Path, progress: bool = True) -> torch.Tensor:
         """The starting LoRA of ``method`` (flat fp32), trained on ``train_data`` (task -> examples).
 
         Resumes from ``folder/state.safetensors``; a finished run is read from
@@ -161,13 +171,15 @@ class BaselineTrainer:
         if method == "no_meta_lora":
             return self.init.clone()
         cfg = self.config
-        chash = cfg.config_hash({"method": method, "tasks": sorted(train_data),
-                                 "init": float(self.init.double().sum())})
+        chash = cfg.config_hash(
+            {"method": method, "tasks": sorted(train_data), "init": float(self.init.double().sum())}
+        )
         done, state_path = folder / "adapter.safetensors", folder / "state.safetensors"
         for path in (done, state_path):
             if path.exists():
-                meta, tensors = read_state(path, chash,
-                                           f"{path} was trained with other settings; delete {folder} to retrain")
+                meta, tensors = read_state(
+                    path, chash, f"{path} was trained with other settings; delete {folder} to retrain"
+                )
                 if path == done:  # finished; a kill may have come before its config or cleanup
                     if not (folder / "config.json").exists():
                         self._write_config(folder, method, chash, sorted(train_data), float(meta["final_loss"]))
@@ -187,8 +199,14 @@ class BaselineTrainer:
             theta, start = tensors["adapter"].clone(), int(meta["step"])
             adam.load(tensors)
             var = tensors.get("prior_var", var).clone()
-        bar = tqdm(range(start, cfg.meta_steps), desc=f"meta-train {method}", initial=start,
-                   total=cfg.meta_steps, disable=not progress, leave=False)
+        bar = tqdm(
+            range(start, cfg.meta_steps),
+            desc=f"meta-train {method}",
+            initial=start,
+            total=cfg.meta_steps,
+            disable=not progress,
+            leave=False,
+        )
         loss = float("nan")
         for step in bar:
             if method == "union_lora":
@@ -217,18 +235,32 @@ class BaselineTrainer:
                     var = (0.9 * var + 0.1 * dev.pow(2)).clamp(min=1e-8)
             bar.set_postfix(loss=f"{loss:.3f}")
             if (step + 1) % cfg.save_every == 0 and step + 1 < cfg.meta_steps:
-                atomic_save_safetensors(state_path, {"adapter": theta, "prior_var": var, **adam.state()},
-                                        {"step": str(step + 1), "config_hash": chash, "method": method})
+                atomic_save_safetensors(
+                    state_path,
+                    {"adapter": theta, "prior_var": var, **adam.state()},
+                    {"step": str(step + 1), "config_hash": chash, "method": method},
+                )
         bar.close()
-        atomic_save_safetensors(done, {"adapter": theta, "prior_var": var},
-                                {"config_hash": chash, "method": method, "final_loss": repr(loss)})
+        atomic_save_safetensors(
+            done,
+            {"adapter": theta, "prior_var": var},
+            {"config_hash": chash, "method": method, "final_loss": repr(loss)},
+        )
         self._write_config(folder, method, chash, tasks, loss)
         state_path.unlink(missing_ok=True)
         return theta
 
     def _write_config(self, folder: Path, method: str, chash: str, tasks: list[str], loss: float) -> None:
-        atomic_write_json(folder / "config.json", {"method": method, "config_hash": chash, "train_tasks": tasks,
-                                                   "config": dataclasses.asdict(self.config), "final_loss": loss})
+        atomic_write_json(
+            folder / "config.json",
+            {
+                "method": method,
+                "config_hash": chash,
+                "train_tasks": tasks,
+                "config": dataclasses.asdict(self.config),
+                "final_loss": loss,
+            },
+        )
 
     def prior_var(self, folder: Path) -> torch.Tensor | None:
         path = folder / "adapter.safetensors"
@@ -256,10 +288,21 @@ class BaselineTrainer:
         return theta
 
 
-def run_baselines(model, tokenizer, layout, init: torch.Tensor, config: BaselineConfig, *,
-                  targets: Sequence[str], train_tasks: Sequence[str], out: str | Path,
-                  load_splits, evaluate_test, methods: Sequence[str] = METHODS,
-                  progress: bool = True) -> list[dict]:
+def run_baselines(
+    model,
+    tokenizer,
+    layout,
+    init: torch.Tensor,
+    config: BaselineConfig,
+    *,
+    targets: Sequence[str],
+    train_tasks: Sequence[str],
+    out: str | Path,
+    load_splits,
+    evaluate_test,
+    methods: Sequence[str] = METHODS,
+    progress: bool = True,
+) -> list[dict]:
     """Every (method, target): meta-train without the target, fine-tune on its support, test.
 
     Args:
@@ -284,7 +327,7 @@ def run_baselines(model, tokenizer, layout, init: torch.Tensor, config: Baseline
         pool = [t for t in train_tasks if t != target]
         if method != "no_meta_lora" and not pool:
             raise ValueError(f"{method} needs at least one training task besides the target {target!r}")
-        train = {t: load_splits(t).train[:config.max_samples] for t in pool}
+        train = {t: load_splits(t).train[: config.max_samples] for t in pool}
         # The meta-trained init depends on the training pool only, so targets that share a pool
         # share the meta-training run.
         folder = out / method / ("pool-" + hashlib.sha1(",".join(sorted(pool)).encode()).hexdigest()[:8])
@@ -292,8 +335,14 @@ def run_baselines(model, tokenizer, layout, init: torch.Tensor, config: Baseline
         var = trainer.prior_var(folder) if method == "abmll_fo" else None
         tuned = trainer.finetune(start, load_splits(target).support, var)
         metrics = evaluate_test(target, tuned)
-        row = {"method": method, "label": METHOD_LABELS[method], "task": target, "train_tasks": sorted(pool),
-               **metrics, "seconds": round(time.perf_counter() - t0, 1)}
+        row = {
+            "method": method,
+            "label": METHOD_LABELS[method],
+            "task": target,
+            "train_tasks": sorted(pool),
+            **metrics,
+            "seconds": round(time.perf_counter() - t0, 1),
+        }
         atomic_write_json(result_path, row)
         rows.append(row)
     layout.set_flat(init)

@@ -57,47 +57,63 @@ StepCallback = Callable[[str, int, float], None]
 
 COLLECTION_PRESETS: dict[str, dict] = {
     # CORAL Table 4 / App. C.6 (GPU).
-    "paper": dict(phase1_steps=75, phase1_lr=1e-4, phase2_steps=50, phase2_lr=1e-5, batch_size=32,
-                  max_samples=5000, max_len=384),
+    "paper": dict(
+        phase1_steps=75, phase1_lr=1e-4, phase2_steps=50, phase2_lr=1e-5, batch_size=32, max_samples=5000, max_len=384
+    ),
     # Measured on a 2-core CPU (benchmarks/generator.md): ~60 steps per task fit the time goal.
-    "cpu": dict(phase1_steps=40, phase1_lr=3e-4, phase2_steps=20, phase2_lr=3e-5, batch_size=8,
-                max_samples=2000, max_len=128),
-    "tiny": dict(phase1_steps=4, phase1_lr=1e-3, phase2_steps=3, phase2_lr=1e-4, batch_size=4,
-                 max_samples=64, max_len=48),
+    "cpu": dict(
+        phase1_steps=40, phase1_lr=3e-4, phase2_steps=20, phase2_lr=3e-5, batch_size=8, max_samples=2000, max_len=128
+    ),
+    "tiny": dict(
+        phase1_steps=4, phase1_lr=1e-3, phase2_steps=3, phase2_lr=1e-4, batch_size=4, max_samples=64, max_len=48
+    ),
 }
 
 
 @documented
 @dataclass
 class CollectionConfig(Presets):
-    """Checkpoint-collection schedule (one per preset; serialised next to every collection).
-    """
+    """Checkpoint-collection schedule (one per preset; serialised next to every collection)."""
 
     PRESET_FIELD = "preset_name"
     PRESET_VALUES = COLLECTION_PRESETS
 
-    preset_name: str = field(default="cpu", metadata={"help": (
-        "scale preset whose backend (model, LoRA, token size) is trained.")})
+    preset_name: str = field(
+        default="cpu", metadata={"help": ("scale preset whose backend (model, LoRA, token size) is trained.")}
+    )
     phase1_steps: int = field(default=40, metadata={"help": "optimizer steps of phase 1 (higher learning rate)."})
     phase1_lr: float = field(default=3e-4, metadata={"help": "phase-1 learning rate."})
-    phase2_steps: int = field(default=20, metadata={"help": (
-        "optimizer steps of phase 2 (lower learning rate, same optimizer state).")})
+    phase2_steps: int = field(
+        default=20, metadata={"help": ("optimizer steps of phase 2 (lower learning rate, same optimizer state).")}
+    )
     phase2_lr: float = field(default=3e-5, metadata={"help": "phase-2 learning rate."})
     batch_size: int = field(default=8, metadata={"help": "sequences per step."})
-    max_samples: int = field(default=2000, metadata={"help": (
-        "at most this many training examples per task (the first ones of the task's deterministic "
-        "train split).")})
+    max_samples: int = field(
+        default=2000,
+        metadata={
+            "help": (
+                "at most this many training examples per task (the first ones of the task's deterministic train split)."
+            )
+        },
+    )
     max_len: int = field(default=128, metadata={"help": "tokens per training sequence (prompt cut from the left)."})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
     max_grad_norm: float | None = field(default=1.0, metadata={"help": "gradient-norm clip (``None``: no clipping)."})
     seed: int = field(default=0, metadata={"help": "data-order seed (batch t is a function of (seed, t))."})
     init_seed: int = field(default=0, metadata={"help": "seed of the LoRA initialisation shared by every task."})
-    split_seed: int = field(default=0, metadata={"help": (
-        "seed of the task splits (the sizes are the preset's; recorded in the artifacts' split manifest, "
-        "which every later stage checks).")})
+    split_seed: int = field(
+        default=0,
+        metadata={
+            "help": (
+                "seed of the task splits (the sizes are the preset's; recorded in the artifacts' split manifest, "
+                "which every later stage checks)."
+            )
+        },
+    )
     style: str = field(default="plain", metadata={"help": "prompt style, ``plain`` (lm-eval format) or ``chat``."})
-    model: str | None = field(default=None, metadata={"help": (
-        "override the preset's model (``None``: the preset's).")})
+    model: str | None = field(
+        default=None, metadata={"help": ("override the preset's model (``None``: the preset's).")}
+    )
 
     def __post_init__(self) -> None:
         check_preset(self.preset_name)
@@ -130,9 +146,15 @@ class CollectionConfig(Presets):
     def config_hash(self) -> str:
         """Hash of everything that determines the checkpoints (schedule + backend)."""
         backend = self.backend()
-        payload = {"collection": dataclasses.asdict(self),
-                   "backend": {"model": backend.model, "dtype": backend.dtype,
-                               "lora": dataclasses.asdict(backend.lora), "token_dim": backend.token_dim}}
+        payload = {
+            "collection": dataclasses.asdict(self),
+            "backend": {
+                "model": backend.model,
+                "dtype": backend.dtype,
+                "lora": dataclasses.asdict(backend.lora),
+                "token_dim": backend.token_dim,
+            },
+        }
         return hashlib.sha1(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
     def to_dict(self) -> dict:
@@ -151,9 +173,17 @@ class CollectionResult:
     skipped: bool = False
 
 
-def collect(config: CollectionConfig, tasks: Sequence[str], artifacts: str | Path, *,
-            data_dir: str | Path | None = None, model=None, tokenizer=None,
-            callback: StepCallback | None = None, progress: bool = True) -> list[CollectionResult]:
+def collect(
+    config: CollectionConfig,
+    tasks: Sequence[str],
+    artifacts: str | Path,
+    *,
+    data_dir: str | Path | None = None,
+    model=None,
+    tokenizer=None,
+    callback: StepCallback | None = None,
+    progress: bool = True,
+) -> list[CollectionResult]:
     """Collect checkpoints of every task in ``tasks`` under ``ArtifactPaths(artifacts, preset)``.
 
     Args:
@@ -170,8 +200,10 @@ def collect(config: CollectionConfig, tasks: Sequence[str], artifacts: str | Pat
     tasks = list(dict.fromkeys(tasks))
     if not tasks:
         raise ValueError("no tasks to collect")
-    examples = {t: contract_splits(paths, t, data_dir, config.split_seed, stage="collect").train[:config.max_samples]
-                for t in tasks}
+    examples = {
+        t: contract_splits(paths, t, data_dir, config.split_seed, stage="collect").train[: config.max_samples]
+        for t in tasks
+    }
     empty = [t for t, ex in examples.items() if not ex]
     if empty:
         raise ValueError(f"task(s) {', '.join(empty)} have an empty train split; nothing to collect")
@@ -188,13 +220,24 @@ def collect(config: CollectionConfig, tasks: Sequence[str], artifacts: str | Pat
     _save_layout(paths, layout, init, config)
     results = []
     for task in tasks:
-        results.append(collect_task(peft_model, tokenizer, layout, init, task, examples[task], config,
-                                    paths, callback=callback, progress=progress))
+        results.append(
+            collect_task(
+                peft_model,
+                tokenizer,
+                layout,
+                init,
+                task,
+                examples[task],
+                config,
+                paths,
+                callback=callback,
+                progress=progress,
+            )
+        )
     return results
 
 
-def _save_layout(paths: ArtifactPaths, layout: AdapterLayout, init: torch.Tensor,
-                 config: CollectionConfig) -> None:
+def _save_layout(paths: ArtifactPaths, layout: AdapterLayout, init: torch.Tensor, config: CollectionConfig) -> None:
     if paths.init_adapter.exists():
         fix = f"delete {paths.base} and collect again"
         saved = read_safetensors(paths.init_adapter, fix)[1].get("adapter")
@@ -203,23 +246,41 @@ def _save_layout(paths: ArtifactPaths, layout: AdapterLayout, init: torch.Tensor
         if saved.shape != init.shape or not torch.equal(saved, init):
             raise ValueError(
                 f"{paths.base} was collected with a different model, LoRA or init_seed "
-                f"(its init_adapter differs); use another --artifacts folder or delete {paths.base}")
+                f"(its init_adapter differs); use another --artifacts folder or delete {paths.base}"
+            )
         return
     layout.save(paths.layout_dir)
-    atomic_save_safetensors(paths.init_adapter, {"adapter": init},
-                            {"init_seed": config.init_seed, "adapter_hash": adapter_hash(init)})
+    atomic_save_safetensors(
+        paths.init_adapter, {"adapter": init}, {"init_seed": config.init_seed, "adapter_hash": adapter_hash(init)}
+    )
 
 
-def collect_task(model, tokenizer, layout: AdapterLayout, init: torch.Tensor, task: str, examples,
-                 config: CollectionConfig, paths: ArtifactPaths, *, callback: StepCallback | None = None,
-                 progress: bool = True) -> CollectionResult:
+def collect_task(
+    model,
+    tokenizer,
+    layout: AdapterLayout,
+    init: torch.Tensor,
+    task: str,
+    examples,
+    config: CollectionConfig,
+    paths: ArtifactPaths,
+    *,
+    callback: StepCallback | None = None,
+    progress: bool = True,
+) -> CollectionResult:
     """Run (or resume, or skip) one task's two-phase collection on a LoRA-wrapped ``model``."""
     from tqdm.auto import tqdm
 
     chash = config.config_hash()
-    info = {"task": task, "config_hash": chash, "collection": config.to_dict(),
-            "backend": dataclasses.asdict(config.backend()), "n_train": len(examples),
-            "total_steps": config.total_steps, "adapter_size": layout.size}
+    info = {
+        "task": task,
+        "config_hash": chash,
+        "collection": config.to_dict(),
+        "backend": dataclasses.asdict(config.backend()),
+        "n_train": len(examples),
+        "total_steps": config.total_steps,
+        "adapter_size": layout.size,
+    }
     cfg_path = paths.collect_config(task)
     if cfg_path.exists():
         old = paths.collect_info(task)
@@ -227,19 +288,27 @@ def collect_task(model, tokenizer, layout: AdapterLayout, init: torch.Tensor, ta
             raise ValueError(
                 f"{paths.collect_dir(task)} holds a collection made with another config "
                 f"(hash {old.get('config_hash')}, now {chash}); use another --artifacts folder or "
-                f"delete that folder to recollect")
+                f"delete that folder to recollect"
+            )
         if old.get("complete"):
             paths.checked_checkpoints(task)  # a deleted checkpoint is an error, not a smaller collection
-            return CollectionResult(task, config.total_steps, _final_loss(paths, task, config.total_steps),
-                                    0.0, config.total_steps, skipped=True)
+            return CollectionResult(
+                task,
+                config.total_steps,
+                _final_loss(paths, task, config.total_steps),
+                0.0,
+                config.total_steps,
+                skipped=True,
+            )
 
     params = layout._bound()
     optimizer = make_optimizer(params, config.phase1_lr, config.weight_decay)
     start = 0
     state_path = paths.collect_state(task)
     if state_path.exists():
-        meta, tensors = read_state(state_path, chash,
-                                   f"{state_path} belongs to another config; delete {paths.collect_dir(task)}")
+        meta, tensors = read_state(
+            state_path, chash, f"{state_path} belongs to another config; delete {paths.collect_dir(task)}"
+        )
         start = int(meta["step"])
         trim_jsonl(paths.collect_log(task), start)  # rows a killed run wrote past its saved state
         layout.set_flat(tensors["adapter"])
@@ -251,8 +320,13 @@ def collect_task(model, tokenizer, layout: AdapterLayout, init: torch.Tensor, ta
 
     sequences = build_sequences(examples, tokenizer, style=config.style, max_len=config.max_len)
     loss, begun = float("nan"), time.perf_counter()
-    bar = tqdm(range(start + 1, config.total_steps + 1), desc=f"collect {task}", disable=not progress,
-               initial=start, total=config.total_steps)
+    bar = tqdm(
+        range(start + 1, config.total_steps + 1),
+        desc=f"collect {task}",
+        disable=not progress,
+        initial=start,
+        total=config.total_steps,
+    )
     for step in bar:
         t0 = time.perf_counter()
         phase, phase_step, lr = config.schedule(step)
@@ -260,13 +334,25 @@ def collect_task(model, tokenizer, layout: AdapterLayout, init: torch.Tensor, ta
         batch = collate([sequences[i] for i in idx], tokenizer.pad_token_id)
         loss = train_step(model, batch, optimizer, lr=lr, max_grad_norm=config.max_grad_norm)
         vector = layout.get_flat()
-        meta = {"task": task, "step": step, "phase": phase, "phase_step": phase_step, "loss": repr(loss),
-                "lr": repr(lr), "config_hash": chash}
+        meta = {
+            "task": task,
+            "step": step,
+            "phase": phase,
+            "phase_step": phase_step,
+            "loss": repr(loss),
+            "lr": repr(lr),
+            "config_hash": chash,
+        }
         atomic_save_safetensors(paths.checkpoint_file(task, step), {"adapter": vector}, meta)
-        append_jsonl(paths.collect_log(task), {"step": step, "phase": phase, "lr": lr, "loss": loss,
-                                               "seconds": round(time.perf_counter() - t0, 3)})
-        atomic_save_safetensors(state_path, {"adapter": vector, **adamw_state(optimizer, params)},
-                                {"step": step, "config_hash": chash, "task": task})
+        append_jsonl(
+            paths.collect_log(task),
+            {"step": step, "phase": phase, "lr": lr, "loss": loss, "seconds": round(time.perf_counter() - t0, 3)},
+        )
+        atomic_save_safetensors(
+            state_path,
+            {"adapter": vector, **adamw_state(optimizer, params)},
+            {"step": step, "config_hash": chash, "task": task},
+        )
         bar.set_postfix(loss=f"{loss:.3f}", phase=phase)
         if callback is not None:
             callback(task, step, loss)

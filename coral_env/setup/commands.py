@@ -21,12 +21,16 @@ _PRESETS = "the preset's"
 class SetupArgs:
     """Flags every setup command shares."""
 
-    preset: str = field(default="cpu", metadata={
-        "help": "scale preset: tiny (tests), cpu (a laptop, minutes), paper (GPU)"})
-    artifacts: str = field(default_factory=lambda: str(default_artifacts_root()), metadata={
-        "help": "artifacts root; files go to <artifacts>/<preset>/... ($CORAL_ARTIFACTS sets the default)"})
-    data_dir: str | None = field(default=None, metadata={
-        "help": "benchmark JSONL folder (default: $CORAL_DATA_DIR, else ../shared/datasets)"})
+    preset: str = field(
+        default="cpu", metadata={"help": "scale preset: tiny (tests), cpu (a laptop, minutes), paper (GPU)"}
+    )
+    artifacts: str = field(
+        default_factory=lambda: str(default_artifacts_root()),
+        metadata={"help": "artifacts root; files go to <artifacts>/<preset>/... ($CORAL_ARTIFACTS sets the default)"},
+    )
+    data_dir: str | None = field(
+        default=None, metadata={"help": "benchmark JSONL folder (default: $CORAL_DATA_DIR, else ../shared/datasets)"}
+    )
     threads: int | None = field(default=None, metadata={"help": "torch CPU threads (default: torch's)"})
     progress: bool = field(default=True, metadata={"help": "show progress bars"})
 
@@ -42,8 +46,9 @@ class CollectArgs(SetupArgs):
     phase2_steps: int | None = field(default=None, metadata={"help": f"phase-2 steps (default: {_PRESETS})"})
     phase2_lr: float | None = field(default=None, metadata={"help": f"phase-2 lr (default: {_PRESETS})"})
     batch_size: int | None = field(default=None, metadata={"help": f"sequences per step (default: {_PRESETS})"})
-    max_samples: int | None = field(default=None, metadata={
-        "help": f"training examples per task (default: {_PRESETS})"})
+    max_samples: int | None = field(
+        default=None, metadata={"help": f"training examples per task (default: {_PRESETS})"}
+    )
     max_len: int | None = field(default=None, metadata={"help": f"tokens per sequence (default: {_PRESETS})"})
     seed: int | None = field(default=None, metadata={"help": f"data-order seed (default: {_PRESETS})"})
 
@@ -52,21 +57,32 @@ class CollectArgs(SetupArgs):
 class PretrainGeneratorArgs(SetupArgs):
     """Settings of ``coral pretrain-generator``; ``None`` takes the preset's value."""
 
-    tasks: list[str] | None = field(default=None, metadata={
-        "help": "training tasks (default: every task collected under --artifacts)"})
-    holdout: str | None = field(default=None, metadata={
-        "help": "task(s) to leave out, comma-separated (one generator each); 'each' = every task in --tasks; "
-                "omitted = one generator on all tasks"})
+    tasks: list[str] | None = field(
+        default=None, metadata={"help": "training tasks (default: every task collected under --artifacts)"}
+    )
+    holdout: str | None = field(
+        default=None,
+        metadata={
+            "help": "task(s) to leave out, comma-separated (one generator each); 'each' = every task in --tasks; "
+            "omitted = one generator on all tasks"
+        },
+    )
     steps: int | None = field(default=None, metadata={"help": f"optimizer steps (default: {_PRESETS})"})
     batch_size: int | None = field(default=None, metadata={"help": f"pairs per step (default: {_PRESETS})"})
     lr: float | None = field(default=None, metadata={"help": f"peak learning rate (default: {_PRESETS})"})
     noise_std: float | None = field(default=None, metadata={"help": f"condition noise std (default: {_PRESETS})"})
-    token_weighting: str | None = field(default=None, metadata={
-        "help": f"per-token loss weights (default: {_PRESETS})", "choices": ("uniform", "task_variance")})
-    anchor: str | None = field(default=None, metadata={
-        "help": "decoder predicts the checkpoint (none, as in the papers) or its residual from the shared "
-                f"init or the training tasks' mean checkpoint (default: {_PRESETS})",
-        "choices": ("none", "init", "mean")})
+    token_weighting: str | None = field(
+        default=None,
+        metadata={"help": f"per-token loss weights (default: {_PRESETS})", "choices": ("uniform", "task_variance")},
+    )
+    anchor: str | None = field(
+        default=None,
+        metadata={
+            "help": "decoder predicts the checkpoint (none, as in the papers) or its residual from the shared "
+            f"init or the training tasks' mean checkpoint (default: {_PRESETS})",
+            "choices": ("none", "init", "mean"),
+        },
+    )
     seed: int | None = field(default=None, metadata={"help": f"init and sampling seed (default: {_PRESETS})"})
 
 
@@ -87,7 +103,8 @@ def training_tasks(args: argparse.Namespace, paths) -> list[str]:
         if not tasks:
             raise MissingArtifactError(
                 f"no collected checkpoints under {paths.base}; run "
-                f"`coral collect --preset {args.preset} --tasks TASK1,TASK2,... --artifacts {args.artifacts}` first")
+                f"`coral collect --preset {args.preset} --tasks TASK1,TASK2,... --artifacts {args.artifacts}` first"
+            )
     return _check_tasks(tasks)
 
 
@@ -116,21 +133,29 @@ def add_command(subparsers, name: str, args_cls, handler, **kwargs) -> argparse.
 def register(subparsers) -> None:
     """Add ``collect`` and ``pretrain-generator`` to an argparse subparsers object."""
     add_command(
-        subparsers, "collect", CollectArgs, cmd_collect,
+        subparsers,
+        "collect",
+        CollectArgs,
+        cmd_collect,
         help="collect LoRA checkpoints of tasks (stage-1 training data)",
         description="Fine-tune a fresh LoRA per task in two phases (high, then low learning rate) "
-                    "and save the adapter after every step.\nResumes after an interruption; finished "
-                    "tasks are skipped.",
-        epilog="example:\n  coral collect --preset cpu --tasks arc_easy,piqa --artifacts artifacts")
+        "and save the adapter after every step.\nResumes after an interruption; finished "
+        "tasks are skipped.",
+        epilog="example:\n  coral collect --preset cpu --tasks arc_easy,piqa --artifacts artifacts",
+    )
     add_command(
-        subparsers, "pretrain-generator", PretrainGeneratorArgs, cmd_pretrain_generator,
+        subparsers,
+        "pretrain-generator",
+        PretrainGeneratorArgs,
+        cmd_pretrain_generator,
         help="train the prompt-to-LoRA generator on collected checkpoints",
         description="Train the hyper-convolutional generator by masked MSE against collected "
-                    "checkpoints.\nWith --holdout, the named task is left out (leave-one-out); the "
-                    "generator goes to <artifacts>/<preset>/generator/<holdout>.",
+        "checkpoints.\nWith --holdout, the named task is left out (leave-one-out); the "
+        "generator goes to <artifacts>/<preset>/generator/<holdout>.",
         epilog="examples:\n"
-               "  coral pretrain-generator --preset cpu --holdout piqa\n"
-               "  coral pretrain-generator --preset cpu --holdout each   # one generator per task")
+        "  coral pretrain-generator --preset cpu --holdout piqa\n"
+        "  coral pretrain-generator --preset cpu --holdout each   # one generator per task",
+    )
 
 
 def _threads(args) -> None:
@@ -149,14 +174,27 @@ def cmd_collect(args: argparse.Namespace) -> int:
     args = config_from_args(CollectArgs, args)
     tasks = _check_tasks(args.tasks)
     config = CollectionConfig.preset(
-        args.preset, model=args.model, phase1_steps=args.phase1_steps, phase1_lr=args.phase1_lr,
-        phase2_steps=args.phase2_steps, phase2_lr=args.phase2_lr, batch_size=args.batch_size,
-        max_samples=args.max_samples, max_len=args.max_len, seed=args.seed)
+        args.preset,
+        model=args.model,
+        phase1_steps=args.phase1_steps,
+        phase1_lr=args.phase1_lr,
+        phase2_steps=args.phase2_steps,
+        phase2_lr=args.phase2_lr,
+        batch_size=args.batch_size,
+        max_samples=args.max_samples,
+        max_len=args.max_len,
+        seed=args.seed,
+    )
     _threads(args)
     for r in collect(config, tasks, args.artifacts, data_dir=args.data_dir, progress=args.progress):
-        state = "already collected" if r.skipped else (
-            f"{r.steps} steps, final loss {r.final_loss:.4f}, {r.seconds:.0f} s"
-            + (f" (resumed at step {r.resumed_from})" if r.resumed_from else ""))
+        state = (
+            "already collected"
+            if r.skipped
+            else (
+                f"{r.steps} steps, final loss {r.final_loss:.4f}, {r.seconds:.0f} s"
+                + (f" (resumed at step {r.resumed_from})" if r.resumed_from else "")
+            )
+        )
         print(f"{r.task}: {state}")
     return 0
 
@@ -171,18 +209,41 @@ def cmd_pretrain_generator(args: argparse.Namespace) -> int:
     tasks = training_tasks(args, paths)
     holdouts = parse_holdouts(args.holdout, tasks)
     config = GeneratorTrainingConfig.preset(
-        args.preset, steps=args.steps, batch_size=args.batch_size, lr=args.lr, noise_std=args.noise_std,
-        token_weighting=args.token_weighting, anchor=args.anchor, seed=args.seed)
+        args.preset,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        noise_std=args.noise_std,
+        token_weighting=args.token_weighting,
+        anchor=args.anchor,
+        seed=args.seed,
+    )
     _threads(args)
     encoder = None
     for holdout in holdouts:
-        gen = pretrain_generator(config, args.artifacts, tasks, holdout=holdout, data_dir=args.data_dir,
-                                 encoder=encoder, progress=args.progress)
+        gen = pretrain_generator(
+            config,
+            args.artifacts,
+            tasks,
+            holdout=holdout,
+            data_dir=args.data_dir,
+            encoder=encoder,
+            progress=args.progress,
+        )
         encoder = gen.encoder
-        print(f"generator[{holdout or 'all'}]: trained on {', '.join(t for t in tasks if t != holdout)}; "
-              f"final loss {gen.extra.get('final_loss', float('nan')):.4f} -> {paths.generator_dir(holdout)}")
+        print(
+            f"generator[{holdout or 'all'}]: trained on {', '.join(t for t in tasks if t != holdout)}; "
+            f"final loss {gen.extra.get('final_loss', float('nan')):.4f} -> {paths.generator_dir(holdout)}"
+        )
     return 0
 
 
-__all__ = ["CollectArgs", "PretrainGeneratorArgs", "SetupArgs", "add_command", "cmd_collect",
-           "cmd_pretrain_generator", "register"]
+__all__ = [
+    "CollectArgs",
+    "PretrainGeneratorArgs",
+    "SetupArgs",
+    "add_command",
+    "cmd_collect",
+    "cmd_pretrain_generator",
+    "register",
+]

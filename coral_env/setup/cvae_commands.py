@@ -21,13 +21,17 @@ _PRESETS = "the preset's"
 class PretrainCVAEArgs(SetupArgs):
     """Settings of ``coral pretrain-cvae``; ``None`` takes the preset's value."""
 
-    tasks: list[str] | None = field(default=None, metadata={
-        "help": "training tasks (default: every task collected under --artifacts)"})
-    holdout: str | None = field(default=None, metadata={
-        "help": "task(s) to leave out, comma-separated (one CVAE each); 'each' = every task in --tasks; "
-                "omitted = one CVAE on all tasks"})
-    target: str = field(default="input", metadata={"help": "reconstruction target",
-                                                   "choices": ("input", "checkpoint")})
+    tasks: list[str] | None = field(
+        default=None, metadata={"help": "training tasks (default: every task collected under --artifacts)"}
+    )
+    holdout: str | None = field(
+        default=None,
+        metadata={
+            "help": "task(s) to leave out, comma-separated (one CVAE each); 'each' = every task in --tasks; "
+            "omitted = one CVAE on all tasks"
+        },
+    )
+    target: str = field(default="input", metadata={"help": "reconstruction target", "choices": ("input", "checkpoint")})
     meta_steps: int | None = field(default=None, metadata={"help": f"Reptile meta-steps (default: {_PRESETS})"})
     batch_size: int | None = field(default=None, metadata={"help": f"pairs per inner step (default: {_PRESETS})"})
     inner_lr: float | None = field(default=None, metadata={"help": f"inner learning rate (default: {_PRESETS})"})
@@ -39,35 +43,48 @@ class PretrainCVAEArgs(SetupArgs):
 class SetupPipelineArgs(SetupArgs):
     """Settings of ``coral setup``."""
 
-    tasks: list[str] | None = field(default=None, metadata={
-        "help": "task names (default: the six in-domain tasks; at --preset tiny the synthetic "
-                f"{','.join(TINY_TASKS)}, which need no data folder)"})
+    tasks: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "task names (default: the six in-domain tasks; at --preset tiny the synthetic "
+            f"{','.join(TINY_TASKS)}, which need no data folder)"
+        },
+    )
     holdout: str | None = field(default=None, metadata={"help": "leave-one-out task (default: none, train on all)"})
-    targets: list[str] = field(default_factory=lambda: ["input"], metadata={
-        "help": "CVAE targets to train: input, checkpoint"})
+    targets: list[str] = field(
+        default_factory=lambda: ["input"], metadata={"help": "CVAE targets to train: input, checkpoint"}
+    )
 
 
 def register(subparsers) -> None:
     """Add ``pretrain-cvae`` and ``setup`` to an argparse subparsers object."""
     add_command(
-        subparsers, "pretrain-cvae", PretrainCVAEArgs, cmd_pretrain_cvae,
+        subparsers,
+        "pretrain-cvae",
+        PretrainCVAEArgs,
+        cmd_pretrain_cvae,
         help="train the alignment CVAE on collected checkpoints (stage 2)",
         description="Meta-train the conditional VAE (Reptile) on (adapter, task vector) pairs of the "
-                    "collected tasks.\n--target input reconstructs the input checkpoint (the paper); "
-                    "--target checkpoint maps\ngenerated adapters to real checkpoints (needs the "
-                    "generator of the same --holdout).\nThe CVAE goes to "
-                    "<artifacts>/<preset>/cvae/<holdout|all>/<target>; resumes after an interruption.",
+        "collected tasks.\n--target input reconstructs the input checkpoint (the paper); "
+        "--target checkpoint maps\ngenerated adapters to real checkpoints (needs the "
+        "generator of the same --holdout).\nThe CVAE goes to "
+        "<artifacts>/<preset>/cvae/<holdout|all>/<target>; resumes after an interruption.",
         epilog="examples:\n"
-               "  coral pretrain-cvae --preset cpu --holdout piqa\n"
-               "  coral pretrain-cvae --preset cpu --holdout each --target checkpoint")
+        "  coral pretrain-cvae --preset cpu --holdout piqa\n"
+        "  coral pretrain-cvae --preset cpu --holdout each --target checkpoint",
+    )
     add_command(
-        subparsers, "setup", SetupPipelineArgs, cmd_setup,
+        subparsers,
+        "setup",
+        SetupPipelineArgs,
+        cmd_setup,
         help="run the whole pretraining pipeline: collect -> generator -> CVAE",
         description="Collect LoRA checkpoints, train the generator, then the alignment CVAE, skipping "
-                    "every stage\nthat is already done and resuming one that was interrupted.",
+        "every stage\nthat is already done and resuming one that was interrupted.",
         epilog="examples:\n"
-               "  coral setup --preset cpu\n"
-               "  coral setup --preset cpu --holdout piqa --targets input,checkpoint")
+        "  coral setup --preset cpu\n"
+        "  coral setup --preset cpu --holdout piqa --targets input,checkpoint",
+    )
 
 
 def cmd_pretrain_cvae(args: argparse.Namespace) -> int:
@@ -78,9 +95,15 @@ def cmd_pretrain_cvae(args: argparse.Namespace) -> int:
     args = config_from_args(PretrainCVAEArgs, args)
     paths = ArtifactPaths(args.artifacts, args.preset)
     tasks = training_tasks(args, paths)
-    config = CVAETrainingConfig.preset(args.preset, target=args.target, meta_steps=args.meta_steps,
-                                       batch_size=args.batch_size, inner_lr=args.inner_lr, meta_lr=args.meta_lr,
-                                       seed=args.seed)
+    config = CVAETrainingConfig.preset(
+        args.preset,
+        target=args.target,
+        meta_steps=args.meta_steps,
+        batch_size=args.batch_size,
+        inner_lr=args.inner_lr,
+        meta_lr=args.meta_lr,
+        seed=args.seed,
+    )
     _threads(args)
     vectorizer = None
     for holdout in parse_holdouts(args.holdout, tasks):
@@ -88,12 +111,21 @@ def cmd_pretrain_cvae(args: argparse.Namespace) -> int:
         paths.require_collected(train)
         if vectorizer is None:
             vectorizer = build_vectorizer(paths, train[0], config)
-        cvae = pretrain_cvae(config, args.artifacts, tasks, holdout=holdout, data_dir=args.data_dir,
-                             vectorizer=vectorizer, progress=args.progress)
+        cvae = pretrain_cvae(
+            config,
+            args.artifacts,
+            tasks,
+            holdout=holdout,
+            data_dir=args.data_dir,
+            vectorizer=vectorizer,
+            progress=args.progress,
+        )
         extra = getattr(cvae, "extra", {})
-        print(f"cvae[{holdout or 'all'}/{args.target}]: trained on {', '.join(train)}; reconstruction MSE "
-              f"{extra.get('cvae_mse', float('nan')):.4f} (training mean: {extra.get('mean_mse', float('nan')):.4f})"
-              f" -> {cvae_path(args.artifacts, args.preset, holdout, args.target)}")
+        print(
+            f"cvae[{holdout or 'all'}/{args.target}]: trained on {', '.join(train)}; reconstruction MSE "
+            f"{extra.get('cvae_mse', float('nan')):.4f} (training mean: {extra.get('mean_mse', float('nan')):.4f})"
+            f" -> {cvae_path(args.artifacts, args.preset, holdout, args.target)}"
+        )
     return 0
 
 
@@ -108,8 +140,15 @@ def cmd_setup(args: argparse.Namespace) -> int:
     if bad:
         raise ValueError(f"unknown CVAE target(s) {', '.join(bad)}; use input and/or checkpoint")
     _threads(args)
-    result = run_setup(args.preset, args.artifacts, tasks, holdout=args.holdout, data_dir=args.data_dir,
-                       targets=targets, progress=args.progress)
+    result = run_setup(
+        args.preset,
+        args.artifacts,
+        tasks,
+        holdout=args.holdout,
+        data_dir=args.data_dir,
+        targets=targets,
+        progress=args.progress,
+    )
     print(f"setup [{result.preset}] done; trained on {', '.join(t for t in result.tasks if t != result.holdout)}")
     print(f"  generator: {result.generator_dir}")
     for target, folder in result.cvae_dirs.items():

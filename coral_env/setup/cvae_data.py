@@ -44,8 +44,15 @@ def cvae_path(artifacts: str | Path, preset: str, holdout: str | None = None, ta
 
 
 # ----- data -------------------------------------------------------------------------------------
-def task_vector_prompts(paths: ArtifactPaths, task: str, tokenizer=None, data_dir=None, split_seed: int = 0,
-                        limit: int = 16, style: str = "plain") -> list[str]:
+def task_vector_prompts(
+    paths: ArtifactPaths,
+    task: str,
+    tokenizer=None,
+    data_dir=None,
+    split_seed: int = 0,
+    limit: int = 16,
+    style: str = "plain",
+) -> list[str]:
     """The model-facing prompts of a task's first ``limit`` support examples (the task-vector inputs).
 
     Multiple choice: the context of the first choice (lm-eval format, or the chat template);
@@ -55,8 +62,12 @@ def task_vector_prompts(paths: ArtifactPaths, task: str, tokenizer=None, data_di
     examples = contract_splits(paths, task, data_dir, split_seed, stage="cvae").support[:limit]
     if not examples:
         raise ValueError(f"task {task!r} has an empty support split; no prompts for its task vector")
-    return [build_requests(ex, style, tokenizer, task=task)[0][0] if ex.is_multiple_choice
-            else build_generation_prompt(ex, style, tokenizer, task=task) for ex in examples]
+    return [
+        build_requests(ex, style, tokenizer, task=task)[0][0]
+        if ex.is_multiple_choice
+        else build_generation_prompt(ex, style, tokenizer, task=task)
+        for ex in examples
+    ]
 
 
 @dataclass
@@ -79,8 +90,9 @@ class CVAETrainingData:
     paired: bool
 
 
-def sample_meta_batch(data: CVAETrainingData, step: int, batch_size: int, seed: int
-                      ) -> tuple[str, torch.Tensor, torch.Tensor, torch.Tensor, torch.Generator]:
+def sample_meta_batch(
+    data: CVAETrainingData, step: int, batch_size: int, seed: int
+) -> tuple[str, torch.Tensor, torch.Tensor, torch.Tensor, torch.Generator]:
     """(task, inputs (B, D), task vectors (B, H), targets (B, D), noise generator) of meta-step ``step``.
 
     A pure function of (seed, step); the returned generator then draws the step's
@@ -105,12 +117,19 @@ def _load_cached(path: Path, key: str) -> dict[str, torch.Tensor] | None:
     return tensors if meta.get("key") == key else None
 
 
-def checkpoint_task_vectors(paths: ArtifactPaths, task: str, config: CVAETrainingConfig, vectorizer: TaskVectorizer,
-                            data_dir=None, progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def checkpoint_task_vectors(
+    paths: ArtifactPaths,
+    task: str,
+    config: CVAETrainingConfig,
+    vectorizer: TaskVectorizer,
+    data_dir=None,
+    progress: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(checkpoints (n, D), their task vectors (n, H)) of ``task``; task vectors cached on disk."""
     vectors, meta = paths.load_checkpoints(task, config.phases)
-    prompts = task_vector_prompts(paths, task, vectorizer.tokenizer, data_dir, config.split_seed, config.tv_prompts,
-                                  config.style)
+    prompts = task_vector_prompts(
+        paths, task, vectorizer.tokenizer, data_dir, config.split_seed, config.tv_prompts, config.style
+    )
     key = _settings_key(meta[0]["config_hash"], [m["step"] for m in meta], prompts, config.tv_max_len)
     path = paths.cache_dir / "task_vectors" / f"{task}.{key}.safetensors"
     cached = _load_cached(path, key)
@@ -122,9 +141,15 @@ def checkpoint_task_vectors(paths: ArtifactPaths, task: str, config: CVAETrainin
     return vectors, tvs
 
 
-def generated_pairs(paths: ArtifactPaths, task: str, generator, config: CVAETrainingConfig,
-                    vectorizer: TaskVectorizer, data_dir=None, progress: bool = True
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
+def generated_pairs(
+    paths: ArtifactPaths,
+    task: str,
+    generator,
+    config: CVAETrainingConfig,
+    vectorizer: TaskVectorizer,
+    data_dir=None,
+    progress: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(generated adapters (n_generated, D), their task vectors) for a training task; cached under
     ``<artifacts>/<preset>/cache/generated`` (keyed by the generator and the settings).
 
@@ -133,8 +158,9 @@ def generated_pairs(paths: ArtifactPaths, task: str, generator, config: CVAETrai
     """
     from .pretrain_generator import task_prompts
 
-    prompts = task_vector_prompts(paths, task, vectorizer.tokenizer, data_dir, config.split_seed, config.tv_prompts,
-                                  config.style)
+    prompts = task_vector_prompts(
+        paths, task, vectorizer.tokenizer, data_dir, config.split_seed, config.tv_prompts, config.style
+    )
     gen_id = generator_id(generator)
     key = _settings_key(gen_id, config.n_generated, config.seed, config.split_seed, prompts, config.tv_max_len)
     path = paths.cache_dir / "generated" / f"{task}.{key}.safetensors"
@@ -168,9 +194,16 @@ def build_vectorizer(paths: ArtifactPaths, task: str, config: CVAETrainingConfig
     return TaskVectorizer(peft_model, tokenizer, layout, max_len=config.tv_max_len, batch_size=config.tv_batch_size)
 
 
-def load_cvae_data(paths: ArtifactPaths, tasks: Sequence[str], config: CVAETrainingConfig,
-                   vectorizer: TaskVectorizer, *, generator=None, data_dir=None,
-                   progress: bool = True) -> CVAETrainingData:
+def load_cvae_data(
+    paths: ArtifactPaths,
+    tasks: Sequence[str],
+    config: CVAETrainingConfig,
+    vectorizer: TaskVectorizer,
+    *,
+    generator=None,
+    data_dir=None,
+    progress: bool = True,
+) -> CVAETrainingData:
     """Checkpoints, generated adapters (``checkpoint`` target) and task vectors of ``tasks``."""
     inputs, tvs, targets = {}, {}, {}
     for task in tasks:
@@ -197,10 +230,21 @@ def load_generator(paths: ArtifactPaths, holdout: str | None, artifacts):
         flag = f" --holdout {holdout}" if holdout else ""
         raise MissingArtifactError(
             f"target=checkpoint needs the stage-1 generator trained without {holdout or 'nothing'} at {folder}; "
-            f"run `coral pretrain-generator --preset {paths.preset} --artifacts {artifacts}{flag}` first")
+            f"run `coral pretrain-generator --preset {paths.preset} --artifacts {artifacts}{flag}` first"
+        )
     return Generator.from_pretrained(folder, encoder=None)
 
 
-__all__ = ["TARGETS", "CVAETrainingData", "build_vectorizer", "checkpoint_task_vectors", "cvae_path",
-           "generated_pairs", "generator_id", "load_cvae_data", "load_generator", "sample_meta_batch",
-           "task_vector_prompts"]
+__all__ = [
+    "TARGETS",
+    "CVAETrainingData",
+    "build_vectorizer",
+    "checkpoint_task_vectors",
+    "cvae_path",
+    "generated_pairs",
+    "generator_id",
+    "load_cvae_data",
+    "load_generator",
+    "sample_meta_batch",
+    "task_vector_prompts",
+]

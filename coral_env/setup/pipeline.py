@@ -34,11 +34,20 @@ class SetupResult:
     cvae_dirs: dict[str, Path] = field(default_factory=dict)
 
 
-def run_setup(preset: str, artifacts: str | Path, tasks: Sequence[str] | None = None, holdout: str | None = None,
-              data_dir: str | Path | None = None, *, targets: Sequence[str] = ("input",),
-              collection_overrides: dict | None = None, generator_overrides: dict | None = None,
-              cvae_overrides: dict | None = None, split_seed: int | None = None,
-              progress: bool = True) -> SetupResult:
+def run_setup(
+    preset: str,
+    artifacts: str | Path,
+    tasks: Sequence[str] | None = None,
+    holdout: str | None = None,
+    data_dir: str | Path | None = None,
+    *,
+    targets: Sequence[str] = ("input",),
+    collection_overrides: dict | None = None,
+    generator_overrides: dict | None = None,
+    cvae_overrides: dict | None = None,
+    split_seed: int | None = None,
+    progress: bool = True,
+) -> SetupResult:
     """Collect checkpoints, train the generator, then the CVAE(s), for ``tasks`` minus ``holdout``.
 
     Args:
@@ -69,12 +78,23 @@ def run_setup(preset: str, artifacts: str | Path, tasks: Sequence[str] | None = 
         raise ValueError(f"no training tasks left after holding out {holdout!r}")
     result = SetupResult(preset, tasks, holdout)
 
-    collect(CollectionConfig.preset(preset, **(collection_overrides or {})), train_tasks, artifacts,
-            data_dir=data_dir, progress=progress)
+    collect(
+        CollectionConfig.preset(preset, **(collection_overrides or {})),
+        train_tasks,
+        artifacts,
+        data_dir=data_dir,
+        progress=progress,
+    )
     result.collected = list(train_tasks)
 
-    generator = pretrain_generator(GeneratorTrainingConfig.preset(preset, **(generator_overrides or {})), artifacts,
-                                   train_tasks, holdout=holdout, data_dir=data_dir, progress=progress)
+    generator = pretrain_generator(
+        GeneratorTrainingConfig.preset(preset, **(generator_overrides or {})),
+        artifacts,
+        train_tasks,
+        holdout=holdout,
+        data_dir=data_dir,
+        progress=progress,
+    )
     result.generator_dir = ArtifactPaths(artifacts, preset).generator_dir(holdout)
 
     vectorizer = None
@@ -84,8 +104,16 @@ def run_setup(preset: str, artifacts: str | Path, tasks: Sequence[str] | None = 
             from .pretrain_cvae import build_vectorizer
 
             vectorizer = build_vectorizer(ArtifactPaths(artifacts, preset), train_tasks[0], config)
-        pretrain_cvae(config, artifacts, train_tasks, holdout=holdout, data_dir=data_dir, vectorizer=vectorizer,
-                      generator=generator if target == "checkpoint" else None, progress=progress)
+        pretrain_cvae(
+            config,
+            artifacts,
+            train_tasks,
+            holdout=holdout,
+            data_dir=data_dir,
+            vectorizer=vectorizer,
+            generator=generator if target == "checkpoint" else None,
+            progress=progress,
+        )
         result.cvae_dirs[target] = cvae_path(artifacts, preset, holdout, target)
     return result
 

@@ -67,61 +67,90 @@ StepCallback = Callable[[int, float], None]
 
 CVAE_TRAINING_PRESETS: dict[str, dict] = {
     # CORAL App. D.3: 4000 meta-epochs, inner 1e-3, meta 1e-4, Adam, KL 0 -> 0.005.
-    "paper": dict(cvae="paper", meta_steps=4000, batch_size=16, tv_prompts=128, tv_max_len=384,
-                  tv_batch_size=16, n_generated=16, save_every=200),
+    "paper": dict(
+        cvae="paper",
+        meta_steps=4000,
+        batch_size=16,
+        tv_prompts=128,
+        tv_max_len=384,
+        tv_batch_size=16,
+        n_generated=16,
+        save_every=200,
+    ),
     # Measured on 2 shared cores (benchmarks/alignment.md): ~1-3 s per meta-step, ~1.5 s per task vector.
-    "cpu": dict(cvae="cpu", meta_steps=100, batch_size=4, tv_prompts=8, tv_max_len=96, n_generated=4,
-                save_every=25),
-    "tiny": dict(cvae="tiny", meta_steps=20, batch_size=4, meta_lr=1e-3, tv_prompts=8, tv_max_len=32,
-                 n_generated=4, save_every=5),
+    "cpu": dict(cvae="cpu", meta_steps=100, batch_size=4, tv_prompts=8, tv_max_len=96, n_generated=4, save_every=25),
+    "tiny": dict(
+        cvae="tiny", meta_steps=20, batch_size=4, meta_lr=1e-3, tv_prompts=8, tv_max_len=32, n_generated=4, save_every=5
+    ),
 }
 
 
 @documented
 @dataclass
 class CVAETrainingConfig(Presets):
-    """CVAE meta-training run (one per preset; serialised next to the trained CVAE).
-    """
+    """CVAE meta-training run (one per preset; serialised next to the trained CVAE)."""
 
     PRESET_FIELD = "preset_name"
     PRESET_VALUES = CVAE_TRAINING_PRESETS
 
     preset_name: str = field(default="cpu", metadata={"help": "scale preset (artifacts folder, backend)."})
     cvae: str = field(default="cpu", metadata={"help": "CVAE architecture preset: tiny, cpu or paper."})
-    target: str = field(default="input", metadata={"help": (
-        "``input`` (reconstruct the input checkpoint, the paper) or ``checkpoint`` (map generated "
-        "adapters to the task's real checkpoints).")})
+    target: str = field(
+        default="input",
+        metadata={
+            "help": (
+                "``input`` (reconstruct the input checkpoint, the paper) or ``checkpoint`` (map generated "
+                "adapters to the task's real checkpoints)."
+            )
+        },
+    )
     meta_steps: int = field(default=100, metadata={"help": "Reptile meta-steps."})
     batch_size: int = field(default=4, metadata={"help": "pairs of the sampled task per inner step."})
     inner_lr: float = field(default=1e-3, metadata={"help": "inner-step learning rate."})
     meta_lr: float = field(default=1e-4, metadata={"help": "meta (outer) learning rate."})
     inner_optimizer: str = field(default="adam", metadata={"help": "``adam`` or ``sgd``."})
-    meta_optimizer: str = field(default="adam", metadata={"help": (
-        "``adam`` (Adam on the pseudo-gradient theta - theta') or ``interpolate`` (theta += meta_lr *"
-        " (theta' - theta)).")})
+    meta_optimizer: str = field(
+        default="adam",
+        metadata={
+            "help": (
+                "``adam`` (Adam on the pseudo-gradient theta - theta') or ``interpolate`` (theta += meta_lr *"
+                " (theta' - theta))."
+            )
+        },
+    )
     kl_max: float = field(default=0.005, metadata={"help": "final KL weight."})
-    kl_anneal_fraction: float = field(default=1.0, metadata={"help": (
-        "fraction of the meta-steps over which the KL weight ramps up.")})
+    kl_anneal_fraction: float = field(
+        default=1.0, metadata={"help": ("fraction of the meta-steps over which the KL weight ramps up.")}
+    )
     phases: tuple[int, ...] = field(default=(2,), metadata={"help": "collection phases whose checkpoints are used."})
     tv_prompts: int = field(default=8, metadata={"help": "support prompts per task for task vectors."})
     tv_max_len: int = field(default=96, metadata={"help": "tokens kept per task-vector prompt."})
     tv_batch_size: int = field(default=8, metadata={"help": "prompts per forward pass when computing task vectors."})
-    n_generated: int = field(default=4, metadata={"help": (
-        "``checkpoint`` target: generated adapters per training task.")})
+    n_generated: int = field(
+        default=4, metadata={"help": ("``checkpoint`` target: generated adapters per training task.")}
+    )
     save_every: int = field(default=25, metadata={"help": "meta-steps between resume states."})
     seed: int = field(default=0, metadata={"help": "CVAE init and sampling seed."})
     split_seed: int = field(default=0, metadata={"help": "task split seed (as in collection)."})
     style: str = field(default="plain", metadata={"help": "prompt style of task-vector prompts (plain or chat)."})
-    basis_rank: int | None = field(default=None, metadata={"help": (
-        "override of the CVAE preset's ``basis_rank`` (``None``: the preset's).")})
+    basis_rank: int | None = field(
+        default=None, metadata={"help": ("override of the CVAE preset's ``basis_rank`` (``None``: the preset's).")}
+    )
 
     def __post_init__(self) -> None:
         check_preset(self.preset_name)
         self.phases = tuple(int(p) for p in self.phases)
         if self.target not in TARGETS:
             raise ValueError(f"target must be one of {TARGETS}, got {self.target!r}")
-        for name in ("meta_steps", "batch_size", "tv_prompts", "tv_max_len", "tv_batch_size", "n_generated",
-                     "save_every"):
+        for name in (
+            "meta_steps",
+            "batch_size",
+            "tv_prompts",
+            "tv_max_len",
+            "tv_batch_size",
+            "n_generated",
+            "save_every",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.inner_optimizer not in ("adam", "sgd"):
@@ -165,19 +194,22 @@ def _load_optimizer(prefix: str, optimizer: torch.optim.Optimizer, tensors: dict
             optimizer.state[p] = {k: v.clone() for k, v in found.items()}
 
 
-def _save_state(path: Path, meta: ConditionalVAE, optimizers: dict[str, torch.optim.Optimizer], step: int,
-                chash: str, loss: float) -> None:
+def _save_state(
+    path: Path, meta: ConditionalVAE, optimizers: dict[str, torch.optim.Optimizer], step: int, chash: str, loss: float
+) -> None:
     tensors = {f"cvae.{k}": v for k, v in meta.state_dict().items()}
     for prefix, opt in optimizers.items():
         tensors |= _optimizer_tensors(prefix, opt)
     atomic_save_safetensors(path, tensors, {"step": step, "config_hash": chash, "loss": repr(loss)})
 
 
-def _load_state(path: Path, meta: ConditionalVAE, optimizers: dict[str, torch.optim.Optimizer],
-                chash: str) -> tuple[int, float]:
+def _load_state(
+    path: Path, meta: ConditionalVAE, optimizers: dict[str, torch.optim.Optimizer], chash: str
+) -> tuple[int, float]:
     """Load the resume state into ``meta`` and ``optimizers``; (its step, the loss of that step)."""
-    info, tensors = read_state(path, chash, f"{path} belongs to another training config; delete {path.parent} "
-                                            "to retrain")
+    info, tensors = read_state(
+        path, chash, f"{path} belongs to another training config; delete {path.parent} to retrain"
+    )
     meta.load_state_dict({k.removeprefix("cvae."): v for k, v in tensors.items() if k.startswith("cvae.")})
     for prefix, opt in optimizers.items():
         _load_optimizer(prefix, opt, tensors)
@@ -185,16 +217,29 @@ def _load_state(path: Path, meta: ConditionalVAE, optimizers: dict[str, torch.op
 
 
 # ----- training ---------------------------------------------------------------------------------
-def config_hash(config: CVAETrainingConfig, cvae_config: CVAEConfig, tasks: Sequence[str], holdout: str | None,
-                collection_hash: str, generator_id: str | None) -> str:
+def config_hash(
+    config: CVAETrainingConfig,
+    cvae_config: CVAEConfig,
+    tasks: Sequence[str],
+    holdout: str | None,
+    collection_hash: str,
+    generator_id: str | None,
+) -> str:
     training = {k: v for k, v in config.to_dict().items() if k != "save_every"}  # does not change the result
-    payload = {"training": training, "cvae": cvae_config.to_dict(), "tasks": sorted(tasks),
-               "holdout": holdout, "collection": collection_hash, "generator": generator_id}
+    payload = {
+        "training": training,
+        "cvae": cvae_config.to_dict(),
+        "tasks": sorted(tasks),
+        "holdout": holdout,
+        "collection": collection_hash,
+        "generator": generator_id,
+    }
     return hashlib.sha1(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def reptile_update(meta: torch.nn.Module, fast: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
-                   meta_lr: float) -> None:
+def reptile_update(
+    meta: torch.nn.Module, fast: torch.nn.Module, optimizer: torch.optim.Optimizer | None, meta_lr: float
+) -> None:
     """Move the meta weights theta toward the adapted weights theta': with ``optimizer`` (Adam),
     one step on the pseudo-gradient theta - theta' (so against it, toward theta'); without,
     theta += meta_lr * (theta' - theta)."""
@@ -218,22 +263,31 @@ def reconstruction_report(cvae: ConditionalVAE, data: CVAETrainingData, batch_si
     for task in data.tasks:
         x, tv, y = data.inputs[task], data.task_vectors[task], data.targets[task]
         for s in range(0, x.shape[0], batch_size):
-            xb, tb = x[s:s + batch_size], tv[s:s + batch_size]
+            xb, tb = x[s : s + batch_size], tv[s : s + batch_size]
             recon, _, _ = cvae.forward_normalized(xb, tb, sample=False)
-            yb = y[s:s + batch_size] if data.paired else y  # unpaired: error to every real checkpoint
+            yb = y[s : s + batch_size] if data.paired else y  # unpaired: error to every real checkpoint
             yn = cvae.normalize(yb)
             for i in range(xb.shape[0]):
                 yi = yn[i] if data.paired else yn
                 sums["cvae_mse"] += float((recon[i] - yi).pow(2).mean())
                 sums["mean_mse"] += float(yi.pow(2).mean())
-                sums["input_mse"] += float((cvae.normalize(xb[i:i + 1])[0] - yi).pow(2).mean())
+                sums["input_mse"] += float((cvae.normalize(xb[i : i + 1])[0] - yi).pow(2).mean())
                 count += 1
     return {k: v / max(count, 1) for k, v in sums.items()}
 
 
-def pretrain_cvae(config: CVAETrainingConfig, artifacts: str | Path, tasks: Sequence[str], *,
-                  holdout: str | None = None, data_dir=None, vectorizer: TaskVectorizer | None = None,
-                  generator=None, callback: StepCallback | None = None, progress: bool = True) -> ConditionalVAE:
+def pretrain_cvae(
+    config: CVAETrainingConfig,
+    artifacts: str | Path,
+    tasks: Sequence[str],
+    *,
+    holdout: str | None = None,
+    data_dir=None,
+    vectorizer: TaskVectorizer | None = None,
+    generator=None,
+    callback: StepCallback | None = None,
+    progress: bool = True,
+) -> ConditionalVAE:
     """Meta-train (or resume, or load if finished) the CVAE for ``tasks`` minus ``holdout``.
 
     Writes ``cvae_path(artifacts, preset, holdout, target)``: the CVAE (``ConditionalVAE.from_pretrained``
@@ -259,8 +313,9 @@ def pretrain_cvae(config: CVAETrainingConfig, artifacts: str | Path, tasks: Sequ
         raise ValueError(f"no training tasks left after holding out {holdout!r}")
     paths.require_collected(train_tasks)
     if not (paths.layout_dir / "layout.json").exists():
-        raise MissingArtifactError(f"no adapter layout under {paths.layout_dir}; run "
-                                   f"`{paths.collect_command(train_tasks)}`")
+        raise MissingArtifactError(
+            f"no adapter layout under {paths.layout_dir}; run `{paths.collect_command(train_tasks)}`"
+        )
     out = cvae_path(artifacts, config.preset_name, holdout, config.target)
     gen_id = None
     if config.target == "checkpoint":
@@ -277,17 +332,27 @@ def pretrain_cvae(config: CVAETrainingConfig, artifacts: str | Path, tasks: Sequ
             state_path.unlink(missing_ok=True)  # left when a kill came between the save and its removal
             return ConditionalVAE.from_pretrained(out)
         if info.get("config_hash") != chash:
-            raise ValueError(f"{out} holds a CVAE trained with another config (hash {info.get('config_hash')}, "
-                             f"now {chash}); delete it or use another --artifacts")
+            raise ValueError(
+                f"{out} holds a CVAE trained with another config (hash {info.get('config_hash')}, "
+                f"now {chash}); delete it or use another --artifacts"
+            )
     vectorizer = vectorizer or build_vectorizer(paths, train_tasks[0], config)
     if vectorizer.max_len != config.tv_max_len:
         raise ValueError(f"vectorizer keeps {vectorizer.max_len} tokens per prompt, config says {config.tv_max_len}")
     if vectorizer.layout.names != AdapterLayout.load(paths.layout_dir).names:
         raise ValueError(f"the vectorizer's model has other LoRA parameters than the layout in {paths.layout_dir}")
-    data = load_cvae_data(paths, train_tasks, config, vectorizer, generator=generator, data_dir=data_dir,
-                          progress=progress)
-    info = {"config_hash": chash, "training": config.to_dict(), "cvae": cvae_config.to_dict(), "tasks": train_tasks,
-            "holdout": holdout, "collection_hash": collection_hash, "complete": False}
+    data = load_cvae_data(
+        paths, train_tasks, config, vectorizer, generator=generator, data_dir=data_dir, progress=progress
+    )
+    info = {
+        "config_hash": chash,
+        "training": config.to_dict(),
+        "cvae": cvae_config.to_dict(),
+        "tasks": train_tasks,
+        "holdout": holdout,
+        "collection_hash": collection_hash,
+        "complete": False,
+    }
     atomic_write_json(info_path, info)
 
     with torch.random.fork_rng():
@@ -305,8 +370,13 @@ def pretrain_cvae(config: CVAETrainingConfig, artifacts: str | Path, tasks: Sequ
 
     fast.train()
     begun = time.perf_counter()
-    bar = tqdm(range(start, config.meta_steps), desc=f"cvae[{holdout or 'all'}/{config.target}]",
-               disable=not progress, initial=start, total=config.meta_steps)
+    bar = tqdm(
+        range(start, config.meta_steps),
+        desc=f"cvae[{holdout or 'all'}/{config.target}]",
+        disable=not progress,
+        initial=start,
+        total=config.meta_steps,
+    )
     for step in bar:
         t0 = time.perf_counter()
         task, x, tv, y, gen = sample_meta_batch(data, step, config.batch_size, config.seed)
@@ -323,9 +393,18 @@ def pretrain_cvae(config: CVAETrainingConfig, artifacts: str | Path, tasks: Sequ
         loss_value = float(loss.detach())
         done = step + 1
         # The log row first: a kill after the state save must not lose it (resume trims past the state).
-        append_jsonl(log_path, {"step": done, "task": task, "loss": loss_value, "recon": float(rec.detach()),
-                                "kl": float(kl.detach()), "kl_weight": weight,
-                                "seconds": round(time.perf_counter() - t0, 3)})
+        append_jsonl(
+            log_path,
+            {
+                "step": done,
+                "task": task,
+                "loss": loss_value,
+                "recon": float(rec.detach()),
+                "kl": float(kl.detach()),
+                "kl_weight": weight,
+                "seconds": round(time.perf_counter() - t0, 3),
+            },
+        )
         if done % config.save_every == 0 or done == config.meta_steps:
             _save_state(state_path, meta, optimizers, done, chash, loss_value)
         bar.set_postfix(recon=f"{rec.item():.4f}", kl=f"{kl.item():.2f}")
@@ -334,17 +413,38 @@ def pretrain_cvae(config: CVAETrainingConfig, artifacts: str | Path, tasks: Sequ
     bar.close()
     meta.eval()
     report = reconstruction_report(meta, data)
-    meta.save_pretrained(out, extra={"tasks": train_tasks, "holdout": holdout, "target": config.target,
-                                     "preset": config.preset_name, "collection_hash": collection_hash,
-                                     "tv_prompts": config.tv_prompts, "tv_max_len": config.tv_max_len,
-                                     "style": config.style, "split_seed": config.split_seed,
-                                     "final_loss": loss_value, **report,
-                                     "training_seconds_this_run": round(time.perf_counter() - begun, 1)})
+    meta.save_pretrained(
+        out,
+        extra={
+            "tasks": train_tasks,
+            "holdout": holdout,
+            "target": config.target,
+            "preset": config.preset_name,
+            "collection_hash": collection_hash,
+            "tv_prompts": config.tv_prompts,
+            "tv_max_len": config.tv_max_len,
+            "style": config.style,
+            "split_seed": config.split_seed,
+            "final_loss": loss_value,
+            **report,
+            "training_seconds_this_run": round(time.perf_counter() - begun, 1),
+        },
+    )
     atomic_write_json(info_path, info | {"complete": True, "final_loss": loss_value, **report})
     state_path.unlink(missing_ok=True)  # weights + two optimizers' moments: ~5x the model, not needed now
     meta.extra = read_json(out / "config.json", f"delete {out} and re-run `coral pretrain-cvae`")["extra"]
     return meta
 
 
-__all__ = ["CVAETrainingConfig", "CVAE_TRAINING_PRESETS", "TARGETS", "build_vectorizer", "cvae_path", "pretrain_cvae",
-           "reconstruction_report", "reptile_update", "sample_meta_batch", "task_vector_prompts"]
+__all__ = [
+    "CVAETrainingConfig",
+    "CVAE_TRAINING_PRESETS",
+    "TARGETS",
+    "build_vectorizer",
+    "cvae_path",
+    "pretrain_cvae",
+    "reconstruction_report",
+    "reptile_update",
+    "sample_meta_batch",
+    "task_vector_prompts",
+]

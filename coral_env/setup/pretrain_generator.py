@@ -46,54 +46,79 @@ ANCHORS = ("none", "init", "mean")
 
 
 TRAINING_PRESETS: dict[str, dict] = {
-    "paper": dict(generator="paper", steps=5000, batch_size=32, lr=1e-4, warmup_steps=200, noise_std=0.01,
-                  save_every=250, anchor="none"),
+    "paper": dict(
+        generator="paper",
+        steps=5000,
+        batch_size=32,
+        lr=1e-4,
+        warmup_steps=200,
+        noise_std=0.01,
+        save_every=250,
+        anchor="none",
+    ),
     "cpu": dict(generator="cpu", steps=300, batch_size=8, lr=1e-3, warmup_steps=20, save_every=50),
-    "tiny": dict(generator="tiny", steps=40, batch_size=4, lr=3e-3, warmup_steps=4, prompt_pool=32,
-                 save_every=10),
+    "tiny": dict(generator="tiny", steps=40, batch_size=4, lr=3e-3, warmup_steps=4, prompt_pool=32, save_every=10),
 }
 
 
 @documented
 @dataclass
 class GeneratorTrainingConfig(Presets):
-    """Generator pretraining run (one per preset; serialised next to the trained generator).
-    """
+    """Generator pretraining run (one per preset; serialised next to the trained generator)."""
 
     PRESET_FIELD = "preset_name"
     PRESET_VALUES = TRAINING_PRESETS
 
     preset_name: str = field(default="cpu", metadata={"help": "scale preset (artifacts folder, backend layout)."})
-    generator: str = field(default="cpu", metadata={"help": (
-        "generator preset (decoder stages) name: tiny, cpu or paper.")})
+    generator: str = field(
+        default="cpu", metadata={"help": ("generator preset (decoder stages) name: tiny, cpu or paper.")}
+    )
     steps: int = field(default=300, metadata={"help": "optimizer steps."})
     batch_size: int = field(default=8, metadata={"help": "(prompt batch, checkpoint) pairs per step."})
-    lr: float = field(default=1e-3, metadata={"help": (
-        "peak AdamW learning rate (linear warmup, cosine decay to ``lr * min_lr_ratio``).")})
+    lr: float = field(
+        default=1e-3,
+        metadata={"help": ("peak AdamW learning rate (linear warmup, cosine decay to ``lr * min_lr_ratio``).")},
+    )
     warmup_steps: int = field(default=20, metadata={"help": "warmup length."})
     min_lr_ratio: float = field(default=0.1, metadata={"help": "final learning rate as a fraction of ``lr``."})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
     max_grad_norm: float | None = field(default=1.0, metadata={"help": "gradient clip (``None``: off)."})
-    noise_std: float = field(default=0.0, metadata={"help": (
-        "std of Gaussian noise added to the condition (augmentation; 0 disables).")})
-    token_weighting: str = field(default="uniform", metadata={"help": (
-        "``uniform`` or ``task_variance`` (weight tokens by how much the training tasks' mean "
-        "checkpoints differ there, normalised to mean 1, floor 0.1).")})
-    phases: tuple[int, ...] = field(default=(2,), metadata={"help": (
-        "collection phases whose checkpoints are targets (paper: phase 2 only).")})
-    anchor: str = field(default="mean", metadata={"help": (
-        "what the decoder's tokens are relative to. ``none`` (the papers): tokens are the checkpoint."
-        " ``mean``: the residual from the mean of the training tasks' checkpoints (each task weighted"
-        " equally), so the decoder spends no capacity on the part every task shares (above all the "
-        "common LoRA-A initialisation) and a zero output is the mean adapter. ``init``: the residual "
-        "from the shared LoRA initialisation.")})
-    prompt_pool: int = field(default=256, metadata={"help": (
-        "prompts per training task to draw conditions from (support, then train).")})
+    noise_std: float = field(
+        default=0.0, metadata={"help": ("std of Gaussian noise added to the condition (augmentation; 0 disables).")}
+    )
+    token_weighting: str = field(
+        default="uniform",
+        metadata={
+            "help": (
+                "``uniform`` or ``task_variance`` (weight tokens by how much the training tasks' mean "
+                "checkpoints differ there, normalised to mean 1, floor 0.1)."
+            )
+        },
+    )
+    phases: tuple[int, ...] = field(
+        default=(2,), metadata={"help": ("collection phases whose checkpoints are targets (paper: phase 2 only).")}
+    )
+    anchor: str = field(
+        default="mean",
+        metadata={
+            "help": (
+                "what the decoder's tokens are relative to. ``none`` (the papers): tokens are the checkpoint."
+                " ``mean``: the residual from the mean of the training tasks' checkpoints (each task weighted"
+                " equally), so the decoder spends no capacity on the part every task shares (above all the "
+                "common LoRA-A initialisation) and a zero output is the mean adapter. ``init``: the residual "
+                "from the shared LoRA initialisation."
+            )
+        },
+    )
+    prompt_pool: int = field(
+        default=256, metadata={"help": ("prompts per training task to draw conditions from (support, then train).")}
+    )
     save_every: int = field(default=50, metadata={"help": "steps between resume states."})
     seed: int = field(default=0, metadata={"help": "decoder init and pair sampling seed."})
     split_seed: int = field(default=0, metadata={"help": "task split seed (must match collection's)."})
-    autocast_bf16: bool = field(default=False, metadata={"help": (
-        "run the decoder under bf16 autocast (faster on CPUs with AVX-512 BF16).")})
+    autocast_bf16: bool = field(
+        default=False, metadata={"help": ("run the decoder under bf16 autocast (faster on CPUs with AVX-512 BF16).")}
+    )
 
     def __post_init__(self) -> None:
         check_preset(self.preset_name)
@@ -140,8 +165,14 @@ class TrainingData:
     anchor: torch.Tensor | None = None
 
 
-def task_prompts(paths: ArtifactPaths, task: str, data_dir=None, split_seed: int = 0, limit: int | None = None,
-                 splits: Sequence[str] = ("support", "train")) -> list[str]:
+def task_prompts(
+    paths: ArtifactPaths,
+    task: str,
+    data_dir=None,
+    split_seed: int = 0,
+    limit: int | None = None,
+    splits: Sequence[str] = ("support", "train"),
+) -> list[str]:
     """Question texts of a task's splits, in order (the generator's conditioning prompts);
     the splits are the preset's, checked against the artifacts' split manifest."""
     loaded = contract_splits(paths, task, data_dir, split_seed, stage="generator")
@@ -150,13 +181,15 @@ def task_prompts(paths: ArtifactPaths, task: str, data_dir=None, split_seed: int
     return texts[:limit] if limit else texts
 
 
-def load_training_data(paths: ArtifactPaths, tasks: Sequence[str], config: GeneratorTrainingConfig,
-                       encoder: PromptEncoder, data_dir=None) -> TrainingData:
+def load_training_data(
+    paths: ArtifactPaths, tasks: Sequence[str], config: GeneratorTrainingConfig, encoder: PromptEncoder, data_dir=None
+) -> TrainingData:
     """Load checkpoints, fit layout scales on them, tokenise, and encode each task's prompt pool."""
     paths.require_collected(list(tasks))
     if not (paths.layout_dir / "layout.json").exists():
         raise MissingArtifactError(
-            f"no adapter layout under {paths.layout_dir}; run `{paths.collect_command(list(tasks))}`")
+            f"no adapter layout under {paths.layout_dir}; run `{paths.collect_command(list(tasks))}`"
+        )
     layout = AdapterLayout.load(paths.layout_dir)
     raw, hashes = {}, set()
     for task in tasks:
@@ -203,8 +236,9 @@ def token_weights(data: TrainingData, mode: str) -> torch.Tensor:
     return (weights / weights.mean())[..., None]
 
 
-def sample_batch(data: TrainingData, step: int, batch_size: int, num_prompts: int, seed: int,
-                 noise_std: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+def sample_batch(
+    data: TrainingData, step: int, batch_size: int, num_prompts: int, seed: int, noise_std: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """(conditions (B, N, L, C), targets (B, layers, tokens, dim), task names) of step ``step``.
 
     A pure function of (seed, step): a resumed run draws the same pairs.
@@ -228,23 +262,35 @@ def sample_batch(data: TrainingData, step: int, batch_size: int, num_prompts: in
     return cond, torch.stack(targets), names
 
 
-def masked_mse(output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
-               weights: torch.Tensor | None = None) -> torch.Tensor:
+def masked_mse(
+    output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor | None = None
+) -> torch.Tensor:
     """Mean squared error over real (unpadded) token entries, optionally weighted per token."""
     w = mask.float() if weights is None else mask.float() * weights
     w = w.expand_as(target)
     return ((output.float() - target) ** 2 * w).sum() / w.sum()
 
 
-def config_hash(config: GeneratorTrainingConfig, gen_config: GeneratorConfig, tasks: Sequence[str],
-                holdout: str | None, collection_hash: str) -> str:
-    payload = {"training": config.to_dict(), "generator": gen_config.to_dict(), "tasks": sorted(tasks),
-               "holdout": holdout, "collection": collection_hash}
+def config_hash(
+    config: GeneratorTrainingConfig,
+    gen_config: GeneratorConfig,
+    tasks: Sequence[str],
+    holdout: str | None,
+    collection_hash: str,
+) -> str:
+    payload = {
+        "training": config.to_dict(),
+        "generator": gen_config.to_dict(),
+        "tasks": sorted(tasks),
+        "holdout": holdout,
+        "collection": collection_hash,
+    }
     return hashlib.sha1(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def _save_state(path: Path, decoder: HyperConvDecoder, optimizer: torch.optim.Optimizer,
-                step: int, chash: str, loss: float) -> None:
+def _save_state(
+    path: Path, decoder: HyperConvDecoder, optimizer: torch.optim.Optimizer, step: int, chash: str, loss: float
+) -> None:
     tensors = {f"decoder.{k}": v for k, v in decoder.state_dict().items()}
     params = [p for g in optimizer.param_groups for p in g["params"]]
     for i, p in enumerate(params):
@@ -255,24 +301,36 @@ def _save_state(path: Path, decoder: HyperConvDecoder, optimizer: torch.optim.Op
     atomic_save_safetensors(path, tensors, {"step": step, "config_hash": chash, "loss": repr(loss)})
 
 
-def _load_state(path: Path, decoder: HyperConvDecoder, optimizer: torch.optim.Optimizer,
-                chash: str) -> tuple[int, float]:
+def _load_state(
+    path: Path, decoder: HyperConvDecoder, optimizer: torch.optim.Optimizer, chash: str
+) -> tuple[int, float]:
     """Load the resume state into ``decoder`` and ``optimizer``; (its step, the loss of that step)."""
-    meta, tensors = read_state(path, chash, f"{path} belongs to another training config; delete {path.parent} "
-                                            "to retrain")
+    meta, tensors = read_state(
+        path, chash, f"{path} belongs to another training config; delete {path.parent} to retrain"
+    )
     decoder.load_state_dict({k.removeprefix("decoder."): v for k, v in tensors.items() if k.startswith("decoder.")})
     params = [p for g in optimizer.param_groups for p in g["params"]]
     for i, p in enumerate(params):
         if f"opt.{i}.exp_avg" in tensors:
-            optimizer.state[p] = {"step": tensors[f"opt.{i}.step"].reshape(()).clone(),
-                                  "exp_avg": tensors[f"opt.{i}.exp_avg"].clone(),
-                                  "exp_avg_sq": tensors[f"opt.{i}.exp_avg_sq"].clone()}
+            optimizer.state[p] = {
+                "step": tensors[f"opt.{i}.step"].reshape(()).clone(),
+                "exp_avg": tensors[f"opt.{i}.exp_avg"].clone(),
+                "exp_avg_sq": tensors[f"opt.{i}.exp_avg_sq"].clone(),
+            }
     return int(meta["step"]), float(meta.get("loss", "nan"))
 
 
-def pretrain_generator(config: GeneratorTrainingConfig, artifacts: str | Path, tasks: Sequence[str], *,
-                       holdout: str | None = None, data_dir=None, encoder: PromptEncoder | None = None,
-                       callback: StepCallback | None = None, progress: bool = True) -> Generator:
+def pretrain_generator(
+    config: GeneratorTrainingConfig,
+    artifacts: str | Path,
+    tasks: Sequence[str],
+    *,
+    holdout: str | None = None,
+    data_dir=None,
+    encoder: PromptEncoder | None = None,
+    callback: StepCallback | None = None,
+    progress: bool = True,
+) -> Generator:
     """Train (or resume, or load if finished) the generator for ``tasks`` minus ``holdout``.
 
     Writes ``ArtifactPaths(artifacts, preset).generator_dir(holdout)``: the final generator
@@ -293,8 +351,10 @@ def pretrain_generator(config: GeneratorTrainingConfig, artifacts: str | Path, t
     gen_config = GeneratorConfig.preset(config.generator, layout_probe)
     encoder = encoder or PromptEncoder(gen_config.encoder, gen_config.prompt_length, cache_dir=paths.cache_dir)
     if encoder.max_length != gen_config.prompt_length or encoder.dim != gen_config.embed_dim:
-        raise ValueError(f"encoder gives (L={encoder.max_length}, C={encoder.dim}), the generator expects "
-                         f"(L={gen_config.prompt_length}, C={gen_config.embed_dim})")
+        raise ValueError(
+            f"encoder gives (L={encoder.max_length}, C={encoder.dim}), the generator expects "
+            f"(L={gen_config.prompt_length}, C={gen_config.embed_dim})"
+        )
     data = load_training_data(paths, train_tasks, config, encoder, data_dir)
     chash = config_hash(config, gen_config, train_tasks, holdout, data.collection_hash)
 
@@ -305,17 +365,25 @@ def pretrain_generator(config: GeneratorTrainingConfig, artifacts: str | Path, t
         if info.get("config_hash") == chash and info.get("complete"):
             return Generator.from_pretrained(out, encoder=encoder)
         if info.get("config_hash") != chash:
-            raise ValueError(f"{out} holds a generator trained with another config (hash "
-                             f"{info.get('config_hash')}, now {chash}); delete it or use another --artifacts")
-    info = {"config_hash": chash, "training": config.to_dict(), "generator": gen_config.to_dict(),
-            "tasks": train_tasks, "holdout": holdout, "collection_hash": data.collection_hash, "complete": False}
+            raise ValueError(
+                f"{out} holds a generator trained with another config (hash "
+                f"{info.get('config_hash')}, now {chash}); delete it or use another --artifacts"
+            )
+    info = {
+        "config_hash": chash,
+        "training": config.to_dict(),
+        "generator": gen_config.to_dict(),
+        "tasks": train_tasks,
+        "holdout": holdout,
+        "collection_hash": data.collection_hash,
+        "complete": False,
+    }
     atomic_write_json(info_path, info)
 
     with torch.random.fork_rng():
         torch.manual_seed(config.seed)
         decoder = HyperConvDecoder(gen_config, data.layout)
-    optimizer = torch.optim.AdamW(decoder.parameters(), lr=config.lr, weight_decay=config.weight_decay,
-                                  foreach=False)
+    optimizer = torch.optim.AdamW(decoder.parameters(), lr=config.lr, weight_decay=config.weight_decay, foreach=False)
     state_path = out / "train_state.safetensors"
     start, loss_value = _load_state(state_path, decoder, optimizer, chash) if state_path.exists() else (0, float("nan"))
     trim_jsonl(out / "log.jsonl", start)  # rows a killed run wrote after its last saved state
@@ -323,12 +391,18 @@ def pretrain_generator(config: GeneratorTrainingConfig, artifacts: str | Path, t
     weights = token_weights(data, config.token_weighting)
     decoder.train()
     begun = time.perf_counter()
-    bar = tqdm(range(start, config.steps), desc=f"generator[{holdout or 'all'}]", disable=not progress,
-               initial=start, total=config.steps)
+    bar = tqdm(
+        range(start, config.steps),
+        desc=f"generator[{holdout or 'all'}]",
+        disable=not progress,
+        initial=start,
+        total=config.steps,
+    )
     for step in bar:
         t0 = time.perf_counter()
-        cond, target, _ = sample_batch(data, step, config.batch_size, gen_config.num_prompts, config.seed,
-                                       config.noise_std)
+        cond, target, _ = sample_batch(
+            data, step, config.batch_size, gen_config.num_prompts, config.seed, config.noise_std
+        )
         for group in optimizer.param_groups:
             group["lr"] = config.lr_at(step)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.autocast_bf16):
@@ -342,8 +416,10 @@ def pretrain_generator(config: GeneratorTrainingConfig, artifacts: str | Path, t
         loss_value = float(loss.detach())
         done = step + 1
         # The log row first: a kill after the state save must not lose it (resume trims past the state).
-        append_jsonl(out / "log.jsonl", {"step": done, "loss": loss_value, "lr": config.lr_at(step),
-                                         "seconds": round(time.perf_counter() - t0, 3)})
+        append_jsonl(
+            out / "log.jsonl",
+            {"step": done, "loss": loss_value, "lr": config.lr_at(step), "seconds": round(time.perf_counter() - t0, 3)},
+        )
         if done % config.save_every == 0 or done == config.steps:
             _save_state(state_path, decoder, optimizer, done, chash, loss_value)
         bar.set_postfix(loss=f"{loss_value:.4f}")
@@ -352,9 +428,17 @@ def pretrain_generator(config: GeneratorTrainingConfig, artifacts: str | Path, t
     bar.close()
     decoder.eval()
     generator = Generator(gen_config, data.layout, decoder, encoder, anchor=data.anchor)
-    generator.save_pretrained(out, extra={"tasks": train_tasks, "holdout": holdout, "preset": config.preset_name,
-                                          "collection_hash": data.collection_hash, "final_loss": loss_value,
-                                          "training_seconds_this_run": round(time.perf_counter() - begun, 1)})
+    generator.save_pretrained(
+        out,
+        extra={
+            "tasks": train_tasks,
+            "holdout": holdout,
+            "preset": config.preset_name,
+            "collection_hash": data.collection_hash,
+            "final_loss": loss_value,
+            "training_seconds_this_run": round(time.perf_counter() - begun, 1),
+        },
+    )
     atomic_write_json(info_path, info | {"complete": True, "final_loss": loss_value})
     return generator
 
@@ -366,5 +450,14 @@ def _probe_layout(paths: ArtifactPaths, tasks: list[str]) -> AdapterLayout:
     return AdapterLayout.load(paths.layout_dir)
 
 
-__all__ = ["GeneratorTrainingConfig", "TRAINING_PRESETS", "TrainingData", "load_training_data", "masked_mse",
-           "pretrain_generator", "sample_batch", "task_prompts", "token_weights"]
+__all__ = [
+    "GeneratorTrainingConfig",
+    "TRAINING_PRESETS",
+    "TrainingData",
+    "load_training_data",
+    "masked_mse",
+    "pretrain_generator",
+    "sample_batch",
+    "task_prompts",
+    "token_weights",
+]

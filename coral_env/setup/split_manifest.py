@@ -46,8 +46,9 @@ def _differences(recorded: dict, now: dict) -> list[str]:
     return out
 
 
-def check_splits(paths: ArtifactPaths, task: str, splits: TaskSplits, split_seed: int, *,
-                 record: bool = True, stage: str = "") -> None:
+def check_splits(
+    paths: ArtifactPaths, task: str, splits: TaskSplits, split_seed: int, *, record: bool = True, stage: str = ""
+) -> None:
     """Compare ``splits`` with the manifest entry of ``task``; record it if there is none.
 
     Raises ``SplitContractError`` naming the manifest, what differs and the fix. With
@@ -65,7 +66,8 @@ def check_splits(paths: ArtifactPaths, task: str, splits: TaskSplits, split_seed
                 f"task {task!r}{f' ({stage})' if stage else ''}: splits differ from the ones recorded{by} in "
                 f"{path}: {'; '.join(problems)}. Rows trained on there could be validation or test rows "
                 f"here. Fix: use split seed {recorded['split_seed']} (the artifacts' one), or a fresh "
-                f"--artifacts folder (or delete {paths.base}) and rerun `coral setup --preset {paths.preset}`")
+                f"--artifacts folder (or delete {paths.base}) and rerun `coral setup --preset {paths.preset}`"
+            )
         return
     if not record:
         return
@@ -74,8 +76,15 @@ def check_splits(paths: ArtifactPaths, task: str, splits: TaskSplits, split_seed
     atomic_write_json(path, {"preset": paths.preset, "tasks": dict(sorted(entries.items()))})
 
 
-def contract_splits(paths: ArtifactPaths, task: str, data_dir: str | os.PathLike[str] | None = None,
-                    split_seed: int = 0, *, record: bool = True, stage: str = "") -> TaskSplits:
+def contract_splits(
+    paths: ArtifactPaths,
+    task: str,
+    data_dir: str | os.PathLike[str] | None = None,
+    split_seed: int = 0,
+    *,
+    record: bool = True,
+    stage: str = "",
+) -> TaskSplits:
     """``task`` split with the preset's sizes and ``split_seed``, checked against (and, the
     first time, recorded in) the artifacts' split manifest."""
     splits = load_task(task, data_dir, seed=split_seed, sizes=preset_split_sizes(paths.preset))

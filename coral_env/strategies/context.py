@@ -78,8 +78,16 @@ class StrategyContext:
 
     def evaluate(self, examples: list[Example], **kwargs) -> EvalResult:
         """Evaluate with the model's current adapter."""
-        return evaluate(self.model, self.tokenizer, examples, task=self.task, style=self.style,
-                        scoring=self.scoring, generation=self.generation, **kwargs)
+        return evaluate(
+            self.model,
+            self.tokenizer,
+            examples,
+            task=self.task,
+            style=self.style,
+            scoring=self.scoring,
+            generation=self.generation,
+            **kwargs,
+        )
 
     def prompt_texts(self, examples: list[Example]) -> list[str]:
         """The unlabeled inputs the model sees (the prompt without any answer)."""

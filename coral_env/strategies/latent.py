@@ -21,9 +21,17 @@ from .schema import LatentStrategy
 
 
 @torch.no_grad()
-def optimise_deltas(model, tokenizer, prompts: list[str], steps: int, lr: float,
-                    batch_size: int = 8, max_len: int = 256,
-                    betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> torch.Tensor:
+def optimise_deltas(
+    model,
+    tokenizer,
+    prompts: list[str],
+    steps: int,
+    lr: float,
+    batch_size: int = 8,
+    max_len: int = 256,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+) -> torch.Tensor:
     """One SLOT delta per prompt, shape (n, hidden), fp32, from its own decoder pass (used before
     greedy decoding; multiple-choice scoring fits the deltas inside its own pass). ``steps == 0``
     gives zeros."""
@@ -34,16 +42,21 @@ def optimise_deltas(model, tokenizer, prompts: list[str], steps: int, lr: float,
         return deltas
     spec = SlotSpec(steps, lr, betas, eps)
     for start in range(0, len(prompts), batch_size):
-        enc = tokenizer(prompts[start:start + batch_size], return_tensors="pt", padding=True,
-                        truncation=True, max_length=max_len, add_special_tokens=False)
+        enc = tokenizer(
+            prompts[start : start + batch_size],
+            return_tensors="pt",
+            padding=True,
+            truncation=True,
+            max_length=max_len,
+            add_special_tokens=False,
+        )
         enc = enc.to(weight.device)
         hidden = decoder(**enc).last_hidden_state[:, :-1]  # positions that predict a next token
         keep = enc["attention_mask"][:, 1:].bool()
         segment = torch.arange(hidden.shape[0], device=weight.device)[:, None].expand_as(keep)[keep]
         base_logits = head_logits(hidden[keep], head)
-        delta = slot_adam(base_logits, segment, enc["input_ids"][:, 1:][keep], hidden.shape[0],
-                          weight, spec)
-        deltas[start:start + len(delta)] = delta.cpu()
+        delta = slot_adam(base_logits, segment, enc["input_ids"][:, 1:][keep], hidden.shape[0], weight, spec)
+        deltas[start : start + len(delta)] = delta.cpu()
     return deltas
 
 
@@ -56,8 +69,13 @@ def run(strategy: LatentStrategy, ctx: StrategyContext, examples) -> StrategyOut
         return StrategyOutcome(result, None, cost)
     prompts = ctx.prompt_texts(examples)
     deltas = optimise_deltas(ctx.model, ctx.tokenizer, prompts, strategy.slot_steps, strategy.slot_lr)
-    outputs = generate_greedy(ctx.model, ctx.tokenizer, prompts, ctx.generation.max_new_tokens,
-                              tuple(stop_sequences(ctx.task, ctx.style)), ctx.generation.batch_size,
-                              head_delta=deltas)
+    outputs = generate_greedy(
+        ctx.model,
+        ctx.tokenizer,
+        prompts,
+        ctx.generation.max_new_tokens,
+        tuple(stop_sequences(ctx.task, ctx.style)),
+        ctx.generation.batch_size,
+        head_delta=deltas,
+    )
     return StrategyOutcome(generative_result(ctx.task, examples, outputs), None, cost)
-

@@ -66,7 +66,6 @@ class ParsedStrategy:
         return self.strategy.canonical_json()
 
 
-
 class _DuplicateKey(Exception):
     pass
 
@@ -93,35 +92,41 @@ def _loads(text: str) -> Any:
         return json.loads(text, object_pairs_hook=_pairs_hook)
     except json.JSONDecodeError as e:
         lo, hi = max(0, e.pos - 25), min(len(text), e.pos + 25)
-        near = text[lo:e.pos] + "<HERE>" + text[e.pos:hi]
+        near = text[lo : e.pos] + "<HERE>" + text[e.pos : hi]
         found = extract_json(text)
         hint = ""
         if found is not None and found != text.strip() and _parses(found):
-            hint = (f" The text contains a JSON object at character {text.find(found)}; send "
-                    "only that object (extract_json() finds it).")
+            hint = (
+                f" The text contains a JSON object at character {text.find(found)}; send "
+                "only that object (extract_json() finds it)."
+            )
         raise StrategyValidationError(
             f"action is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno} "
             f"(char {e.pos}), near {json.dumps(near)}.{hint} Fix: send one JSON object with "
-            'double-quoted keys and no comments or trailing commas, e.g. '
-            '{"family": "LORA", "lambda": 0.5}.', field=None, value=None) from None
+            "double-quoted keys and no comments or trailing commas, e.g. "
+            '{"family": "LORA", "lambda": 0.5}.',
+            field=None,
+            value=None,
+        ) from None
     except _DuplicateKey as e:
         raise StrategyValidationError(
-            f"field {show(e.args[0])} appears more than once in the JSON object. Fix: give each "
-            "field once.", field=str(e.args[0])) from None
+            f"field {show(e.args[0])} appears more than once in the JSON object. Fix: give each field once.",
+            field=str(e.args[0]),
+        ) from None
     except RecursionError:
-        raise StrategyValidationError(
-            "action JSON is nested too deeply. Fix: send one flat JSON object.") from None
+        raise StrategyValidationError("action JSON is nested too deeply. Fix: send one flat JSON object.") from None
     except ValueError as e:  # e.g. an integer literal beyond Python's digit limit
         raise StrategyValidationError(
-            f"action is not usable JSON: {str(e)[:200]}. Fix: send one flat JSON object with "
-            "small numbers.") from None
+            f"action is not usable JSON: {str(e)[:200]}. Fix: send one flat JSON object with small numbers."
+        ) from None
 
 
 def _too_long(what: str, n: int) -> StrategyValidationError:
     return StrategyValidationError(
         f"{what} is {n} characters long; the limit is {MAX_ACTION_CHARS}. Fix: send only the "
         'short JSON strategy object, e.g. {"family": "TTS", "num_prompt_batches": 4, '
-        '"method": "max_confidence"}.')
+        '"method": "max_confidence"}.'
+    )
 
 
 def _match_key(key: str, names: dict[str, str]) -> str | None:
@@ -137,7 +142,8 @@ def _parse_mapping(action: Mapping[Any, Any]) -> ParsedStrategy:
     if len(action) > 1000:
         raise StrategyValidationError(
             f"action has {len(action)} fields; a strategy has at most "
-            f"{1 + max(len(f.fields) for f in FAMILIES)}. Fix: send only the strategy's fields.")
+            f"{1 + max(len(f.fields) for f in FAMILIES)}. Fix: send only the strategy's fields."
+        )
     family_keys = {FAMILY_KEY: FAMILY_KEY, **{a: FAMILY_KEY for a in FAMILY_KEY_ALIASES}}
     family_given: list[tuple[str, Any]] = []
     rest: list[tuple[str, Any]] = []
@@ -145,11 +151,14 @@ def _parse_mapping(action: Mapping[Any, Any]) -> ParsedStrategy:
         if not isinstance(key, str):
             raise StrategyValidationError(
                 f"field names must be strings; got {show(key)} ({kind_of(key)}). Fix: use the "
-                "field names of the schema.", field=None, value=key)
-        if len(key) > MAX_ACTION_CHARS or (isinstance(value, str)
-                                           and len(value) > MAX_ACTION_CHARS):
-            raise _too_long(f"a string in field {show(key)}",
-                            max(len(key), len(value) if isinstance(value, str) else 0))
+                "field names of the schema.",
+                field=None,
+                value=key,
+            )
+        if len(key) > MAX_ACTION_CHARS or (isinstance(value, str) and len(value) > MAX_ACTION_CHARS):
+            raise _too_long(
+                f"a string in field {show(key)}", max(len(key), len(value) if isinstance(value, str) else 0)
+            )
         if _match_key(key, family_keys) is not None:
             family_given.append((key, value))
         else:
@@ -158,29 +167,33 @@ def _parse_mapping(action: Mapping[Any, Any]) -> ParsedStrategy:
     if len(family_given) > 1:
         keys = ", ".join(show(k) for k, _ in family_given)
         raise StrategyValidationError(
-            f"the family is given more than once (as {keys}). Fix: give only "
-            f'"{FAMILY_KEY}".', field=FAMILY_KEY)
+            f'the family is given more than once (as {keys}). Fix: give only "{FAMILY_KEY}".', field=FAMILY_KEY
+        )
     if not family_given or family_given[0][1] is None:
-        owners = sorted({fam.name for k, _ in rest for fam in FAMILIES
-                         if _match_key(k, _field_names(fam)) is not None})
-        hint = (f" The fields given belong to {' or '.join(owners)}." if owners else "")
+        owners = sorted({fam.name for k, _ in rest for fam in FAMILIES if _match_key(k, _field_names(fam)) is not None})
+        hint = f" The fields given belong to {' or '.join(owners)}." if owners else ""
         raise StrategyValidationError(
             f'action has no "{FAMILY_KEY}" field.{hint} Allowed families: {families_text()}. '
-            f'Fix: add "{FAMILY_KEY}": one of {", ".join(FAMILY_NAMES)}.', field=FAMILY_KEY)
+            f'Fix: add "{FAMILY_KEY}": one of {", ".join(FAMILY_NAMES)}.',
+            field=FAMILY_KEY,
+        )
     fkey, fvalue = family_given[0]
     if fkey != FAMILY_KEY:
         notes.append(f"key {quote_key(fkey)} read as {FAMILY_KEY!r}")
     if not isinstance(fvalue, str):
-        hint = (" (it holds an object: put the strategy's fields at the top level)"
-                if isinstance(fvalue, Mapping) else "")
+        hint = (
+            " (it holds an object: put the strategy's fields at the top level)" if isinstance(fvalue, Mapping) else ""
+        )
         raise StrategyValidationError(
             f'field "{FAMILY_KEY}" must be a string naming a family{hint}; got {show(fvalue)} '
             f"({kind_of(fvalue)}). Allowed families: {families_text()}. Fix: e.g. "
-            f'"{FAMILY_KEY}": "{FAMILY_NAMES[0]}".', field=FAMILY_KEY, value=fvalue)
+            f'"{FAMILY_KEY}": "{FAMILY_NAMES[0]}".',
+            field=FAMILY_KEY,
+            value=fvalue,
+        )
     canonical_family = _FAMILY_LOOKUP.get(fvalue.strip().casefold())
     if canonical_family is None:
-        raise StrategyValidationError(unknown_family_text(fvalue), field=FAMILY_KEY,
-                                      value=fvalue)
+        raise StrategyValidationError(unknown_family_text(fvalue), field=FAMILY_KEY, value=fvalue)
     if fvalue != canonical_family:
         notes.append(f"family {show(fvalue)} read as {show(canonical_family)}")
     spec = _FAMILY_BY_NAME[canonical_family]
@@ -196,9 +209,14 @@ def _parse_mapping(action: Mapping[Any, Any]) -> ParsedStrategy:
             unknown.append(key)
             continue
         if name in seen:
-            problems.append(Problem(
-                f"field '{name}' of {spec.name} is given twice (as {show(seen[name])} and "
-                f"{show(key)}). Fix: give it once, as '{name}'.", name, value))
+            problems.append(
+                Problem(
+                    f"field '{name}' of {spec.name} is given twice (as {show(seen[name])} and "
+                    f"{show(key)}). Fix: give it once, as '{name}'.",
+                    name,
+                    value,
+                )
+            )
             continue
         seen[name] = key
         if key != name:
@@ -234,26 +252,25 @@ def _field_names(spec: FamilySpec) -> dict[str, str]:
 
 
 def _unknown_fields_problem(spec: FamilySpec, unknown: list[str]) -> Problem:
-    shown = [show(k) for k in unknown[:5]] + ([f"and {len(unknown) - 5} more"]
-                                              if len(unknown) > 5 else [])
+    shown = [show(k) for k in unknown[:5]] + ([f"and {len(unknown) - 5} more"] if len(unknown) > 5 else [])
     hints = []
     for key in unknown[:5]:
-        others = [f.name for f in FAMILIES if f is not spec
-                  and _match_key(key, _field_names(f)) is not None]
+        others = [f.name for f in FAMILIES if f is not spec and _match_key(key, _field_names(f)) is not None]
         if others:
             hints.append(f"{key!r} belongs to {' / '.join(others)}")
         elif len(key) <= 100:
             close = difflib.get_close_matches(key, list(_field_names(spec)), n=1)
             if close:
                 hints.append(f"did you mean {close[0]!r} instead of {key!r}?")
-    allowed = ", ".join(
-        f.name + (f" (alias {', '.join(f.aliases)})" if f.aliases else "") for f in spec.fields)
+    allowed = ", ".join(f.name + (f" (alias {', '.join(f.aliases)})" if f.aliases else "") for f in spec.fields)
     hint = f" ({'; '.join(hints)})" if hints else ""
     plural = "s" if len(unknown) > 1 else ""
     return Problem(
         f"unknown field{plural} {', '.join(shown)} for family {spec.name}{hint}. Allowed fields "
         f"of {spec.name}: {allowed}. Fix: remove the field{plural} or fix the spelling.",
-        str(unknown[0])[:100], unknown[0])
+        str(unknown[0])[:100],
+        unknown[0],
+    )
 
 
 def parse_strategy(action: Any) -> ParsedStrategy:
@@ -271,7 +288,8 @@ def parse_strategy(action: Any) -> ParsedStrategy:
         raise StrategyValidationError(
             f"internal error while validating the action ({type(e).__name__}: "
             f"{show(str(e))}); please report it. Fix: send a plain JSON object such as "
-            '{"family": "LORA", "lambda": 0.5}.') from e
+            '{"family": "LORA", "lambda": 0.5}.'
+        ) from e
 
 
 def _parse(action: Any) -> ParsedStrategy:
@@ -287,27 +305,29 @@ def _parse(action: Any) -> ParsedStrategy:
             action = raw.decode("utf-8")
         except UnicodeDecodeError as e:
             raise StrategyValidationError(
-                f"action bytes are not UTF-8 (bad byte at position {e.start}). Fix: send UTF-8 "
-                "JSON text.") from None
+                f"action bytes are not UTF-8 (bad byte at position {e.start}). Fix: send UTF-8 JSON text."
+            ) from None
     if isinstance(action, str):
         if len(action) > MAX_ACTION_CHARS:
             raise _too_long("action text", len(action))
         if not action.strip():
             raise StrategyValidationError(
-                'action is empty. Fix: send one JSON object, e.g. {"family": "LORA", '
-                '"lambda": 0.5}.')
+                'action is empty. Fix: send one JSON object, e.g. {"family": "LORA", "lambda": 0.5}.'
+            )
         action = _loads(action)
         if isinstance(action, str):
             raise StrategyValidationError(
                 f"action is a JSON string ({show(action)}), not an object. Fix: send the "
-                "object itself, not JSON-encoded twice.", value=action)
+                "object itself, not JSON-encoded twice.",
+                value=action,
+            )
     if not isinstance(action, Mapping):
         raise StrategyValidationError(
             f'action must be a JSON object with a "{FAMILY_KEY}" field; got {show(action)} '
             f'({kind_of(action)}). Fix: send e.g. {{"family": "LORA", "lambda": 0.5}}.',
-            value=action)
+            value=action,
+        )
     return _parse_mapping(action)
-
 
 
 def action_from_reply(reply: Any) -> tuple[Any, bool]:

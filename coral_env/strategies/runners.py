@@ -31,17 +31,21 @@ class RunnerImportError(ImportError):
 def load_runner(family: FamilySpec) -> Runner:
     """The callable a table row's ``runner`` string names (raises :class:`RunnerImportError`)."""
     module_name, _, attr = family.runner.partition(":")
-    fix = (f"Fix: point FAMILIES row {family.name!r} in coral_env/strategies/schema.py at "
-           "'package.module:function', a function run(strategy, ctx, examples) -> StrategyOutcome.")
+    fix = (
+        f"Fix: point FAMILIES row {family.name!r} in coral_env/strategies/schema.py at "
+        "'package.module:function', a function run(strategy, ctx, examples) -> StrategyOutcome."
+    )
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
-        raise RunnerImportError(f"strategy family {family.name!r}: cannot import runner module "
-                                f"{module_name!r} ({e}). {fix}") from e
+        raise RunnerImportError(
+            f"strategy family {family.name!r}: cannot import runner module {module_name!r} ({e}). {fix}"
+        ) from e
     runner = getattr(module, attr, None)
     if not callable(runner):
-        raise RunnerImportError(f"strategy family {family.name!r}: runner {family.runner!r} is "
-                                f"not a function in {module_name!r}. {fix}")
+        raise RunnerImportError(
+            f"strategy family {family.name!r}: runner {family.runner!r} is not a function in {module_name!r}. {fix}"
+        )
     return runner
 
 
@@ -58,9 +62,11 @@ def execute(strategy: Strategy, ctx: StrategyContext, examples: list[Example]) -
     """
     runner = RUNNERS.get(getattr(strategy, "family", None))
     if runner is None:
-        raise ValueError(f"no runner for strategy {strategy!r}; registered families: "
-                         f"{', '.join(RUNNERS)}. Fix: add a row to FAMILIES in "
-                         "coral_env/strategies/schema.py.")
+        raise ValueError(
+            f"no runner for strategy {strategy!r}; registered families: "
+            f"{', '.join(RUNNERS)}. Fix: add a row to FAMILIES in "
+            "coral_env/strategies/schema.py."
+        )
     snapshot = ctx.layout.get_flat()
     was_training = ctx.model.training
     start = time.perf_counter()

@@ -119,15 +119,29 @@ FAMILIES: tuple[FamilySpec, ...] = (
         help="fine-tune the adapter on the task's unlabeled inputs by minimising their "
         "perplexity (uncertain, high-perplexity inputs weigh most)",
         fields=(
-            FieldSpec("ttl_steps", "int", 10, "number of optimisation steps", low=1, high=50,
-                      bins=(1, 5, 10, 25, 50), grid=(5, 10, 25)),
-            FieldSpec("learning_rate", "float", 1e-4, "optimizer learning rate", low=1e-7,
-                      high=1e-2, log=True, bins=(1e-6, 1e-5, 1e-4, 1e-3, 1e-2),
-                      grid=(1e-5, 1e-4, 1e-3)),
-            FieldSpec("batch_size", "int", 4, "test inputs per update", low=1, high=32,
-                      bins=(1, 4, 8, 16)),
-            FieldSpec("shuffle_data", "bool", True, "whether to shuffle the test inputs",
-                      bins=(False, True)),
+            FieldSpec(
+                "ttl_steps",
+                "int",
+                10,
+                "number of optimisation steps",
+                low=1,
+                high=50,
+                bins=(1, 5, 10, 25, 50),
+                grid=(5, 10, 25),
+            ),
+            FieldSpec(
+                "learning_rate",
+                "float",
+                1e-4,
+                "optimizer learning rate",
+                low=1e-7,
+                high=1e-2,
+                log=True,
+                bins=(1e-6, 1e-5, 1e-4, 1e-3, 1e-2),
+                grid=(1e-5, 1e-4, 1e-3),
+            ),
+            FieldSpec("batch_size", "int", 4, "test inputs per update", low=1, high=32, bins=(1, 4, 8, 16)),
+            FieldSpec("shuffle_data", "bool", True, "whether to shuffle the test inputs", bins=(False, True)),
         ),
     ),
     FamilySpec(
@@ -137,10 +151,18 @@ FAMILIES: tuple[FamilySpec, ...] = (
         title="LoRA Modification (LORA)",
         help="mix the adapter's two rank halves (two-subspace mixing); no training",
         fields=(
-            FieldSpec("lambda", "float", 0.5, "mixing ratio between the two subspaces "
-                      "(0 leaves the adapter unchanged)", low=0.0, high=1.0,
-                      aliases=("lambda_",), attr="lambda_",
-                      bins=(0.0, 0.25, 0.5, 0.75, 1.0), grid=(0.0, 0.25, 0.5, 0.75, 1.0)),
+            FieldSpec(
+                "lambda",
+                "float",
+                0.5,
+                "mixing ratio between the two subspaces (0 leaves the adapter unchanged)",
+                low=0.0,
+                high=1.0,
+                aliases=("lambda_",),
+                attr="lambda_",
+                bins=(0.0, 0.25, 0.5, 0.75, 1.0),
+                grid=(0.0, 0.25, 0.5, 0.75, 1.0),
+            ),
         ),
     ),
     FamilySpec(
@@ -151,27 +173,35 @@ FAMILIES: tuple[FamilySpec, ...] = (
         help="sample several prompt batches from the task, generate one adapter per batch, "
         "then route each question to one adapter or ensemble them all",
         fields=(
-            FieldSpec("num_prompt_batches", "int", 4, "prompt batches (one adapter each) "
-                      "sampled from the task", low=1, high=20, bins=(1, 4, 8, 20),
-                      grid=(4, 20)),
             FieldSpec(
-                "method", "enum", "max_confidence", "how the adapters answer",
-                choices=("avg_sim_score", "avg_prompt_embed", "max_confidence",
-                         "majority_vote", "sum_logprobs"),
+                "num_prompt_batches",
+                "int",
+                4,
+                "prompt batches (one adapter each) sampled from the task",
+                low=1,
+                high=20,
+                bins=(1, 4, 8, 20),
+                grid=(4, 20),
+            ),
+            FieldSpec(
+                "method",
+                "enum",
+                "max_confidence",
+                "how the adapters answer",
+                choices=("avg_sim_score", "avg_prompt_embed", "max_confidence", "majority_vote", "sum_logprobs"),
                 choice_help=(
-                    ("avg_sim_score", "routing",
-                     "use the batch whose prompts are closest to the question on average"),
-                    ("avg_prompt_embed", "routing",
-                     "use the batch whose mean prompt embedding is closest to the question"),
+                    ("avg_sim_score", "routing", "use the batch whose prompts are closest to the question on average"),
+                    (
+                        "avg_prompt_embed",
+                        "routing",
+                        "use the batch whose mean prompt embedding is closest to the question",
+                    ),
                     ("max_confidence", "ensemble", "answer of the most confident adapter"),
                     ("majority_vote", "ensemble", "majority vote across adapters"),
-                    ("sum_logprobs", "ensemble",
-                     "sum each choice's log-probability across adapters"),
+                    ("sum_logprobs", "ensemble", "sum each choice's log-probability across adapters"),
                 ),
-                bins=("avg_sim_score", "avg_prompt_embed", "max_confidence",
-                      "majority_vote", "sum_logprobs"),
-                grid=("avg_sim_score", "avg_prompt_embed", "max_confidence",
-                      "majority_vote", "sum_logprobs"),
+                bins=("avg_sim_score", "avg_prompt_embed", "max_confidence", "majority_vote", "sum_logprobs"),
+                grid=("avg_sim_score", "avg_prompt_embed", "max_confidence", "majority_vote", "sum_logprobs"),
             ),
         ),
     ),
@@ -184,12 +214,29 @@ FAMILIES: tuple[FamilySpec, ...] = (
         help="per question, optimise a small vector added to the final hidden state on "
         "the prompt's own next-token loss, then answer with it; no weights change",
         fields=(
-            FieldSpec("slot_steps", "int", 5, "optimisation steps per question "
-                      "(0 changes nothing)", low=0, high=20, aliases=("times",),
-                      bins=(1, 2, 5, 10, 20), grid=(2, 5, 10)),
-            FieldSpec("slot_lr", "float", 0.01, "learning rate of the per-question vector",
-                      low=1e-4, high=1.0, log=True, aliases=("learning_rate",),
-                      bins=(0.001, 0.01, 0.1, 0.5), grid=(0.01, 0.1)),
+            FieldSpec(
+                "slot_steps",
+                "int",
+                5,
+                "optimisation steps per question (0 changes nothing)",
+                low=0,
+                high=20,
+                aliases=("times",),
+                bins=(1, 2, 5, 10, 20),
+                grid=(2, 5, 10),
+            ),
+            FieldSpec(
+                "slot_lr",
+                "float",
+                0.01,
+                "learning rate of the per-question vector",
+                low=1e-4,
+                high=1.0,
+                log=True,
+                aliases=("learning_rate",),
+                bins=(0.001, 0.01, 0.1, 0.5),
+                grid=(0.01, 0.1),
+            ),
         ),
     ),
 )
@@ -228,8 +275,10 @@ def unknown_family_text(given: Any) -> str:
         close = difflib.get_close_matches(given.strip().casefold(), list(_FAMILY_LOOKUP), n=1)
         if close:
             hint = f" Did you mean {_FAMILY_LOOKUP[close[0]]!r}?"
-    return (f"unknown strategy family {show(given)}.{hint} Allowed families: {families_text()}. "
-            f'Fix: set "{FAMILY_KEY}" to one of {", ".join(FAMILY_NAMES)}.')
+    return (
+        f"unknown strategy family {show(given)}.{hint} Allowed families: {families_text()}. "
+        f'Fix: set "{FAMILY_KEY}" to one of {", ".join(FAMILY_NAMES)}.'
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -271,8 +320,7 @@ class BaseStrategy:
 
     def canonical_json(self) -> str:
         """Sorted-key compact JSON; equal strategies give equal strings (memo keys)."""
-        return json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"),
-                          allow_nan=False)
+        return json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"), allow_nan=False)
 
     def to_json(self, indent: int | None = None) -> str:
         """Readable JSON in table field order ("family" first), e.g. for SFT targets."""
@@ -329,9 +377,7 @@ class LatentStrategy(BaseStrategy):
 
 
 Strategy = Union[TTLStrategy, LoRAStrategy, TTSStrategy, LatentStrategy]
-STRATEGY_CLASSES: dict[str, type] = {
-    c.family: c for c in (TTLStrategy, LoRAStrategy, TTSStrategy, LatentStrategy)
-}
+STRATEGY_CLASSES: dict[str, type] = {c.family: c for c in (TTLStrategy, LoRAStrategy, TTSStrategy, LatentStrategy)}
 
 
 def strategy_class(family: str) -> type:
@@ -359,23 +405,33 @@ def _check_table() -> None:
         attrs = [f.name for f in dataclasses.fields(STRATEGY_CLASSES[fam.name])]
         require(attrs == [f.attribute for f in fam.fields], f"{fam.name} dataclass fields")
         names = [n for f in fam.fields for n in (f.name, *f.aliases)]
-        require(len(names) == len(set(names)) and FAMILY_KEY not in names,
-                f"{fam.name} field names and aliases must be distinct")
+        require(
+            len(names) == len(set(names)) and FAMILY_KEY not in names,
+            f"{fam.name} field names and aliases must be distinct",
+        )
         for f in fam.fields:
             for v in (f.default, *f.bins, *f.grid):
                 try:
                     canonical, _ = coerce_value(fam.name, f, v)
                 except Problem as p:
                     raise RuntimeError(f"strategy table: {p.text}") from None
-                require(canonical == v and type(canonical) is type(v),
-                        f"{fam.name}.{f.name} value {v!r} must be written in canonical type")
-            require(f.default in f.bins and set(f.catalogue_values) <= set(f.bins),
-                    f"{fam.name}.{f.name}: default and grid must be among the bins")
+                require(
+                    canonical == v and type(canonical) is type(v),
+                    f"{fam.name}.{f.name} value {v!r} must be written in canonical type",
+                )
+            require(
+                f.default in f.bins and set(f.catalogue_values) <= set(f.bins),
+                f"{fam.name}.{f.name}: default and grid must be among the bins",
+            )
             if f.kind == "enum":
-                require(tuple(c for c, _, _ in f.choice_help) == f.choices,
-                        f"{fam.name}.{f.name} choice_help must follow choices")
-        require(_RUNNER_FORMAT.fullmatch(fam.runner) is not None,
-                f"{fam.name} runner {fam.runner!r} must read 'package.module:function'")
+                require(
+                    tuple(c for c, _, _ in f.choice_help) == f.choices,
+                    f"{fam.name}.{f.name} choice_help must follow choices",
+                )
+        require(
+            _RUNNER_FORMAT.fullmatch(fam.runner) is not None,
+            f"{fam.name} runner {fam.runner!r} must read 'package.module:function'",
+        )
     require(set(ROUTING_METHODS) | set(ENSEMBLE_METHODS) == set(TTS_METHODS), "TTS groups")
 
 

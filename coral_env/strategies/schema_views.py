@@ -64,12 +64,22 @@ def json_schema(strict: bool = False) -> dict[str, Any]:
         for spec in fam.fields:
             props[spec.name] = _field_schema(spec)
         required = [FAMILY_KEY] + ([s.name for s in fam.fields] if strict else [])
-        variants.append({"title": fam.title, "type": "object", "properties": props,
-                         "required": required, "additionalProperties": False})
-    return {"$schema": JSON_SCHEMA_DRAFT, "$id": "coral_env/strategy.schema.json",
-            "title": "Coral adaptation strategy",
-            "description": "One strategy of the four CORAL families: " + ", ".join(FAMILY_NAMES),
-            "oneOf": variants}
+        variants.append(
+            {
+                "title": fam.title,
+                "type": "object",
+                "properties": props,
+                "required": required,
+                "additionalProperties": False,
+            }
+        )
+    return {
+        "$schema": JSON_SCHEMA_DRAFT,
+        "$id": "coral_env/strategy.schema.json",
+        "title": "Coral adaptation strategy",
+        "description": "One strategy of the four CORAL families: " + ", ".join(FAMILY_NAMES),
+        "oneOf": variants,
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -156,8 +166,7 @@ def policy_prompt(task_context: str, task_name: str | None = None) -> list[dict[
         f"{describe_families()}\n\n"
         f"Now, provide only the JSON object for {target}."
     )
-    return [{"role": "system", "content": POLICY_SYSTEM_PROMPT},
-            {"role": "user", "content": user}]
+    return [{"role": "system", "content": POLICY_SYSTEM_PROMPT}, {"role": "user", "content": user}]
 
 
 # --------------------------------------------------------------------------------------------
@@ -219,7 +228,8 @@ class FactoredEncoding:
         self.bins = tuple(bins)
         self.nvec: tuple[int, ...] = tuple(len(b) for b in bins)
         self.dim_names: tuple[str, ...] = tuple(
-            FAMILY_KEY if fam is None else f"{fam}.{spec.name}" for fam, spec in dims)
+            FAMILY_KEY if fam is None else f"{fam}.{spec.name}" for fam, spec in dims
+        )
 
     def family_dims(self, family: str) -> list[int]:
         """Indices of the dims that matter when ``family`` is chosen."""
@@ -231,12 +241,12 @@ class FactoredEncoding:
             values = [v for v in vector]
         except TypeError:
             raise StrategyValidationError(
-                f"a factored action must be a sequence of {len(self.nvec)} integers; got "
-                f"{type(vector).__name__}.") from None
+                f"a factored action must be a sequence of {len(self.nvec)} integers; got {type(vector).__name__}."
+            ) from None
         if len(values) != len(self.nvec):
             raise StrategyValidationError(
-                f"a factored action has {len(self.nvec)} entries ({', '.join(self.dim_names)}); "
-                f"got {len(values)}.")
+                f"a factored action has {len(self.nvec)} entries ({', '.join(self.dim_names)}); got {len(values)}."
+            )
         idx = [self._index(i, v) for i, v in enumerate(values)]
         family = FAMILY_NAMES[idx[0]]
         kwargs = {self.dims[i][1].attribute: self.bins[i][idx[i]] for i in self.family_dims(family)}
@@ -249,7 +259,8 @@ class FactoredEncoding:
         if not ok or not 0 <= int(value) < self.nvec[dim]:
             raise StrategyValidationError(
                 f"factored action entry {dim} ({self.dim_names[dim]}) must be an integer from 0 "
-                f"to {self.nvec[dim] - 1}; got {value!r}.")
+                f"to {self.nvec[dim] - 1}; got {value!r}."
+            )
         return int(value)
 
     def encode(self, strategy: Strategy, nearest: bool = False):
@@ -278,10 +289,10 @@ def _bin_index(spec: FieldSpec, value: Any, nearest: bool) -> int:
         if b == value and type(b) is type(value):
             return i
     if not nearest or spec.kind in ("bool", "enum"):
-        raise ValueError(f"{spec.name}={value!r} is not one of the bins {spec.bins}; "
-                         "use nearest=True to snap to the closest bin")
-    dist = (lambda b: abs(math.log(b) - math.log(value))) if spec.log else (
-        lambda b: abs(b - value))
+        raise ValueError(
+            f"{spec.name}={value!r} is not one of the bins {spec.bins}; use nearest=True to snap to the closest bin"
+        )
+    dist = (lambda b: abs(math.log(b) - math.log(value))) if spec.log else (lambda b: abs(b - value))
     return min(range(len(spec.bins)), key=lambda i: dist(spec.bins[i]))
 
 
@@ -297,8 +308,10 @@ class _Draw:
         if rng is None or (isinstance(rng, numbers.Integral) and not isinstance(rng, bool)):
             rng = random.Random(None if rng is None else int(rng))
         if not hasattr(rng, "random"):
-            raise TypeError("rng must be a numpy Generator or RandomState, a random.Random, an "
-                            f"int seed or None; got {type(rng).__name__}")
+            raise TypeError(
+                "rng must be a numpy Generator or RandomState, a random.Random, an "
+                f"int seed or None; got {type(rng).__name__}"
+            )
         self.rng = rng
 
     def unit(self) -> float:

@@ -48,8 +48,7 @@ def run(strategy: TTLStrategy, ctx: StrategyContext, examples) -> StrategyOutcom
                     if strategy.shuffle_data:
                         rng.shuffle(order)
                 batch.append(texts[order.pop(0)])
-            nll = input_nll(ctx.model, ctx.tokenizer, batch, batch_size=len(batch),
-                            max_len=ctx.ttl.max_len, grad=True)
+            nll = input_nll(ctx.model, ctx.tokenizer, batch, batch_size=len(batch), max_len=ctx.ttl.max_len, grad=True)
             weights = selection_weights(nll, ctx.ttl.scale, ctx.ttl.ppl_threshold)
             if not bool(weights.any()):
                 skipped += 1  # every input already under P0: nothing to learn from
@@ -66,7 +65,11 @@ def run(strategy: TTLStrategy, ctx: StrategyContext, examples) -> StrategyOutcom
             p.requires_grad_(flag)
     adapted = ctx.layout.get_flat()
     result = ctx.evaluate(examples)
-    cost = {"evaluations": 1, "ttl_steps": strategy.ttl_steps, "skipped_steps": skipped,
-            "ttl_loss_first": losses[0] if losses else None,
-            "ttl_loss_last": losses[-1] if losses else None}
+    cost = {
+        "evaluations": 1,
+        "ttl_steps": strategy.ttl_steps,
+        "skipped_steps": skipped,
+        "ttl_loss_first": losses[0] if losses else None,
+        "ttl_loss_last": losses[-1] if losses else None,
+    }
     return StrategyOutcome(result, adapted, cost)

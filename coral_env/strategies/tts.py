@@ -57,8 +57,7 @@ def mean_pairwise_distance(adapters: list[torch.Tensor]) -> float:
     return float(torch.pdist(torch.stack([a.float().reshape(-1) for a in adapters])).mean())
 
 
-def route(method: str, questions: torch.Tensor, prompts: torch.Tensor,
-          batches: list[list[int]]) -> list[int]:
+def route(method: str, questions: torch.Tensor, prompts: torch.Tensor, batches: list[list[int]]) -> list[int]:
     """Batch index per question (questions (n, C), prompts (P, C) embeddings)."""
     scores = []
     for batch in batches:
@@ -113,8 +112,10 @@ def vote_outputs(task: str, results: list[EvalResult]) -> list[str]:
 
 def run(strategy: TTSStrategy, ctx: StrategyContext, examples) -> StrategyOutcome:
     if ctx.adapters is None:
-        raise ValueError("TTS needs a generator to build one adapter per prompt batch; build the "
-                         "environment with its stage-1 artifacts (`coral setup`)")
+        raise ValueError(
+            "TTS needs a generator to build one adapter per prompt batch; build the "
+            "environment with its stage-1 artifacts (`coral setup`)"
+        )
     texts = [ex.question for ex in ctx.support]
     if not texts:
         raise ValueError(f"task {ctx.task!r} has no support prompts to sample TTS batches from")
@@ -138,8 +139,7 @@ def run(strategy: TTSStrategy, ctx: StrategyContext, examples) -> StrategyOutcom
                     logprobs[i] = part.logprobs[k]
                 else:
                     outputs[i] = part.outputs[k]
-        result = (mc_result(ctx.task, examples, logprobs) if mc
-                  else generative_result(ctx.task, examples, outputs))
+        result = mc_result(ctx.task, examples, logprobs) if mc else generative_result(ctx.task, examples, outputs)
         evaluations = len(groups)
     else:
         results = []
@@ -153,6 +153,9 @@ def run(strategy: TTSStrategy, ctx: StrategyContext, examples) -> StrategyOutcom
                 notes.append(f"{strategy.method} on a generative task falls back to majority_vote")
             result = generative_result(ctx.task, examples, vote_outputs(ctx.task, results))
         evaluations = len(results)
-    cost = {"evaluations": evaluations, "adapters_generated": len(adapters),
-            "adapter_diversity": mean_pairwise_distance(adapters)}
+    cost = {
+        "evaluations": evaluations,
+        "adapters_generated": len(adapters),
+        "adapter_diversity": mean_pairwise_distance(adapters),
+    }
     return StrategyOutcome(result, None, cost, notes)

@@ -33,8 +33,15 @@ class StrategyValidationError(ValueError):
     """An action that is not a valid strategy. ``problems`` lists every problem found (the
     message joins them); ``field``/``value`` describe the first one."""
 
-    def __init__(self, message: str, *, field: str | None = None, value: Any = None,
-                 family: str | None = None, problems: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        field: str | None = None,
+        value: Any = None,
+        family: str | None = None,
+        problems: list[str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.field = field
@@ -44,8 +51,6 @@ class StrategyValidationError(ValueError):
 
     def __str__(self) -> str:
         return self.message
-
-
 
 
 class Problem(Exception):
@@ -64,9 +69,7 @@ def error_from(problems: list[Problem], family: str | None) -> StrategyValidatio
         head = f"invalid {family} strategy" if family else "invalid strategy"
         message = f"{head}: {len(texts)} problems:\n" + "\n".join(f"- {t}" for t in texts)
     first = problems[0]
-    return StrategyValidationError(message, field=first.field, value=first.value,
-                                   family=family, problems=texts)
-
+    return StrategyValidationError(message, field=first.field, value=first.value, family=family, problems=texts)
 
 
 def fmt_number(x: Any) -> str:
@@ -107,8 +110,6 @@ def show(value: Any) -> str:
         return f"<a {type(value).__name__}>"
 
 
-
-
 def quote_key(key: str) -> str:
     """A field name as written, quoted (shortened when long)."""
     return repr(key) if len(key) <= 60 else show(key)
@@ -132,10 +133,8 @@ def kind_of(value: Any) -> str:
     return f"a {type(value).__name__}"
 
 
-
 def _canonical_number(value: float) -> float:
     return float(value) + 0.0  # -0.0 -> 0.0, so equal strategies serialise equally
-
 
 
 def coerce_value(family: str, spec: FieldSpec, value: Any) -> tuple[Any, str | None]:
@@ -144,14 +143,16 @@ def coerce_value(family: str, spec: FieldSpec, value: Any) -> tuple[Any, str | N
     allowed = f"{spec.allowed()} (default {json_value(spec.default)})"
 
     def fail(what: str, fix: str) -> Problem:
-        return Problem(f"{where} must be {allowed}; got {show(value)} ({what}). Fix: {fix}.",
-                        spec.name, value)
+        return Problem(f"{where} must be {allowed}; got {show(value)} ({what}). Fix: {fix}.", spec.name, value)
 
     def out_of_range() -> Problem:
         return Problem(
             f"{where} is out of range: got {show(value)}; allowed: {allowed}. Fix: choose a "
             f"value from {fmt_number(spec.low)} to {fmt_number(spec.high)} (out-of-range "
-            f"values are rejected, never clipped).", spec.name, value)
+            f"values are rejected, never clipped).",
+            spec.name,
+            value,
+        )
 
     is_bool = isinstance(value, bool) or type(value).__name__ == "bool_"
     if spec.kind in ("int", "float"):
@@ -177,9 +178,9 @@ def coerce_value(family: str, spec: FieldSpec, value: Any) -> tuple[Any, str | N
             except (OverflowError, ValueError):
                 raise out_of_range() from None
             if not math.isfinite(fv):
-                raise fail("not a finite number",
-                           f"use a finite number from {fmt_number(spec.low)} to "
-                           f"{fmt_number(spec.high)}")
+                raise fail(
+                    "not a finite number", f"use a finite number from {fmt_number(spec.low)} to {fmt_number(spec.high)}"
+                )
             if spec.kind == "int":
                 if not fv.is_integer():
                     raise fail("not a whole number", "use a whole number")
@@ -220,4 +221,3 @@ def json_value(value: Any) -> str:
     if isinstance(value, str):
         return value
     return fmt_number(value)
-

@@ -63,11 +63,11 @@ from coral_env.tasks.task_files import (
     is_task_path,
     register_env_tasks,
     register_task_file,
-    register_task_folder,
     register_task_files,
+    register_task_folder,
+    registered_task_files,
     resolve_task,
     resolve_tasks,
-    registered_task_files,
 )
 from coral_env.tasks.user import UserTaskConfig, register_user_task
 

@@ -78,8 +78,24 @@ def extract_boxed(text: str) -> str | None:
 
 
 _UNIT_WORDS = (
-    "degrees", "degree", "units", "unit", "dollars", "dollar", "cents", "cm", "meters",
-    "inches", "feet", "hours", "minutes", "seconds", "mph", "pounds", "sq", "square",
+    "degrees",
+    "degree",
+    "units",
+    "unit",
+    "dollars",
+    "dollar",
+    "cents",
+    "cm",
+    "meters",
+    "inches",
+    "feet",
+    "hours",
+    "minutes",
+    "seconds",
+    "mph",
+    "pounds",
+    "sq",
+    "square",
 )
 
 
@@ -187,6 +203,4 @@ def answers_match(answer_type: AnswerType, predicted_text: str, gold: str) -> bo
         if match:
             candidates.append(match.group(1).splitlines()[0])
         return any(normalize_text_answer(c) == target for c in candidates)
-    raise ValueError(
-        f"unknown answer_type {answer_type!r}; use 'number' (or 'gsm8k'), 'math' or 'text'"
-    )
+    raise ValueError(f"unknown answer_type {answer_type!r}; use 'number' (or 'gsm8k'), 'math' or 'text'")

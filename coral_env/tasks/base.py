@@ -82,7 +82,5 @@ class TaskSplits:
 
     def split(self, name: str) -> list[Example]:
         if name not in ("train", "support", "validation", "test"):
-            raise ValueError(
-                f"unknown split {name!r}; choose one of train, support, validation, test"
-            )
+            raise ValueError(f"unknown split {name!r}; choose one of train, support, validation, test")
         return getattr(self, name)

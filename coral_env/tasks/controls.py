@@ -32,10 +32,13 @@ from coral_env.tasks.registry import TaskSpec, register_task
 N_ROWS = 3000
 # (operation, phrasing) per member; {a} > {b}, both two-digit.
 _PHRASINGS: dict[str, tuple[str, ...]] = {
-    "add": ("What is {a} plus {b}?", "Add {a} and {b}.", "What is the sum of {a} and {b}?",
-            "{a} + {b} = ?"),
-    "sub": ("What is {a} minus {b}?", "Subtract {b} from {a}.", "What is the difference between {a} and {b}?",
-            "{a} - {b} = ?"),
+    "add": ("What is {a} plus {b}?", "Add {a} and {b}.", "What is the sum of {a} and {b}?", "{a} + {b} = ?"),
+    "sub": (
+        "What is {a} minus {b}?",
+        "Subtract {b} from {a}.",
+        "What is the difference between {a} and {b}?",
+        "{a} - {b} = ?",
+    ),
 }
 _NEAR_MISSES = (-10, -2, -1, 1, 2, 10)
 
@@ -68,17 +71,30 @@ def generate_member(operation: str, phrasing: int) -> Mapping[str, list[dict[str
         choices = [total, difference, miss_total, miss_difference]
         rng.shuffle(choices)
         correct = total if operation == "add" else difference
-        rows.append({"id": f"{name}-{i}", "question": template.format(a=a, b=b),
-                     "choices": [str(c) for c in choices], "label": choices.index(correct)})
+        rows.append(
+            {
+                "id": f"{name}-{i}",
+                "question": template.format(a=a, b=b),
+                "choices": [str(c) for c in choices],
+                "label": choices.index(correct),
+            }
+        )
     return {"train": rows}
 
 
 CONTROL_TASKS: tuple[TaskSpec, ...] = tuple(
-    TaskSpec(member_name(op, i), "multiple_choice", "synthetic", convert_simple_mc,
-             f"Generator control: {'add' if op == 'add' else 'subtract'} two numbers below 100 "
-             f"(phrasing {i}); the choices hold both the sum and the difference.",
-             generate=partial(generate_member, op, i), chat_instruction="Answer with the text of the correct option.")
-    for op in _PHRASINGS for i in range(4)
+    TaskSpec(
+        member_name(op, i),
+        "multiple_choice",
+        "synthetic",
+        convert_simple_mc,
+        f"Generator control: {'add' if op == 'add' else 'subtract'} two numbers below 100 "
+        f"(phrasing {i}); the choices hold both the sum and the difference.",
+        generate=partial(generate_member, op, i),
+        chat_instruction="Answer with the text of the correct option.",
+    )
+    for op in _PHRASINGS
+    for i in range(4)
 )
 
 for _spec in CONTROL_TASKS:

@@ -44,9 +44,7 @@ def _uid(row: Row, fallback: str) -> str:
     return fallback
 
 
-def multiple_choice(
-    uid: str, question: str, context: str, choices: Sequence[str], label: int
-) -> Example:
+def multiple_choice(uid: str, question: str, context: str, choices: Sequence[str], label: int) -> Example:
     """An Example whose choices all share one plain context (continuation = " " + choice)."""
     if not choices:
         raise RowError("no answer choices")
@@ -103,9 +101,7 @@ def convert_arc(row: Row, uid: str) -> Example:
     key = str(field(row, "answerKey"))
     if key not in labels:
         raise RowError(f"answerKey {key!r} is not one of the labels {labels}")
-    return multiple_choice(
-        _uid(row, uid), question, f"Question: {question}\nAnswer:", texts, labels.index(key)
-    )
+    return multiple_choice(_uid(row, uid), question, f"Question: {question}\nAnswer:", texts, labels.index(key))
 
 
 def hellaswag_preprocess(text: str) -> str:
@@ -155,9 +151,7 @@ def convert_boolq(row: Row, uid: str) -> Example:
     if not isinstance(answer, bool):
         raise RowError(f"field 'answer' must be true or false, got {answer!r}")
     context = f"{passage}\nQuestion: {question}?\nAnswer:"
-    return multiple_choice(
-        _uid(row, uid), f"{passage}\n{question}?", context, ["no", "yes"], int(answer)
-    )
+    return multiple_choice(_uid(row, uid), f"{passage}\n{question}?", context, ["no", "yes"], int(answer))
 
 
 def convert_piqa(row: Row, uid: str) -> Example:
@@ -228,17 +222,14 @@ def convert_math(row: Row, uid: str) -> Example:
         raw = extract_boxed(text_field(row, "solution"))
         if raw is None:
             raise RowError("no 'answer' field and no \\boxed{...} in 'solution'")
-    return generative(
-        _uid(row, uid), problem, f"Problem: {problem}\nAnswer:", normalize_math_answer(raw)
-    )
+    return generative(_uid(row, uid), problem, f"Problem: {problem}\nAnswer:", normalize_math_answer(raw))
 
 
 # Field names tried, in order, by the generic lettered multiple-choice converter.
 _QUESTION_KEYS = ("question", "query", "problem", "prompt")
 _CONTEXT_KEYS = ("context", "case", "passage", "premise", "premises", "vignette")
 _CHOICE_LIST_KEYS = ("choices", "options", "answers")
-_CHOICE_FIELD_SETS = (tuple("ABCDEFGH"), ("opa", "opb", "opc", "opd", "ope"),
-                      tuple(f"option{i}" for i in range(1, 9)))
+_CHOICE_FIELD_SETS = (tuple("ABCDEFGH"), ("opa", "opb", "opc", "opd", "ope"), tuple(f"option{i}" for i in range(1, 9)))
 _LABEL_KEYS = ("answer_idx", "answerKey", "answer", "label", "correct", "gold")
 
 
@@ -257,8 +248,7 @@ def _lettered_choices(row: Row) -> list[str]:
         if len(present) >= 2:
             return present
     raise RowError(
-        "no answer options: expected a list field 'choices'/'options' or fields A, B, C, ... "
-        "or opa, opb, opc, opd"
+        "no answer options: expected a list field 'choices'/'options' or fields A, B, C, ... or opa, opb, opc, opd"
     )
 
 
@@ -298,9 +288,7 @@ def convert_simple_mc(row: Row, uid: str) -> Example:
     if not isinstance(choices, Sequence) or isinstance(choices, str):
         raise RowError("field 'choices' must be a list of strings")
     label = parse_label(field(row, "label"), len(choices), choices)
-    return multiple_choice(
-        _uid(row, uid), question, f"Question: {question}\nAnswer:", choices, label
-    )
+    return multiple_choice(_uid(row, uid), question, f"Question: {question}\nAnswer:", choices, label)
 
 
 def convert_simple_number(row: Row, uid: str) -> Example:

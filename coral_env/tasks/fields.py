@@ -56,14 +56,18 @@ def template_fields(template: str) -> list[str]:
     try:
         parsed = list(string.Formatter().parse(template))
     except ValueError as exc:
-        raise ValueError(f"template is not a valid format string ({exc}); write fields as "
-                         "{field} or {a.b} and literal braces as {{ }}") from None
+        raise ValueError(
+            f"template is not a valid format string ({exc}); write fields as "
+            "{field} or {a.b} and literal braces as {{ }}"
+        ) from None
     names = [name for _, name, _, _ in parsed if name is not None]
     for name in names:
         if not valid_path(name) or "__" in name:
-            raise ValueError(f"template field {{{name}}} is not allowed; use row field names or "
-                             "dotted paths like {question} or {choices.text.0} (no positional, "
-                             "attribute or index access)")
+            raise ValueError(
+                f"template field {{{name}}} is not allowed; use row field names or "
+                "dotted paths like {question} or {choices.text.0} (no positional, "
+                "attribute or index access)"
+            )
     return names
 
 

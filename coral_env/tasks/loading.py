@@ -82,9 +82,7 @@ def read_jsonl_lines(path: str | os.PathLike[str]) -> list[tuple[int, dict[str, 
                 problem = f"bad JSON: {exc.msg} at column {exc.colno}"
                 raise MalformedRowError(str(file), lineno, problem) from None
             if not isinstance(row, dict):
-                raise MalformedRowError(
-                    str(file), lineno, f"expected a JSON object, got {type(row).__name__}"
-                )
+                raise MalformedRowError(str(file), lineno, f"expected a JSON object, got {type(row).__name__}")
             rows.append((lineno, row))
     _ROW_CACHE[key] = rows
     return rows
@@ -111,9 +109,7 @@ def _local_file_examples(spec: TaskSpec, split: str, path: Path) -> list[Example
     return _EXAMPLE_CACHE[key]
 
 
-def local_task_files(
-    spec: TaskSpec, data_dir: str | os.PathLike[str] | None = None
-) -> dict[str, Path]:
+def local_task_files(spec: TaskSpec, data_dir: str | os.PathLike[str] | None = None) -> dict[str, Path]:
     """The split files present for a task: its explicit ``files``, else
     ``<data dir>/<local_dir>/{train,validation,test}.jsonl``; raises if there are none."""
     if spec.files:
@@ -160,9 +156,7 @@ def load_examples(
         if key not in _EXAMPLE_CACHE:
             pools = spec.generate()
             _EXAMPLE_CACHE[key] = {
-                split: _convert_all(
-                    spec, list(enumerate(rows, start=1)), split, f"generator of {spec.name}"
-                )
+                split: _convert_all(spec, list(enumerate(rows, start=1)), split, f"generator of {spec.name}")
                 for split, rows in pools.items()
             }
         return dict(_EXAMPLE_CACHE[key])

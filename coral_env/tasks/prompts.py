@@ -30,16 +30,13 @@ def _spec(task: str | TaskSpec | None) -> TaskSpec | None:
 def _render_chat(tokenizer: ChatTokenizer | None, content: str) -> str:
     if tokenizer is None or not hasattr(tokenizer, "apply_chat_template"):
         raise ValueError(
-            "style='chat' needs a tokenizer with apply_chat_template; pass tokenizer=... "
-            "or use style='plain'"
+            "style='chat' needs a tokenizer with apply_chat_template; pass tokenizer=... or use style='plain'"
         )
     rendered = tokenizer.apply_chat_template(
         [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True
     )
     if not isinstance(rendered, str):
-        raise TypeError(
-            f"apply_chat_template(tokenize=False) returned {type(rendered).__name__}, not str"
-        )
+        raise TypeError(f"apply_chat_template(tokenize=False) returned {type(rendered).__name__}, not str")
     return rendered
 
 

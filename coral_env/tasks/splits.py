@@ -58,8 +58,7 @@ def split_fingerprint(splits: TaskSplits, seed: int, sizes: SplitSizes) -> dict:
         uids = [ex.uid for ex in splits.split(name)]
         row_ids[name] = hashlib.sha256("\x00".join(uids).encode()).hexdigest()[:16]
         counts[name] = len(uids)
-    return {"split_seed": int(seed), "sizes": dataclasses.asdict(sizes), "counts": counts,
-            "row_ids": row_ids}
+    return {"split_seed": int(seed), "sizes": dataclasses.asdict(sizes), "counts": counts, "row_ids": row_ids}
 
 
 def normalize_text(text: str) -> str:

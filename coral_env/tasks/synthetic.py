@@ -17,9 +17,34 @@ from coral_env.tasks.registry import TaskSpec, register_task
 Rows = list[dict[str, Any]]
 N_ROWS = 3000
 _WORDS = (
-    "apple", "river", "stone", "cloud", "tiger", "chair", "lamp", "bread", "ship", "garden",
-    "pencil", "horse", "window", "candle", "forest", "mirror", "rocket", "violin", "button",
-    "castle", "planet", "basket", "kettle", "ladder", "pepper", "saddle", "tunnel", "wallet",
+    "apple",
+    "river",
+    "stone",
+    "cloud",
+    "tiger",
+    "chair",
+    "lamp",
+    "bread",
+    "ship",
+    "garden",
+    "pencil",
+    "horse",
+    "window",
+    "candle",
+    "forest",
+    "mirror",
+    "rocket",
+    "violin",
+    "button",
+    "castle",
+    "planet",
+    "basket",
+    "kettle",
+    "ladder",
+    "pepper",
+    "saddle",
+    "tunnel",
+    "wallet",
 )
 
 
@@ -27,8 +52,9 @@ def _rng(name: str) -> random.Random:
     return random.Random(f"coral-synthetic-{name}")
 
 
-def _mc_row(name: str, index: int, question: str, correct: int, distractors: list[int],
-            rng: random.Random) -> dict[str, Any]:
+def _mc_row(
+    name: str, index: int, question: str, correct: int, distractors: list[int], rng: random.Random
+) -> dict[str, Any]:
     choices = [correct, *distractors]
     rng.shuffle(choices)
     return {
@@ -49,8 +75,7 @@ def generate_add() -> Mapping[str, Rows]:
     rng = _rng("syn_add")
     pairs = rng.sample([(a, b) for a in range(1, 100) for b in range(1, 100)], N_ROWS)
     rows = [
-        _mc_row("syn_add", i, f"What is {a} + {b}?", a + b,
-                _distractors(a + b, (-10, -2, -1, 1, 2, 10), 3, rng), rng)
+        _mc_row("syn_add", i, f"What is {a} + {b}?", a + b, _distractors(a + b, (-10, -2, -1, 1, 2, 10), 3, rng), rng)
         for i, (a, b) in enumerate(pairs)
     ]
     return {"train": rows}
@@ -66,12 +91,14 @@ def generate_compare() -> Mapping[str, Rows]:
         if a == b or (a, b) in seen:
             continue
         seen.add((a, b))
-        rows.append({
-            "id": f"syn_compare-{len(rows)}",
-            "question": f"Which number is larger: {a} or {b}?",
-            "choices": [str(a), str(b)],
-            "label": 0 if a > b else 1,
-        })
+        rows.append(
+            {
+                "id": f"syn_compare-{len(rows)}",
+                "question": f"Which number is larger: {a} or {b}?",
+                "choices": [str(a), str(b)],
+                "label": 0 if a > b else 1,
+            }
+        )
     return {"train": rows}
 
 
@@ -79,8 +106,12 @@ def generate_parity() -> Mapping[str, Rows]:
     """syn_parity: "Is N an even number?" with choices no / yes."""
     rng = _rng("syn_parity")
     rows = [
-        {"id": f"syn_parity-{i}", "question": f"Is {n} an even number?",
-         "choices": ["no", "yes"], "label": int(n % 2 == 0)}
+        {
+            "id": f"syn_parity-{i}",
+            "question": f"Is {n} an even number?",
+            "choices": ["no", "yes"],
+            "label": int(n % 2 == 0),
+        }
         for i, n in enumerate(rng.sample(range(10_000), N_ROWS))
     ]
     return {"train": rows}
@@ -94,11 +125,16 @@ def generate_sequence() -> Mapping[str, Rows]:
     for i, (a, d, n) in enumerate(rng.sample(specs, 2000)):
         terms = [a + d * k for k in range(n)]
         nxt = terms[-1] + d
-        rows.append(_mc_row(
-            "syn_sequence", i,
-            f"What number comes next in the sequence {', '.join(map(str, terms))}?",
-            nxt, _distractors(nxt, (-1, 1, d, -d + 1, 2 * d), 3, rng), rng,
-        ))
+        rows.append(
+            _mc_row(
+                "syn_sequence",
+                i,
+                f"What number comes next in the sequence {', '.join(map(str, terms))}?",
+                nxt,
+                _distractors(nxt, (-1, 1, d, -d + 1, 2 * d), 3, rng),
+                rng,
+            )
+        )
     return {"train": rows}
 
 
@@ -133,24 +169,64 @@ _NUM = "Answer with the number only."
 _GEN_STOP = ("Question:", "\n")
 
 SYNTHETIC_TASKS: tuple[TaskSpec, ...] = (
-    TaskSpec("syn_add", "multiple_choice", "synthetic", convert_simple_mc,
-             "Add two numbers below 100 and pick the sum.", generate=generate_add,
-             chat_instruction=_MC),
-    TaskSpec("syn_compare", "multiple_choice", "synthetic", convert_simple_mc,
-             "Pick the larger of two numbers below 1000.", generate=generate_compare,
-             chat_instruction=_MC),
-    TaskSpec("syn_parity", "multiple_choice", "synthetic", convert_simple_mc,
-             "Say whether a number is even (yes/no).", generate=generate_parity,
-             chat_instruction="Answer with yes or no."),
-    TaskSpec("syn_sequence", "multiple_choice", "synthetic", convert_simple_mc,
-             "Continue a short arithmetic sequence.", generate=generate_sequence,
-             chat_instruction=_MC),
-    TaskSpec("syn_count", "generative", "synthetic", convert_simple_number,
-             "Count the words in a short list.", generate=generate_count,
-             answer_type="number", stop=_GEN_STOP, chat_instruction=_NUM),
-    TaskSpec("syn_sum", "generative", "synthetic", convert_simple_number,
-             "Add two numbers and write the total.", generate=generate_sum,
-             answer_type="number", stop=_GEN_STOP, chat_instruction=_NUM),
+    TaskSpec(
+        "syn_add",
+        "multiple_choice",
+        "synthetic",
+        convert_simple_mc,
+        "Add two numbers below 100 and pick the sum.",
+        generate=generate_add,
+        chat_instruction=_MC,
+    ),
+    TaskSpec(
+        "syn_compare",
+        "multiple_choice",
+        "synthetic",
+        convert_simple_mc,
+        "Pick the larger of two numbers below 1000.",
+        generate=generate_compare,
+        chat_instruction=_MC,
+    ),
+    TaskSpec(
+        "syn_parity",
+        "multiple_choice",
+        "synthetic",
+        convert_simple_mc,
+        "Say whether a number is even (yes/no).",
+        generate=generate_parity,
+        chat_instruction="Answer with yes or no.",
+    ),
+    TaskSpec(
+        "syn_sequence",
+        "multiple_choice",
+        "synthetic",
+        convert_simple_mc,
+        "Continue a short arithmetic sequence.",
+        generate=generate_sequence,
+        chat_instruction=_MC,
+    ),
+    TaskSpec(
+        "syn_count",
+        "generative",
+        "synthetic",
+        convert_simple_number,
+        "Count the words in a short list.",
+        generate=generate_count,
+        answer_type="number",
+        stop=_GEN_STOP,
+        chat_instruction=_NUM,
+    ),
+    TaskSpec(
+        "syn_sum",
+        "generative",
+        "synthetic",
+        convert_simple_number,
+        "Add two numbers and write the total.",
+        generate=generate_sum,
+        answer_type="number",
+        stop=_GEN_STOP,
+        chat_instruction=_NUM,
+    ),
 )
 
 GENERATORS: dict[str, Callable[[], Mapping[str, Rows]]] = {

@@ -43,7 +43,8 @@ def register_task_file(path: str | os.PathLike[str]) -> str:
     if previous is not None and previous[0] != resolved:
         raise UserTaskConfigError(
             f"{file}: name {config.name!r} is already registered from {previous[0]}; give one of "
-            "the two configs another 'name'")
+            "the two configs another 'name'"
+        )
     register_user_task(config, overwrite=previous is not None, source=str(file))
     _FROM_FILES[config.name] = (resolved, config)
     return config.name
@@ -79,7 +80,8 @@ def register_task_folder(folder: str | os.PathLike[str]) -> list[str]:
     if not path.is_dir():
         raise UserTaskConfigError(
             f"${ENV_VAR} = {str(folder)!r} is not a folder; point it at a folder of task "
-            "configs (*.json, *.yaml) or unset it")
+            "configs (*.json, *.yaml) or unset it"
+        )
     return [register_task_file(f) for f in sorted(path.iterdir()) if is_task_path(f.name) and f.is_file()]
 
 

@@ -20,8 +20,8 @@ from typing import Any
 from coral_env.tasks.answers import normalize_number
 from coral_env.tasks.base import Example
 from coral_env.tasks.converters import Converter, Row, generative, multiple_choice, parse_label
-from coral_env.tasks.fields import lookup, render, template_fields, valid_path
 from coral_env.tasks.errors import RowError, UnknownTaskError, UserTaskConfigError
+from coral_env.tasks.fields import lookup, render, template_fields, valid_path
 from coral_env.tasks.registry import TaskSpec, get_task, register_task
 
 DEFAULT_TEMPLATE = "Question: {question}\nAnswer:"
@@ -75,25 +75,17 @@ class UserTaskConfig:
         validate_config(self)
 
     @classmethod
-    def from_dict(
-        cls, data: Mapping[str, Any], base_dir: str | os.PathLike[str] | None = None
-    ) -> UserTaskConfig:
+    def from_dict(cls, data: Mapping[str, Any], base_dir: str | os.PathLike[str] | None = None) -> UserTaskConfig:
         """Build from a mapping; unknown keys are an error; relative paths join ``base_dir``."""
         if not isinstance(data, Mapping):
-            raise UserTaskConfigError(
-                f"a user task config must be a JSON object, got {type(data).__name__}"
-            )
+            raise UserTaskConfigError(f"a user task config must be a JSON object, got {type(data).__name__}")
         allowed = [f.name for f in fields(cls)]
         unknown = sorted(set(data) - set(allowed))
         if unknown:
-            raise UserTaskConfigError(
-                f"unknown config field(s) {unknown}; allowed fields: {', '.join(allowed)}"
-            )
+            raise UserTaskConfigError(f"unknown config field(s) {unknown}; allowed fields: {', '.join(allowed)}")
         for required in ("name", "path"):
             if required not in data:
-                raise UserTaskConfigError(
-                    f"missing required field {required!r}; add it to the config"
-                )
+                raise UserTaskConfigError(f"missing required field {required!r}; add it to the config")
         values = dict(data)
         if base_dir is not None:
             for key in ("path", "test_path"):
@@ -170,9 +162,7 @@ def validate_config(config: UserTaskConfig) -> None:
             "starting with a letter (e.g. 'my_quiz')"
         )
     if config.kind not in ("multiple_choice", "generative"):
-        raise UserTaskConfigError(
-            f"kind {config.kind!r} is invalid; set kind to 'multiple_choice' or 'generative'"
-        )
+        raise UserTaskConfigError(f"kind {config.kind!r} is invalid; set kind to 'multiple_choice' or 'generative'")
     if not isinstance(config.path, str) or not config.path:
         raise UserTaskConfigError("path must be the JSONL file's path")
     for key in _FIELD_KEYS:
@@ -196,9 +186,7 @@ def validate_config(config: UserTaskConfig) -> None:
         if config.label_base not in (0, 1):
             raise UserTaskConfigError(f"label_base must be 0 or 1, got {config.label_base!r}")
     elif config.answer_type not in ("number", "text"):
-        raise UserTaskConfigError(
-            f"answer_type {config.answer_type!r} is invalid; use 'number' or 'text'"
-        )
+        raise UserTaskConfigError(f"answer_type {config.answer_type!r} is invalid; use 'number' or 'text'")
     _template_fields(config.template)
 
 
@@ -218,9 +206,7 @@ def _converter(config: UserTaskConfig) -> Converter:
         if config.choices_field is not None:
             choices = lookup(row, config.choices_field)
             if not isinstance(choices, list) or not choices:
-                raise RowError(
-                    f"field {config.choices_field!r} must be a non-empty list of options"
-                )
+                raise RowError(f"field {config.choices_field!r} must be a non-empty list of options")
         else:
             choices = [lookup(row, name) for name in config.choice_fields or ()]
         choices = [str(c) for c in choices]
@@ -228,12 +214,15 @@ def _converter(config: UserTaskConfig) -> Converter:
         if config.choice_labels_field is not None:
             labels = lookup(row, config.choice_labels_field)
             if not isinstance(labels, list) or len(labels) != len(choices):
-                raise RowError(f"field {config.choice_labels_field!r} must be a list with one label "
-                               f"per option ({len(choices)})")
+                raise RowError(
+                    f"field {config.choice_labels_field!r} must be a list with one label per option ({len(choices)})"
+                )
             labels = [str(x) for x in labels]
             if str(gold) not in labels:
-                raise RowError(f"label {gold!r} ({config.label_field}) is not one of the labels "
-                               f"{labels} ({config.choice_labels_field})")
+                raise RowError(
+                    f"label {gold!r} ({config.label_field}) is not one of the labels "
+                    f"{labels} ({config.choice_labels_field})"
+                )
             label = labels.index(str(gold))
         else:
             label = parse_label(gold, len(choices), choices, base=config.label_base)
@@ -253,8 +242,9 @@ def check_first_row(config: UserTaskConfig, source: str | None = None) -> None:
         raise UserTaskConfigError(f"{where}path {config.path!r} holds no rows; point 'path' at the task's JSONL")
     line, row = rows[0]
     present = ", ".join(sorted(map(str, row)))
-    used = ["question_field"] + (["answer_field"] if config.kind == "generative" else
-                                 ["choices_field", "choice_labels_field", "label_field"])
+    used = ["question_field"] + (
+        ["answer_field"] if config.kind == "generative" else ["choices_field", "choice_labels_field", "label_field"]
+    )
     for key in used:
         value = getattr(config, key)
         if value is None:
@@ -265,17 +255,21 @@ def check_first_row(config: UserTaskConfig, source: str | None = None) -> None:
             raise UserTaskConfigError(
                 f"{where}{key} {value!r} does not match the data ({exc}; line {line} of "
                 f"{config.path}); set {key} to one of the row's fields or a dotted path into them "
-                f"(row fields: {present})") from None
+                f"(row fields: {present})"
+            ) from None
     try:
         _converter(config)(row, "probe")
     except RowError as exc:
         raise UserTaskConfigError(
             f"{where}line {line} of {config.path} does not fit the config ({exc}); fix the "
-            f"template or the *_field settings (row fields: {present})") from None
+            f"template or the *_field settings (row fields: {present})"
+        ) from None
 
 
 def register_user_task(
-    config: UserTaskConfig | str | os.PathLike[str], *, overwrite: bool = False,
+    config: UserTaskConfig | str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
     source: str | None = None,
 ) -> TaskSpec:
     """Register a user task (a config, or the path of its JSON/YAML file); returns its spec.
