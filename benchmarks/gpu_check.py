@@ -44,6 +44,7 @@ from coral_env.agents.generator import Generator, GeneratorConfig, HyperConvDeco
 from coral_env.backend.finetune import IGNORE, TrainSequence, collate, make_optimizer, train_step  # noqa: E402
 from coral_env.backend.lora import AdapterLayout, LoraSpec, attach_lora  # noqa: E402
 from coral_env.backend.scoring import ScoringConfig  # noqa: E402
+from coral_env.setup.pretrain_cvae import reptile_update  # noqa: E402
 from coral_env.strategies import LatentStrategy, TTLStrategy, TTSStrategy, policy_prompt  # noqa: E402
 from coral_env.strategies.context import StrategyContext  # noqa: E402
 from coral_env.strategies.runners import execute  # noqa: E402
@@ -305,10 +306,7 @@ def time_stages(arch: str, cfg: CheckConfig, tokenizer) -> dict:
         inner.zero_grad(set_to_none=True)
         loss.backward()
         inner.step()
-        with torch.no_grad():
-            for p_meta, p_fast in zip(meta.parameters(), fast.parameters()):
-                p_meta.grad = p_meta - p_fast  # Reptile pseudo-gradient
-        outer.step()
+        reptile_update(meta, fast, outer, meta_lr=1e-4)
 
     stages["cvae_meta_step"] = timed(cvae_meta_step)
     del meta, fast, inner, outer, x, tv
