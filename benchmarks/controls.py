@@ -34,7 +34,7 @@ import torch  # noqa: E402
 
 from coral_env.backend.evaluator import evaluate  # noqa: E402
 from coral_env.backend.io import atomic_write_json  # noqa: E402
-from coral_env.backend.metrics import bootstrap_ci  # noqa: E402
+from coral_env.backend.metrics import paired_bootstrap_ci  # noqa: E402
 from coral_env.setup import ArtifactPaths, CollectionConfig, GeneratorTrainingConfig, collect, pretrain_generator  # noqa: E402
 from coral_env.setup.cvae_data import build_vectorizer  # noqa: E402
 from coral_env.setup.pretrain_cvae import CVAETrainingConfig, pretrain_cvae  # noqa: E402
@@ -76,11 +76,9 @@ def parse_args() -> argparse.Namespace:
 
 def paired(evals: dict, tasks: list[str], a: str, b: str) -> dict:
     """Mean accuracy difference a - b over the tasks' questions, with a paired bootstrap 95% CI."""
-    diffs = np.concatenate(
-        [np.array(evals[t][a]["correct"], float) - np.array(evals[t][b]["correct"], float) for t in tasks]
-    )
-    lo, hi = bootstrap_ci(diffs)
-    return {"diff": float(diffs.mean()), "ci": [lo, hi], "n": int(len(diffs))}
+    after, before = ([c for t in tasks for c in evals[t][m]["correct"]] for m in (a, b))
+    lo, hi = paired_bootstrap_ci(before, after)
+    return {"diff": float(np.mean(after) - np.mean(before)), "ci": [lo, hi], "n": len(after)}
 
 
 def run_stages(root: Path, timings: dict):
