@@ -254,19 +254,28 @@ def collection_batch(tokenizer, batch: int, length: int) -> dict[str, torch.Tens
 def time_stages(arch: str, cfg: CheckConfig, tokenizer) -> dict:
     device, reps = cfg.device, cfg.repeats
 
-    def timed(fn) -> float:
-        return _timed(fn, device, reps, warmup=not cfg.small)
+    stages: dict[str, float | None] = {}
+    errors: dict[str, str] = {}
+
+    def timed(name: str, fn) -> None:
+        """Times ``fn`` into ``stages[name]``; a failure is recorded so one stage cannot cost the lease the rest."""
+        try:
+            stages[name] = _timed(fn, device, reps, warmup=not cfg.small)
+        except Exception as exc:
+            stages[name], errors[name] = None, f"{type(exc).__name__}: {exc}"[:400]
+            print(f"gpu_check: {arch} {name} failed: {errors[name]}", file=sys.stderr, flush=True)
+            if device.startswith("cuda"):
+                torch.cuda.empty_cache()
 
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     model, layout = build_model(arch, tokenizer, device, dtype)
-    stages: dict[str, float] = {}
 
     batch = collection_batch(tokenizer, 4 if cfg.small else 32, 48 if cfg.small else 384)
     optimizer = make_optimizer(layout.parameters(), lr=1e-4)
     model.train()
-    stages["collection_step"] = timed(lambda: train_step(model, batch, optimizer, max_grad_norm=1.0))
+    timed("collection_step", lambda: train_step(model, batch, optimizer, max_grad_norm=1.0))
     model.eval()
 
     preset = "tiny" if cfg.small else "paper"
@@ -285,7 +294,7 @@ def time_stages(arch: str, cfg: CheckConfig, tokenizer) -> dict:
         loss.backward()
         gen_opt.step()
 
-    stages["generator_step"] = timed(generator_step)
+    timed("generator_step", generator_step)
     del cond, target, gen_opt
 
     cvae_config = CVAEConfig.preset(preset)
@@ -308,7 +317,7 @@ def time_stages(arch: str, cfg: CheckConfig, tokenizer) -> dict:
         inner.step()
         reptile_update(meta, fast, outer, meta_lr=1e-4)
 
-    stages["cvae_meta_step"] = timed(cvae_meta_step)
+    timed("cvae_meta_step", cvae_meta_step)
     del meta, fast, inner, outer, x, tv
 
     encoder = RandomMiniLM(tokenizer, device, cfg.small)
@@ -332,12 +341,16 @@ def time_stages(arch: str, cfg: CheckConfig, tokenizer) -> dict:
         evaluation["result"] = ctx.evaluate(examples)
 
     with torch.no_grad():
-        stages["env_evaluation"] = timed(plain_evaluation)
+        timed("env_evaluation", plain_evaluation)
     ttl = TTLStrategy(ttl_steps=1 if cfg.small else 5, learning_rate=1e-4, batch_size=4 if cfg.small else 8)
-    stages["ttl"] = timed(lambda: execute(ttl, ctx, examples))
-    stages["ttl_step"] = max(stages["ttl"] - stages["env_evaluation"], 0.0) / ttl.ttl_steps
-    stages["slot_5_steps"] = timed(lambda: execute(LatentStrategy(slot_steps=5, slot_lr=0.01), ctx, examples))
-    stages["tts_m4"] = timed(lambda: execute(TTSStrategy(num_prompt_batches=4, method="sum_logprobs"), ctx, examples))
+    timed("ttl", lambda: execute(ttl, ctx, examples))
+    stages["ttl_step"] = (
+        None
+        if None in (stages["ttl"], stages["env_evaluation"])
+        else max(stages["ttl"] - stages["env_evaluation"], 0.0) / ttl.ttl_steps
+    )
+    timed("slot_5_steps", lambda: execute(LatentStrategy(slot_steps=5, slot_lr=0.01), ctx, examples))
+    timed("tts_m4", lambda: execute(TTSStrategy(num_prompt_batches=4, method="sum_logprobs"), ctx, examples))
 
     messages = policy_prompt(
         "An ARC-style science multiple-choice task about physical causes. "
@@ -363,7 +376,7 @@ def time_stages(arch: str, cfg: CheckConfig, tokenizer) -> dict:
             pad_token_id=tokenizer.pad_token_id,
         )
 
-    stages["policy_sampling"] = timed(sample_policy)
+    timed("policy_sampling", sample_policy)
     peak = torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else None
     return {
         "architecture": arch,
@@ -371,13 +384,16 @@ def time_stages(arch: str, cfg: CheckConfig, tokenizer) -> dict:
         "peak_gpu_memory_gib": peak,
         "policy_prompt_tokens": int(ids.shape[1]),
         "adapter_size": layout.size,
-        "evaluated_questions": evaluation["result"].n,
-        "accuracy_random_model": evaluation["result"].accuracy,
+        "evaluated_questions": evaluation["result"].n if evaluation else None,
+        "accuracy_random_model": evaluation["result"].accuracy if evaluation else None,
+        "errors": errors,
     }
 
 
-def project_gpu_hours(stages: dict[str, float], schedule: dict[str, int] = PAPER_SCHEDULE) -> dict[str, float]:
-    """GPU-hours of the full paper pipeline from one architecture's stage times."""
+def project_gpu_hours(stages: dict[str, float | None], schedule: dict[str, int] = PAPER_SCHEDULE) -> dict | None:
+    """GPU-hours of the full paper pipeline from one architecture's stage times (None if a stage failed)."""
+    if any(v is None for v in stages.values()):
+        return None
     strategy_extra = (
         statistics.mean([stages["ttl"], stages["slot_5_steps"], stages["tts_m4"]]) - stages["env_evaluation"]
     )
@@ -403,7 +419,8 @@ def markdown(report: dict) -> str:
         "|---|" + "---|" * len(report["results"]),
     ]
     for stage in report["results"][0]["stages_s"]:
-        lines.append(f"| {stage} (s) | " + " | ".join(f"{r['stages_s'][stage]:.3f}" for r in report["results"]) + " |")
+        cells = ["failed" if r["stages_s"][stage] is None else f"{r['stages_s'][stage]:.3f}" for r in report["results"]]
+        lines.append(f"| {stage} (s) | " + " | ".join(cells) + " |")
     peak = [r["peak_gpu_memory_gib"] for r in report["results"]]
     lines.append("| peak GPU memory (GiB) | " + " | ".join("-" if p is None else f"{p:.1f}" for p in peak) + " |")
     lines += [
@@ -411,10 +428,14 @@ def markdown(report: dict) -> str:
         "| projected GPU-hours | " + " | ".join(r["architecture"] for r in report["results"]) + " |",
         "|---|" + "---|" * len(report["results"]),
     ]
-    for part in report["results"][0]["projected_gpu_hours"]:
-        lines.append(
-            f"| {part} | " + " | ".join(f"{r['projected_gpu_hours'][part]:.2f}" for r in report["results"]) + " |"
-        )
+    parts = next((r["projected_gpu_hours"] for r in report["results"] if r["projected_gpu_hours"]), {})
+    for part in parts:
+        cells = [
+            "-" if not r["projected_gpu_hours"] else f"{r['projected_gpu_hours'][part]:.2f}" for r in report["results"]
+        ]
+        lines.append(f"| {part} | " + " | ".join(cells) + " |")
+    for r in report["results"]:
+        lines += [f"\n{r['architecture']} {stage} failed: `{error}`" for stage, error in r["errors"].items()]
     lo, hi = AUTHORS_GPU_HOURS
     lines += ["", f"The authors report 6-8 h on 4 x A6000 ({lo}-{hi} A6000 GPU-hours) for the whole pipeline."]
     return "\n".join(lines) + "\n"
@@ -431,7 +452,11 @@ def run(cfg: CheckConfig) -> dict:
         result = time_stages(arch, cfg, tokenizer)
         result["projected_gpu_hours"] = project_gpu_hours(result["stages_s"])
         results.append(result)
+        if cfg.out:  # after each architecture: a lease that ends early keeps what was timed
+            Path(cfg.out).mkdir(parents=True, exist_ok=True)
+            (Path(cfg.out) / "gpu_check_partial.json").write_text(json.dumps(results, indent=2, allow_nan=False))
         if cfg.device.startswith("cuda"):
+            del result
             torch.cuda.empty_cache()
     name = torch.cuda.get_device_name() if cfg.device.startswith("cuda") else "cpu"
     report = {

@@ -7,7 +7,7 @@ import shutil
 import pytest
 import torch
 
-from coral_env.agents.cvae import AlignmentAgent, ConditionalVAE, CVAEConfig, kl_divergence
+from coral_env.agents.cvae import AlignmentAgent, BinAveragePool1d, ConditionalVAE, CVAEConfig, kl_divergence
 from coral_env.agents.task_vector import TaskVectorizer
 from coral_env.setup import ArtifactPaths, CollectionConfig, MissingArtifactError, collect
 from coral_env.setup.pretrain_cvae import (
@@ -293,6 +293,17 @@ def test_run_setup_skips_finished_stages(artifacts):
     assert result.collected == ["syn_add", "syn_parity"]
     assert set(result.cvae_dirs) == {"input", "checkpoint"}
     assert all((d / "model.safetensors").exists() for d in result.cvae_dirs.values())
+
+
+@pytest.mark.parametrize("length,bins", [(128, 32), (130, 32), (4300, 32), (7, 4), (5, 8)])
+def test_bin_average_pool_equals_adaptive_avg_pool(length, bins):
+    # the CVAE's pool must keep nn.AdaptiveAvgPool1d's bins (uneven ones too) and gradients
+    x = torch.randn(2, 3, length, dtype=torch.float64, requires_grad=True)
+    ours, theirs = BinAveragePool1d(bins)(x), torch.nn.functional.adaptive_avg_pool1d(x, bins)
+    torch.testing.assert_close(ours, theirs)
+    torch.testing.assert_close(
+        torch.autograd.grad(ours.square().sum(), x), torch.autograd.grad(theirs.square().sum(), x)
+    )
 
 
 def test_channels_last_matmul_equals_conv1d():

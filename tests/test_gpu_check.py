@@ -28,6 +28,7 @@ def test_small_run_times_every_stage_and_writes_its_table(small_report):
     report, out = small_report
     (result,) = report["results"]
     assert result["architecture"] == "tiny"
+    assert result["errors"] == {}
     expected = {
         "collection_step",
         "generator_step",
@@ -69,6 +70,7 @@ def test_projection_multiplies_the_paper_schedule():
     hours = gpu_check.project_gpu_hours(stages)
     assert hours["total"] == pytest.approx(66870 / 3600)
     assert hours["generator"] == pytest.approx(35000 / 3600)
+    assert gpu_check.project_gpu_hours({**stages, "cvae_meta_step": None}) is None  # a failed stage
     stages["tts_m4"] = 4.0  # strategies cost 1 s more on average -> 2400 s more in episodes
     assert gpu_check.project_gpu_hours(stages)["episodes"] == pytest.approx(4800 / 3600)
 

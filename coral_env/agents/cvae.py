@@ -149,6 +149,29 @@ def _run_channels_last(layers: nn.Sequential, h: torch.Tensor) -> torch.Tensor:
     return h
 
 
+class BinAveragePool1d(nn.Module):
+    """``nn.AdaptiveAvgPool1d`` as a matmul with its bin-averaging matrix: the same bins and values.
+
+    CUDA's adaptive-pool backward fails on the paper CVAE's long feature maps (about 4300 positions
+    into 32 bins: "Couldn't reduce launch bounds to accommodate sharedMemPerBlock limit"); a matmul
+    has no such limit and costs little at these sizes.
+    """
+
+    def __init__(self, output_size: int) -> None:
+        super().__init__()
+        self.output_size = output_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        length, bins = x.shape[-1], self.output_size
+        i = torch.arange(bins, device=x.device)
+        start = (i * length) // bins  # PyTorch's bins: [floor(i L / P), ceil((i + 1) L / P))
+        end = ((i + 1) * length + bins - 1) // bins
+        pos = torch.arange(length, device=x.device)
+        inside = (pos[:, None] >= start) & (pos[:, None] < end)
+        weights = inside.to(x.dtype) / (end - start).to(x.dtype)
+        return x @ weights
+
+
 class ConditionalVAE(nn.Module):
     """Conditional VAE over flat adapters (see the module docstring).
 
@@ -171,7 +194,7 @@ class ConditionalVAE(nn.Module):
         for c_in, c_out in zip(ch[:-1], ch[1:]):
             enc += [nn.Conv1d(c_in, c_out, k, stride=k), act()]
         self.encoder = nn.Sequential(*enc)
-        self.pool = nn.AdaptiveAvgPool1d(config.pool_size)
+        self.pool = BinAveragePool1d(config.pool_size)
         k_basis = config.basis_rank
         features = ch[-1] * config.pool_size + k_basis
         self.task_proj = nn.Linear(task_dim, config.task_proj_dim)
