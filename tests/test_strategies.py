@@ -74,18 +74,36 @@ STRATEGIES = [
 ]
 
 
+def _probe_logits(model, tok):
+    """The model's logits on a fixed input: catches any trace a parameter hash misses (hooks,
+    attention implementation, dropout)."""
+    ids = tok("Question: What is 3 + 4?\nAnswer: 7", return_tensors="pt", add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        return model(input_ids=ids).logits
+
+
 @pytest.mark.parametrize("strategy", STRATEGIES, ids=lambda s: s.canonical_json())
 def test_every_family_leaves_model_and_adapter_bit_identical(ctx, strategy):
     context, splits = ctx
-    before_model = _model_fingerprint(context.model)
+    model = context.model
+    before_model = _model_fingerprint(model)
     before_adapter = adapter_hash(context.layout.get_flat())
+    before_logits = _probe_logits(model, context.tokenizer)
+    before_flags = [p.requires_grad for p in model.parameters()]
+    before_attention = model.config._attn_implementation
+    plain = context.evaluate(splits.validation)
     outcome = execute(strategy, context, splits.validation)
     assert outcome.result.n == len(splits.validation)
-    assert _model_fingerprint(context.model) == before_model
+    # The strategy really acted (every one moves a log-prob by > 0.4 here), so the restore was
+    # exercised: a no-op family would pass the checks below trivially.
+    assert np.abs(np.stack(outcome.result.logprobs) - np.stack(plain.logprobs)).max() > 0.1
+    assert _model_fingerprint(model) == before_model
     assert adapter_hash(context.layout.get_flat()) == before_adapter
-    assert not context.model.training
-    assert all(p.grad is None for p in context.model.parameters())
-    assert outcome.cost["seconds"] > 0
+    assert torch.equal(_probe_logits(model, context.tokenizer), before_logits)
+    assert [p.requires_grad for p in model.parameters()] == before_flags
+    assert model.config._attn_implementation == before_attention
+    assert not model.training
+    assert all(p.grad is None for p in model.parameters())
 
 
 def test_generative_families_run_and_restore(tiny_lora):
@@ -220,16 +238,30 @@ def test_routing_picks_the_nearest_batch():
 
 
 def test_ttl_changes_the_adapter_it_returns(ctx):
+    """TTL's returned adapter lowers the perplexity of the support inputs it learned from, the
+    evaluation is the one under that adapter, and the model's own adapter is left as it was."""
+    from coral_env.backend.scoring import input_nll
+
     context, splits = ctx
     context.ttl.ppl_threshold = 1.0  # every input is above P0, so every step learns
+    texts = context.prompt_texts(context.support)
     before = context.layout.get_flat()
+    nll_before = input_nll(context.model, context.tokenizer, texts)
     outcome = execute(
         TTLStrategy(ttl_steps=3, learning_rate=1e-2, batch_size=4, shuffle_data=False), context, splits.validation
     )
-    assert not torch.equal(outcome.adapter, before)
-    assert outcome.cost["skipped_steps"] == 0
-    assert outcome.cost["ttl_loss_last"] < outcome.cost["ttl_loss_first"] * 1.5
     assert torch.equal(context.layout.get_flat(), before)
+    assert outcome.cost["skipped_steps"] == 0
+    context.layout.set_flat(outcome.adapter)
+    nll_after = input_nll(context.model, context.tokenizer, texts)
+    under_returned = context.evaluate(splits.validation)
+    context.layout.set_flat(before)
+    # 3 steps at lr 1e-2 take the mean log-PPL of the 12 support inputs from 10.87 to 10.72,
+    # lowering every one of them; gradient ascent would raise it.
+    assert float(nll_after.mean()) < float(nll_before.mean()) - 0.05
+    assert bool((nll_after < nll_before).all())
+    assert outcome.result.predictions == under_returned.predictions
+    np.testing.assert_allclose(np.stack(outcome.result.logprobs), np.stack(under_returned.logprobs), atol=1e-5)
 
 
 # ----------------------------------------------------------------------------- the family table
