@@ -196,11 +196,63 @@ def test_packed_attention_is_scoped_and_used_by_scoring(tiny, monkeypatch):
     assert model.config._attn_implementation == "sdpa"
 
 
-def test_tune_allocator_is_idempotent():
-    from coral_env.allocator import tune_allocator
+_MALLOC_PROBE = """
+import ctypes, ctypes.util, json
+from coral_env.allocator import tune_allocator
 
-    first = tune_allocator()
-    assert isinstance(first, bool) and tune_allocator() == first
+FIELDS = "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in FIELDS]
+
+libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+libc.mallinfo2.restype = MallInfo2
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+
+def probe(size):
+    # bytes glibc mmapped for one block of `size`, and the heap still mapped after freeing it
+    before = libc.mallinfo2().hblkhd
+    block = libc.malloc(size)
+    mmapped = libc.mallinfo2().hblkhd - before
+    libc.free(block)
+    return mmapped, libc.mallinfo2().arena
+
+out = {"default": probe(16 << 20), "first": tune_allocator()}
+# 24 MB: above the 16 MB to which glibc's own sliding threshold has risen after the free above
+out["tuned"], out["second"] = probe(24 << 20), tune_allocator()
+print(json.dumps(out))
+"""
+
+
+def _malloc_probe(env_tuning: str) -> dict:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "CORAL_MALLOC_TUNING": env_tuning}
+    proc = subprocess.run([sys.executable, "-c", _MALLOC_PROBE], capture_output=True, text=True, env=env, check=True)
+    return json.loads(proc.stdout)
+
+
+def test_tune_allocator_serves_blocks_from_the_heap_and_is_idempotent():
+    """In a fresh process a 16 MB block is mmapped (and unmapped on free) by default; after
+    tuning a 24 MB one comes from the heap, which stays mapped after the free. A second call keeps the
+    settings and reports the same; CORAL_MALLOC_TUNING=0 leaves malloc alone."""
+    import ctypes
+    import ctypes.util
+    import sys
+
+    libc_name = ctypes.util.find_library("c")
+    if not sys.platform.startswith("linux") or not hasattr(ctypes.CDLL(libc_name or "libc.so.6"), "mallinfo2"):
+        pytest.skip("needs glibc >= 2.33 (mallinfo2)")
+    out = _malloc_probe("1")
+    assert out["default"][0] >= 16 << 20  # glibc's default: a block this size is its own mapping
+    assert (out["first"], out["second"]) == (True, True)
+    mmapped, heap_after_free = out["tuned"]
+    assert mmapped == 0 and heap_after_free >= 24 << 20  # from the heap, and kept after free()
+    off = _malloc_probe("0")
+    assert (off["first"], off["second"]) == (False, False) and off["tuned"][0] >= 24 << 20
 
 
 @torch.no_grad()
