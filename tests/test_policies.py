@@ -39,10 +39,39 @@ def test_llm_policy_extracts_and_validates(tiny):
     assert valid and json.loads(action)["family"] == "TTL"
     raw, valid = policy.to_action('{"family": "LORA", "lambda": 7}')
     assert not valid and raw == '{"family": "LORA", "lambda": 7}'
-    # The random tiny model writes no valid JSON: after the retries the raw reply comes back.
-    replies = policy.sample(OBS["context"], n=3)
-    assert len(replies) == 3 and all(isinstance(r, str) for r in replies)
-    assert isinstance(policy.act(OBS, {"task": "arc_easy"}), str)
+    # The random tiny model writes no valid JSON: act samples 1 + max_retries replies and returns
+    # the last one as is (the draws replayed from the same seed).
+    policy.reseed(5)
+    returned = policy.act(OBS, {"task": "arc_easy"})
+    policy.reseed(5)
+    drawn = [policy.sample(OBS["context"], "arc_easy")[0] for _ in range(2)]
+    assert not any(policy.to_action(r)[1] for r in drawn) and drawn[0] != drawn[1]
+    assert returned == drawn[1]
+
+
+def test_llm_policy_resamples_invalid_replies_up_to_max_retries(tiny):
+    model, tok = tiny
+    calls = []
+
+    def scripted(policy, replies):
+        replies = iter(replies)
+        policy.sample = lambda context, task=None, n=1, seed=None: calls.append((context, task, n)) or [next(replies)]
+        return policy
+
+    bad, out_of_range, good = (
+        "no JSON here",
+        '{"family": "LORA", "lambda": 7}',
+        'ok: {"family": "lora", "lambda": 0.25}',
+    )
+    policy = scripted(LLMPolicy(model, tok, sampling=SamplingConfig(max_retries=2)), [bad, out_of_range, good, bad])
+    assert policy.act(OBS, {"task": "boolq"}) == '{"family": "LORA", "lambda": 0.25}'  # extracted, canonical
+    assert calls == [(OBS["context"], "boolq", 1)] * 3  # stopped at the first valid reply
+    calls.clear()
+    policy = scripted(LLMPolicy(model, tok, sampling=SamplingConfig(max_retries=1)), [bad, out_of_range, good])
+    assert policy.act(OBS) == out_of_range and len(calls) == 2  # retries spent: the last reply, raw
+    calls.clear()
+    policy = scripted(LLMPolicy(model, tok, sampling=SamplingConfig(max_retries=0)), [good])
+    assert json.loads(policy.act(OBS)) == {"family": "LORA", "lambda": 0.25} and len(calls) == 1
 
 
 def test_reward_of_reads_and_scores_a_reply_one_way():
