@@ -304,3 +304,27 @@ def test_every_row_has_its_runner_and_an_unknown_strategy_is_a_value_error():
     assert list(RUNNERS) == [f.name for f in FAMILIES]
     with pytest.raises(ValueError, match="no runner for strategy"):  # the env reports ValueErrors
         execute(object(), None, [])
+
+
+def test_the_papers_example_configurations_are_in_the_catalogue_and_marked(monkeypatch):
+    import dataclasses
+
+    from coral_env.strategies import catalogue, is_paper_setting, paper_strategies, schema
+
+    # CORAL App. E: TTL {25, 1e-5, 4}, LoRA {0.5}, TTS {20, max_confidence}, Latent {5, 0.1}
+    assert paper_strategies() == [
+        TTLStrategy(ttl_steps=25, learning_rate=1e-5, batch_size=4),
+        LoRAStrategy(lambda_=0.5),
+        TTSStrategy(num_prompt_batches=20, method="max_confidence"),
+        LatentStrategy(slot_steps=5, slot_lr=0.1),
+    ]
+    marked = [s for s in catalogue() if is_paper_setting(s)]
+    assert marked == paper_strategies()
+    assert not is_paper_setting(TTLStrategy(ttl_steps=25, learning_rate=1e-4, batch_size=4))
+    # a grid that drops the paper's value is refused by the table's own guard
+    ttl = schema.FAMILIES[0]
+    lr = dataclasses.replace(ttl.field("learning_rate"), grid=(1e-4, 1e-3))
+    fields = tuple(lr if f.name == "learning_rate" else f for f in ttl.fields)
+    monkeypatch.setattr(schema, "FAMILIES", (dataclasses.replace(ttl, fields=fields), *schema.FAMILIES[1:]))
+    with pytest.raises(RuntimeError, match="paper's example learning_rate=1e-05 must stay in the catalogue"):
+        schema._check_table()

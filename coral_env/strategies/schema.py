@@ -97,6 +97,8 @@ class FamilySpec:
     color: str  # matplotlib colour of the family in plots
     fields: tuple[FieldSpec, ...]
     aliases: tuple[str, ...] = ()
+    # CORAL App. E's "Example Configuration" of the family, as (field, value); kept in the catalogue.
+    paper_example: tuple[tuple[str, Any], ...] = ()
 
     def field(self, name: str) -> FieldSpec:
         for f in self.fields:
@@ -118,6 +120,7 @@ FAMILIES: tuple[FamilySpec, ...] = (
         aliases=("TTT",),
         help="fine-tune the adapter on the task's unlabeled inputs by minimising their "
         "perplexity (uncertain, high-perplexity inputs weigh most)",
+        paper_example=(("ttl_steps", 25), ("learning_rate", 1e-5), ("batch_size", 4)),
         fields=(
             FieldSpec(
                 "ttl_steps",
@@ -150,6 +153,7 @@ FAMILIES: tuple[FamilySpec, ...] = (
         color="#dd8452",
         title="LoRA Modification (LORA)",
         help="mix the adapter's two rank halves (two-subspace mixing); no training",
+        paper_example=(("lambda", 0.5),),
         fields=(
             FieldSpec(
                 "lambda",
@@ -172,6 +176,7 @@ FAMILIES: tuple[FamilySpec, ...] = (
         title="Test-Time Scaling (TTS)",
         help="sample several prompt batches from the task, generate one adapter per batch, "
         "then route each question to one adapter or ensemble them all",
+        paper_example=(("num_prompt_batches", 20), ("method", "max_confidence")),
         fields=(
             FieldSpec(
                 "num_prompt_batches",
@@ -213,6 +218,7 @@ FAMILIES: tuple[FamilySpec, ...] = (
         aliases=("SLOT",),
         help="per question, optimise a small vector added to the final hidden state on "
         "the prompt's own next-token loss, then answer with it; no weights change",
+        paper_example=(("slot_steps", 5), ("slot_lr", 0.1)),
         fields=(
             FieldSpec(
                 "slot_steps",
@@ -428,6 +434,11 @@ def _check_table() -> None:
                     tuple(c for c, _, _ in f.choice_help) == f.choices,
                     f"{fam.name}.{f.name} choice_help must follow choices",
                 )
+        for name, value in fam.paper_example:
+            require(
+                value in fam.field(name).catalogue_values,
+                f"{fam.name}: the paper's example {name}={value!r} must stay in the catalogue grid",
+            )
         require(
             _RUNNER_FORMAT.fullmatch(fam.runner) is not None,
             f"{fam.name} runner {fam.runner!r} must read 'package.module:function'",

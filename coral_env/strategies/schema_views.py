@@ -197,6 +197,20 @@ def catalogue(max_prompt_batches: int | None = None) -> list[Strategy]:
     return items
 
 
+def paper_strategies() -> list[Strategy]:
+    """The CORAL paper's example configuration of each family (App. E), in table order."""
+    return [
+        STRATEGY_CLASSES[fam.name](**{f.attribute: dict(fam.paper_example).get(f.name, f.default) for f in fam.fields})
+        for fam in FAMILIES
+        if fam.paper_example
+    ]
+
+
+def is_paper_setting(strategy: Strategy) -> bool:
+    """Whether ``strategy`` is one of :func:`paper_strategies` (reports mark these)."""
+    return strategy in paper_strategies()
+
+
 def catalogue_index(strategy: Strategy) -> int:
     """Position of a strategy in :func:`catalogue` (ValueError if it is not there)."""
     return _catalogue().index(strategy)
