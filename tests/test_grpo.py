@@ -116,6 +116,15 @@ def test_grpo_config_errors(tmp_path) -> None:
         GrpoConfig.from_preset("tiny", report_to="wandb")
     with pytest.raises(ValueError, match="held-out tasks must not be trained on"):
         GrpoConfig.from_preset("tiny", train_tasks=["syn_add"], eval_tasks=["syn_add"])
+    # the LLM-policy settings GRPO shares with ReST^EM are checked before any model loads, as there
+    with pytest.raises(ValueError, match="temperature must be a number > 0"):
+        GrpoConfig.from_preset("tiny", temperature=0.0)
+    with pytest.raises(ValueError, match="lora_dropout must be in"):
+        GrpoConfig.from_preset("tiny", lora_dropout=1.0)
+    with pytest.raises(ValueError, match="train_dtype must be auto, bf16, fp16 or fp32, got 'int8'"):
+        GrpoConfig.from_preset("tiny", train_dtype="int8")
+    with pytest.raises(ValueError, match="workers must be an int >= 1"):
+        GrpoConfig.from_preset("tiny", workers=0)
     config = GrpoConfig.from_preset("tiny", out=str(tmp_path / "run"), train_tasks=["a"], eval_tasks=["b"])
     (tmp_path / "run").mkdir()
     saved = json.loads(json.dumps(dataclasses.asdict(config))) | {"learning_rate": 0.5, "max_steps": 99}

@@ -17,7 +17,6 @@ written atomically and skipped when present.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 import time
@@ -25,128 +24,49 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from coral_env.config import Presets, documented
+from coral_env.config import documented
 
-from .reporting import REPORT_TO, check_report_to, tensorboard_dir
+from .reporting import check_report_to, tensorboard_dir
+from .run_config import POLICY_PRESETS, PolicyTrainingConfig
 
 # torch, TRL and PEFT are imported where used: `coral --help` imports this module.
-
-TINY_TASKS = (["syn_add", "syn_compare"], ["syn_parity"])
-CPU_TASKS = (["arc_easy", "piqa", "boolq", "winogrande"], ["arc_challenge", "hellaswag"])
 
 
 @documented
 @dataclass
-class GrpoConfig(Presets):
+class GrpoConfig(PolicyTrainingConfig):
     """Settings of a GRPO run; ``GrpoConfig.from_preset(name, **overrides)`` fills the preset's defaults."""
 
     PRESET_VALUES = {
-        "tiny": dict(
-            policy_model="tiny",
-            policy_dtype="fp32",
-            train_dtype="fp32",
-            train_tasks=TINY_TASKS[0],
-            eval_tasks=TINY_TASKS[1],
-            auto_setup=True,
-            max_steps=1,
-            num_generations=2,
-            prompts_per_task=2,
-            max_new_tokens=16,
-            lora_r=2,
-            lora_alpha=4,
-            save_steps=1,
-            eval_samples_per_task=2,
-        ),
-        "cpu": {},  # the field defaults: 20 steps of 6 completions, about 10 minutes on 2 cores
-        "paper": dict(
-            max_steps=200,
-            num_generations=8,
-            prompts_per_step=2,
-            eval_samples_per_task=20,
-            lora_targets=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-        ),
+        "tiny": POLICY_PRESETS["tiny"]
+        | dict(train_dtype="fp32", max_steps=1, num_generations=2, prompts_per_task=2, max_new_tokens=16, save_steps=1),
+        "cpu": POLICY_PRESETS["cpu"],  # the field defaults: 20 steps of 6 completions, about 10 minutes on 2 cores
+        "paper": POLICY_PRESETS["paper"] | dict(max_steps=200, num_generations=8, prompts_per_step=2),
     }
 
-    preset: str = field(default="cpu", metadata={"help": "scale preset of the env and defaults: tiny, cpu, paper"})
     out: str = field(default="runs/grpo", metadata={"help": "run folder (reused to resume)"})
-    train_tasks: list[str] = field(
-        default_factory=lambda: list(CPU_TASKS[0]),
-        metadata={"help": "tasks the policy trains on (names or task config paths)"},
-    )
-    eval_tasks: list[str] = field(
-        default_factory=lambda: list(CPU_TASKS[1]),
-        metadata={"help": "held-out tasks the policy is evaluated on (names or paths)"},
-    )
-    policy_model: str | None = field(
-        default=None, metadata={"help": "policy LLM (load_model name); default: policies.llm.default_policy_model()"}
-    )
-    policy_dtype: str = field(default="auto", metadata={"help": "dtype of the evaluation policy: auto, bf16, fp32"})
     train_dtype: str = field(default="auto", metadata={"help": "dtype of the policy during GRPO: auto, bf16, fp32"})
-    artifacts: str | None = field(default=None, metadata={"help": "env artifacts root (coral setup --artifacts)"})
-    data_dir: str | None = field(default=None, metadata={"help": "benchmark JSONL folder"})
-    reward_metric: str = field(default="auto", metadata={"help": "env reward metric"})
-    auto_setup: bool = field(default=False, metadata={"help": "let the env run `coral setup` for missing artifacts"})
     max_steps: int = field(default=20, metadata={"help": "GRPO optimizer steps"})
     num_generations: int = field(default=6, metadata={"help": "completions per prompt (the GRPO group, >= 2)"})
     prompts_per_step: int = field(default=1, metadata={"help": "prompts (tasks) per optimizer step"})
     prompts_per_task: int = field(default=16, metadata={"help": "dataset rows per training task (sampled in turn)"})
     learning_rate: float = field(default=1e-5, metadata={"help": "GRPO learning rate"})
     beta: float = field(default=0.0, metadata={"help": "KL coefficient to the base policy (0: no reference model)"})
-    temperature: float = field(default=1.0, metadata={"help": "sampling temperature (the paper's 1.0)"})
-    top_p: float = field(default=0.9, metadata={"help": "nucleus sampling"})
-    top_k: int = field(default=50, metadata={"help": "top-k sampling"})
-    max_new_tokens: int = field(default=96, metadata={"help": "completion length bound"})
-    lora_r: int = field(default=8, metadata={"help": "LoRA rank of the policy adapter"})
-    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha"})
-    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout"})
-    lora_targets: list[str] = field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"], metadata={"help": "modules that get LoRA"}
-    )
-    workers: int = field(
-        default=1,
-        metadata={
-            "help": "Ray actors that score completions and held-out episodes, one env runtime each; 1 = in process"
-        },
-    )
-    ray_address: str | None = field(
-        default=None, metadata={"help": "join this Ray cluster; default: a local Ray when --workers > 1"}
-    )
     save_steps: int = field(default=5, metadata={"help": "TRL checkpoint every N steps (resume point)"})
-    report_to: str = field(
-        default="none", metadata={"help": "none or tensorboard (TRL's report_to; logs under <out>/tensorboard)"}
-    )
-    eval_base: bool = field(default=True, metadata={"help": "also evaluate the zero-shot base policy"})
-    eval_samples_per_task: int = field(default=4, metadata={"help": "episodes per held-out task"})
-    eval_test: bool = field(default=False, metadata={"help": "also report test accuracy in the evaluation rows"})
-    seed: int = field(default=0, metadata={"help": "seed of the env splits, sampling and training"})
-    threads: int | None = field(default=None, metadata={"help": "torch CPU threads"})
-    progress: bool = field(default=True, metadata={"help": "show progress bars"})
 
     def __post_init__(self) -> None:
-        for key in (
-            "max_steps",
-            "prompts_per_step",
-            "prompts_per_task",
-            "eval_samples_per_task",
-            "save_steps",
-            "max_new_tokens",
-        ):
+        self._check_policy_values()
+        for key in ("max_steps", "prompts_per_step", "prompts_per_task", "save_steps"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
         if self.num_generations < 2:
             raise ValueError(
                 f"num_generations must be >= 2 (GRPO compares completions within a group), got {self.num_generations}"
             )
-        if self.report_to not in REPORT_TO:
-            raise ValueError(f"report_to must be one of {', '.join(REPORT_TO)}, got {self.report_to!r}")
-        if not self.train_tasks or not self.eval_tasks:
-            raise ValueError("train_tasks and eval_tasks must each name at least one task")
-        if leak := set(self.train_tasks) & set(self.eval_tasks):
-            raise ValueError(f"held-out tasks must not be trained on: {sorted(leak)}")
-
-
-# Fields that may change between a run and its resumption (a larger max_steps continues training).
-RESUMABLE_CHANGES = {"max_steps", "out", "threads", "progress", "report_to", "workers", "ray_address"}
+        if self.train_dtype not in ("auto", "bf16", "fp16", "fp32"):
+            raise ValueError(f"train_dtype must be auto, bf16, fp16 or fp32, got {self.train_dtype!r}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
 
 
 class EnvReward:
@@ -196,7 +116,6 @@ def prompt_dataset(env, tasks: list[str], per_task: int):
 def build_grpo_trainer(config: GrpoConfig, env, output_dir: Path, reward: EnvReward | None = None):
     """TRL ``GRPOTrainer`` on the policy model with a fresh LoRA; rewards from ``env``."""
     import torch
-    from peft import LoraConfig
     from trl import GRPOConfig, GRPOTrainer
 
     from coral_env.backend import load_model, resolve_dtype
@@ -205,13 +124,7 @@ def build_grpo_trainer(config: GrpoConfig, env, output_dir: Path, reward: EnvRew
     dtype = resolve_dtype(config.train_dtype, device)
     model, tokenizer = load_model(config.policy_model, dtype=dtype)
     tokenizer.padding_side = "left"  # GRPO generates from left-padded prompts
-    peft_config = LoraConfig(
-        r=config.lora_r,
-        lora_alpha=config.lora_alpha,
-        lora_dropout=config.lora_dropout,
-        target_modules=list(config.lora_targets),
-        task_type="CAUSAL_LM",
-    )
+    peft_config = config.lora_config()
     args = GRPOConfig(
         output_dir=str(output_dir),
         learning_rate=config.learning_rate,
@@ -254,40 +167,14 @@ def train_grpo(
     Returns ``{"adapter", "train", "summaries", "rows"}``; ``train`` has steps, seconds, the
     reward log and how many env episodes scored completions.
     """
-    import torch
-
     from coral_env.backend.io import append_jsonl, atomic_write_json
-    from coral_env.tasks import get_task, resolve_tasks
 
-    from .evaluation import env_factory, evaluate_policy_on_tasks, summarize
-    from .restem import _llm_policy_factory
+    from .evaluation import evaluate_policy_on_tasks, summarize
+    from .run_config import RESUMABLE_CHANGES, check_resume, llm_policy_factory, prepare_run
 
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    torch.manual_seed(config.seed)
-    config = dataclasses.replace(
-        config, train_tasks=resolve_tasks(config.train_tasks), eval_tasks=resolve_tasks(config.eval_tasks)
-    )
-    if config.policy_model is None:
-        from policies.llm import default_policy_model
-
-        config = dataclasses.replace(config, policy_model=default_policy_model())
-    if make_env is None:
-        for task in config.train_tasks + config.eval_tasks:
-            get_task(task)  # a misspelt task fails before any training
-        make_env = env_factory(
-            config.preset,
-            config.artifacts,
-            config.data_dir,
-            config.seed,
-            reward_metric=config.reward_metric,
-            auto_setup=config.auto_setup,
-            eval_test=config.eval_test,
-            workers=config.workers,
-            ray_address=config.ray_address,
-        )
+    config, make_env = prepare_run(config, make_env)
     out = Path(config.out)
-    _check_resume(out / "config.json", config)
+    check_resume(out / "config.json", config, RESUMABLE_CHANGES | {"max_steps"})
     atomic_write_json(out / "config.json", config)
 
     def log(event: str, **record) -> None:
@@ -303,7 +190,7 @@ def train_grpo(
         log("train", **{k: v for k, v in train.items() if k != "log_history"})
 
     # ----- evaluate on held-out tasks, as ReST^EM does ----------------------------------------
-    make_policy = make_policy or _llm_policy_factory(config)
+    make_policy = make_policy or llm_policy_factory(config)
     env = None
     summaries, rows = [], []
     for label, policy_adapter, path in (
@@ -339,18 +226,6 @@ def train_grpo(
         summaries.append(saved["summary"])
         rows += saved["rows"]
     return {"adapter": str(adapter), "train": train, "summaries": summaries, "rows": rows}
-
-
-def _check_resume(path: Path, config: GrpoConfig) -> None:
-    if not path.exists():
-        return
-    old = json.loads(path.read_text())
-    new = json.loads(json.dumps(dataclasses.asdict(config)))
-    if changed := sorted(k for k in new if k not in RESUMABLE_CHANGES and old.get(k) != new[k]):
-        raise ValueError(
-            f"{path.parent} holds a run with different settings ({', '.join(changed)}); "
-            "resume it with the same settings or choose another --out"
-        )
 
 
 def _train(config: GrpoConfig, env, target: Path) -> dict[str, Any]:

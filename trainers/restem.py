@@ -31,63 +31,41 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from coral_env.config import Presets, documented
+from coral_env.config import documented
+
+from .run_config import (
+    POLICY_PRESETS,
+    RESUMABLE_CHANGES,
+    PolicyTrainingConfig,
+    check_resume,
+    llm_policy_factory,
+    prepare_run,
+)
 
 # torch, transformers, TRL and PEFT are imported where used: `coral --help` imports this module.
-
-TINY_TASKS = (["syn_add", "syn_compare"], ["syn_parity"])
-CPU_TASKS = (["arc_easy", "piqa", "boolq", "winogrande"], ["arc_challenge", "hellaswag"])
 
 
 @documented
 @dataclass
-class RestemConfig(Presets):
+class RestemConfig(PolicyTrainingConfig):
     """Settings of a ReST^EM run; ``RestemConfig.from_preset(name, **overrides)`` fills the preset's defaults."""
 
     PRESET_VALUES = {
-        "tiny": dict(
-            policy_model="tiny",
-            policy_dtype="fp32",
+        "tiny": POLICY_PRESETS["tiny"]
+        | dict(
             sft_dtype="fp32",
-            train_tasks=TINY_TASKS[0],
-            eval_tasks=TINY_TASKS[1],
-            auto_setup=True,
             iterations=1,
             samples_per_task=4,
             keep_per_task=2,
             max_new_tokens=32,
-            lora_r=2,
-            lora_alpha=4,
             max_steps=2,
-            eval_samples_per_task=2,
         ),
-        "cpu": {},  # the field defaults: K=6, 2 iterations, a few minutes of SFT per iteration
-        "paper": dict(
-            samples_per_task=20,
-            keep_per_task=10,
-            batch_size=8,
-            num_train_epochs=3.0,
-            eval_samples_per_task=20,
-            lora_targets=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-        ),
+        "cpu": POLICY_PRESETS["cpu"],  # the field defaults: K=6, 2 iterations, a few minutes of SFT per iteration
+        "paper": POLICY_PRESETS["paper"]
+        | dict(samples_per_task=20, keep_per_task=10, batch_size=8, num_train_epochs=3.0),
     }
 
-    preset: str = field(default="cpu", metadata={"help": "scale preset of the env and defaults: tiny, cpu, paper"})
     out: str = field(default="runs/restem", metadata={"help": "run folder (reused to resume)"})
-    train_tasks: list[str] = field(
-        default_factory=lambda: list(CPU_TASKS[0]), metadata={"help": "tasks the policy samples and trains on"}
-    )
-    eval_tasks: list[str] = field(
-        default_factory=lambda: list(CPU_TASKS[1]), metadata={"help": "held-out tasks the policy is evaluated on"}
-    )
-    policy_model: str | None = field(
-        default=None, metadata={"help": "policy LLM (load_model name); default: policies.llm.default_policy_model()"}
-    )
-    policy_dtype: str = field(default="auto", metadata={"help": "dtype of the sampling policy: auto, bf16, fp32"})
-    artifacts: str | None = field(default=None, metadata={"help": "env artifacts root (coral setup --artifacts)"})
-    data_dir: str | None = field(default=None, metadata={"help": "benchmark JSONL folder"})
-    reward_metric: str = field(default="auto", metadata={"help": "env reward metric"})
-    auto_setup: bool = field(default=False, metadata={"help": "let the env run `coral setup` for missing artifacts"})
     iterations: int = field(default=2, metadata={"help": "ReST^EM iterations (paper: 2)"})
     samples_per_task: int = field(default=6, metadata={"help": "K: replies sampled per training task (paper: 20)"})
     keep_per_task: int = field(default=3, metadata={"help": "cap on kept reward-1 samples per task (paper preset: 10)"})
@@ -96,16 +74,6 @@ class RestemConfig(Presets):
     restart_from_base: bool = field(
         default=True,
         metadata={"help": "fine-tune from the base model each iteration (paper); else continue the last adapter"},
-    )
-    temperature: float = field(default=1.0, metadata={"help": "sampling temperature (paper: 1.0)"})
-    top_p: float = field(default=0.9, metadata={"help": "nucleus sampling (paper: 0.9)"})
-    top_k: int = field(default=50, metadata={"help": "top-k sampling (paper: 50)"})
-    max_new_tokens: int = field(default=96, metadata={"help": "reply length bound"})
-    lora_r: int = field(default=8, metadata={"help": "LoRA rank of the policy adapter"})
-    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha"})
-    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout"})
-    lora_targets: list[str] = field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"], metadata={"help": "modules that get LoRA"}
     )
     learning_rate: float = field(default=1e-4, metadata={"help": "SFT learning rate"})
     num_train_epochs: float = field(default=2.0, metadata={"help": "SFT epochs over the kept samples"})
@@ -117,71 +85,19 @@ class RestemConfig(Presets):
         metadata={"help": "dtype of the base model during SFT: auto (bf16 where the hardware has it), bf16, fp32"},
     )
     gradient_checkpointing: bool = field(default=False, metadata={"help": "trade compute for memory in SFT"})
-    eval_base: bool = field(default=True, metadata={"help": "also evaluate the zero-shot base policy (iter_0)"})
-    eval_samples_per_task: int = field(default=4, metadata={"help": "episodes per held-out task"})
-    eval_test: bool = field(default=False, metadata={"help": "also report test accuracy in the evaluation rows"})
-    seed: int = field(default=0, metadata={"help": "seed of the env splits, sampling and SFT"})
-    threads: int | None = field(default=None, metadata={"help": "torch CPU threads"})
-    report_to: str = field(
-        default="none",
-        metadata={
-            "help": "none or tensorboard (TRL's report_to for the SFT steps; logs under <out>/iter_<i>/tensorboard)"
-        },
-    )
-    workers: int = field(
-        default=1,
-        metadata={
-            "help": "Ray actors that score episodes (sampling and held-out evaluation), one env runtime each; "
-            '1 = in this process (needs pip install -e ".[ray]" when > 1)'
-        },
-    )
-    ray_address: str | None = field(
-        default=None,
-        metadata={"help": "join this Ray cluster (ray.init(address=...)); default: a local Ray when --workers > 1"},
-    )
-    progress: bool = field(default=True, metadata={"help": "show progress bars"})
 
     def __post_init__(self) -> None:
-        for key in ("iterations", "samples_per_task", "keep_per_task", "batch_size", "eval_samples_per_task"):
+        self._check_policy_values()
+        for key in ("iterations", "samples_per_task", "keep_per_task", "batch_size", "max_length"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
-        if not self.train_tasks or not self.eval_tasks:
-            raise ValueError("train_tasks and eval_tasks must each name at least one task")
-        if leak := set(self.train_tasks) & set(self.eval_tasks):
-            raise ValueError(f"held-out tasks must not be trained on: {sorted(leak)}")
-        self._check_values()
-
-    def _check_values(self) -> None:
-        """Every setting a later stage would reject, checked now: before any model loads and
-        before ``config.json`` is written (a corrected rerun would otherwise be refused)."""
-        from policies.llm import check_sampling
-
-        check_sampling(self.temperature, self.top_p, self.top_k, self.max_new_tokens)
-        for key in ("policy_dtype", "sft_dtype"):
-            if getattr(self, key) not in ("auto", "bf16", "fp16", "fp32"):
-                raise ValueError(f"{key} must be auto, bf16, fp16 or fp32, got {getattr(self, key)!r}")
-        for key in ("lora_r", "lora_alpha", "max_length"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
-        if not 0 <= self.lora_dropout < 1:
-            raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        if self.sft_dtype not in ("auto", "bf16", "fp16", "fp32"):
+            raise ValueError(f"sft_dtype must be auto, bf16, fp16 or fp32, got {self.sft_dtype!r}")
         for key in ("learning_rate", "num_train_epochs"):
             if not getattr(self, key) > 0:
                 raise ValueError(f"{key} must be > 0, got {getattr(self, key)}")
         if self.max_steps == 0 or self.max_steps < -1:
             raise ValueError(f"max_steps must be -1 (use num_train_epochs) or >= 1, got {self.max_steps}")
-        if self.threads is not None and self.threads < 1:
-            raise ValueError(f"threads must be >= 1, got {self.threads}")
-        if not self.lora_targets:
-            raise ValueError("lora_targets must name at least one module (e.g. q_proj,v_proj)")
-        if self.report_to not in ("none", "tensorboard"):
-            raise ValueError(f"report_to must be one of none, tensorboard, got {self.report_to!r}")
-        if not isinstance(self.workers, int) or self.workers < 1:
-            raise ValueError(f"workers must be an int >= 1, got {self.workers!r}")
-
-
-# Fields that may change between a run and its resumption.
-RESUMABLE_CHANGES = {"iterations", "out", "threads", "progress", "report_to", "workers", "ray_address"}
 
 
 def train_restem(
@@ -199,43 +115,16 @@ def train_restem(
     """
     import gc
 
-    import torch
     from tqdm.auto import tqdm
 
     from coral_env.backend.io import append_jsonl, atomic_write_json, read_json
 
-    from .evaluation import env_factory, evaluate_policy_on_tasks, summarize
+    from .evaluation import evaluate_policy_on_tasks, summarize
 
-    # ----- seeding, folders, resume check ---------------------------------------------------
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    torch.manual_seed(config.seed)
-    if config.policy_model is None:
-        from policies.llm import default_policy_model
-
-        config = dataclasses.replace(config, policy_model=default_policy_model())
-    from coral_env.tasks import get_task, resolve_tasks
-
-    # a task config path (*.json, *.yaml) registers its task; the run then uses its name
-    config = dataclasses.replace(
-        config, train_tasks=resolve_tasks(config.train_tasks), eval_tasks=resolve_tasks(config.eval_tasks)
-    )
-    if make_env is None:
-        for task in config.train_tasks + config.eval_tasks:
-            get_task(task)  # a misspelt task fails now, not after an hour of work
-        make_env = env_factory(
-            config.preset,
-            config.artifacts,
-            config.data_dir,
-            config.seed,
-            reward_metric=config.reward_metric,
-            auto_setup=config.auto_setup,
-            eval_test=config.eval_test,
-            workers=config.workers,
-            ray_address=config.ray_address,
-        )
+    # ----- seeding, tasks, env, resume check -------------------------------------------------
+    config, make_env = prepare_run(config, make_env)
     out = Path(config.out)
-    _check_resume(out / "config.json", config)
+    check_resume(out / "config.json", config, RESUMABLE_CHANGES | {"iterations"})
     atomic_write_json(out / "config.json", config)
 
     logged = _logged_events(out / "log.jsonl")
@@ -247,7 +136,7 @@ def train_restem(
             logged.add(key)
             append_jsonl(out / "log.jsonl", {"event": event, "time": time.time(), **record})
 
-    make_policy = make_policy or _llm_policy_factory(config)
+    make_policy = make_policy or llm_policy_factory(config)
     loaded: dict[str | None, Any] = {}  # adapter -> policy; one in memory at a time
     envs: dict[str, Any] = {}  # built on first use: a finished run needs none
 
@@ -468,7 +357,7 @@ def build_sft_trainer(config: RestemConfig, records: list[dict], output_dir: Pat
     with a fresh LoRA on the base model, or continuing ``start_adapter``."""
     import torch
     from datasets import Dataset
-    from peft import LoraConfig, PeftModel
+    from peft import PeftModel
     from trl import SFTConfig, SFTTrainer
 
     from coral_env.backend import load_model, resolve_dtype
@@ -480,13 +369,7 @@ def build_sft_trainer(config: RestemConfig, records: list[dict], output_dir: Pat
     if start_adapter:
         model = PeftModel.from_pretrained(model, start_adapter, is_trainable=True)
     else:
-        peft_config = LoraConfig(
-            r=config.lora_r,
-            lora_alpha=config.lora_alpha,
-            lora_dropout=config.lora_dropout,
-            target_modules=list(config.lora_targets),
-            task_type="CAUSAL_LM",
-        )
+        peft_config = config.lora_config()
     longest = max(
         len(
             tokenizer(
@@ -568,29 +451,6 @@ def finetune(
 # ----- policies, resume, small helpers ----------------------------------------------------------
 
 
-def _llm_policy_factory(config: RestemConfig) -> Callable[[str | None], Any]:
-    def make(adapter: str | None):
-        import torch
-
-        from policies.llm import LLMPolicy, SamplingConfig
-
-        sampling = SamplingConfig(
-            temperature=config.temperature, top_p=config.top_p, top_k=config.top_k, max_new_tokens=config.max_new_tokens
-        )
-        policy = LLMPolicy(
-            config.policy_model,
-            adapter=adapter,
-            sampling=sampling,
-            seed=config.seed,
-            dtype=config.policy_dtype,
-            device="cuda" if torch.cuda.is_available() else "cpu",
-        )
-        policy.name = "llm" if adapter is None else f"llm+{Path(adapter).parent.name}"
-        return policy
-
-    return make
-
-
 def _redo(path: Path) -> str:
     """The fix for an unreadable file of a run folder."""
     return f"delete {path} and re-run the same command (that step is redone)"
@@ -611,21 +471,6 @@ def _logged_events(path: Path) -> set[str]:
                 continue
             keys.add(_event_key(row.get("event"), row))
     return keys
-
-
-def _check_resume(path: Path, config: RestemConfig) -> None:
-    if not path.exists():
-        return
-    from coral_env.backend.io import read_json
-
-    old = read_json(path, f"delete {path.parent} or choose another --out")
-    new = json.loads(json.dumps(dataclasses.asdict(config)))
-    changed = sorted(k for k in new if k not in RESUMABLE_CHANGES and old.get(k) != new[k])
-    if changed:
-        raise ValueError(
-            f"{path.parent} holds a run with different settings ({', '.join(changed)}); "
-            "resume it with the same settings or choose another --out"
-        )
 
 
 def _brief(summary: dict) -> dict:

@@ -26,6 +26,7 @@ from typing import Any, Callable
 from coral_env.config import Presets, documented
 
 from .reporting import REPORT_TO, check_report_to
+from .run_config import prepare_run
 
 # SB3 and torch are imported where used: `coral --help` imports this module.
 
@@ -204,36 +205,15 @@ def train_sb3(config: SB3Config, make_env: Callable[[list[str]], Any] | None = N
         ``{"policy_dir", "rows", "summary", "trained", "seconds", "model"}``.
     """
     import numpy as np
-    import torch
 
     from coral_env.backend.io import append_jsonl_once, atomic_write_json, read_json, to_json
     from policies.sb3 import SB3Policy
 
-    from .evaluation import env_factory, evaluate_policy_on_tasks, summarize
+    from .evaluation import evaluate_policy_on_tasks, summarize
 
-    # ----- seeding and folders --------------------------------------------------------------
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    torch.manual_seed(config.seed)
+    # ----- seeding, tasks, env, folders -----------------------------------------------------------
+    config, make_env = prepare_run(config, make_env)
     np.random.seed(config.seed)
-    from coral_env.tasks import get_task, resolve_tasks
-
-    # a task config path (*.json, *.yaml) registers its task; the run then uses its name
-    config = dataclasses.replace(
-        config, train_tasks=resolve_tasks(config.train_tasks), eval_tasks=resolve_tasks(config.eval_tasks)
-    )
-    if make_env is None:
-        for task in config.train_tasks + config.eval_tasks:
-            get_task(task)  # a misspelt task fails before any training
-        make_env = env_factory(
-            config.preset,
-            config.artifacts,
-            config.data_dir,
-            config.seed,
-            reward_metric=config.reward_metric,
-            auto_setup=config.auto_setup,
-            eval_test=config.eval_test,
-        )
     out = config.run_dir()
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "config.json", config)
