@@ -440,10 +440,13 @@ def write_report(out: Path, args) -> None:
         "| task | strategy | val change [CI] | test change [CI] | flipped (test) | val p | seconds |",
         "|---|---|---|---|---|---|---|",
     ]
+    from coral_env.strategies import paper_strategies
+
+    paper = {label(s) for s in paper_strategies()}
     for r in cells:
         mark = lambda ci: "*" if ci[0] > 0 or ci[1] < 0 else ""  # noqa: E731
         lines.append(
-            f"| {r['task']} | {r['strategy']} | {r['val_change']:+.3f} {_fmt_ci(r['val_ci'])}{mark(r['val_ci'])} | "
+            f"| {r['task']} | {r['strategy']}{' (paper)' if r['strategy'] in paper else ''} | {r['val_change']:+.3f} {_fmt_ci(r['val_ci'])}{mark(r['val_ci'])} | "
             f"{r['test_change']:+.3f} {_fmt_ci(r['test_ci'])}{mark(r['test_ci'])} | {r['test_flipped']:.1%} | "
             f"{r['val_p']:.3f} | {r['seconds']:.1f} |"
         )

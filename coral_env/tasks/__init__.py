@@ -8,6 +8,7 @@ True
 """
 
 from coral_env.tasks import controls as _controls  # noqa: F401  (registers the ctl_* control tasks)
+from coral_env.tasks import policy_controls as _policy_controls  # noqa: F401  (registers ctl_most_*, ctl_key_*)
 from coral_env.tasks import synthetic as _synthetic  # noqa: F401  (registers the syn_* tasks)
 from coral_env.tasks.answers import (
     answers_match,
@@ -33,6 +34,11 @@ from coral_env.tasks.errors import (
     UserTaskConfigError,
 )
 from coral_env.tasks.loading import clear_caches, load_examples, read_jsonl, resolve_data_dir
+from coral_env.tasks.policy_controls import (
+    POLICY_CONTROL,
+    POLICY_CONTROL_HELDOUT,
+    POLICY_CONTROL_TRAIN,
+)
 from coral_env.tasks.prompts import (
     build_generation_prompt,
     build_requests,
@@ -78,6 +84,9 @@ __all__ = [
     "GENERATOR_CONTROL",
     "GENERATOR_CONTROL_HELDOUT",
     "GENERATOR_CONTROL_TRAIN",
+    "POLICY_CONTROL",
+    "POLICY_CONTROL_HELDOUT",
+    "POLICY_CONTROL_TRAIN",
     "DataDirNotFoundError",
     "Domain",
     "Example",
