@@ -1,5 +1,5 @@
 """Held-out comparison of policies on ``Coral-v0``: random, fixed rule, zero-shot LLM, ReST^EM
-after each iteration, PPO, A2C, DQN (and MaskablePPO with ``--maskable``).
+after each iteration, GRPO (TRL), PPO, A2C, DQN (and MaskablePPO with ``--maskable``).
 
 Every policy is scored by the same loop (``trainers.evaluation``) on the same held-out tasks:
 success rate (validation metric improved = binary reward 1) with a Wilson 95% CI, mean metric
@@ -41,10 +41,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--restem-iterations", type=int, default=None)
     p.add_argument("--samples-per-task", type=int, default=None, help="ReST^EM K")
     p.add_argument("--policy-model", default=None, help="LLM policy (default: default_policy_model())")
+    p.add_argument("--grpo-steps", type=int, default=None, help="GRPO optimizer steps (default: the preset's)")
+    p.add_argument("--grpo-generations", type=int, default=None, help="GRPO completions per prompt")
     p.add_argument("--sb3-timesteps", type=int, default=None)
     p.add_argument("--algos", default="ppo,a2c,dqn")
     p.add_argument("--maskable", action="store_true", help="also MaskablePPO (sb3-contrib)")
-    p.add_argument("--skip", default="", help="comma-separated: random,fixed_rule,restem,sb3")
+    p.add_argument("--skip", default="", help="comma-separated: random,fixed_rule,restem,grpo,sb3")
     p.add_argument("--run-dir", default="runs/bench_policies")
     p.add_argument("--out", default=str(HERE / "policies"), help="output prefix (.md and .png)")
     p.add_argument("--seed", type=int, default=0)
@@ -60,12 +62,11 @@ def run(args: argparse.Namespace, make_env=None, encoder=None, make_policy=None)
     from policies import FixedRulePolicy, RandomPolicy
     from trainers.evaluation import (
         comparison_plot,
-        comparison_table,
         env_factory,
         evaluate_policy_on_tasks,
-        family_table,
         summarize,
     )
+    from trainers.grpo import GrpoConfig, train_grpo
     from trainers.restem import RestemConfig, evaluation_rows, train_restem
     from trainers.sb3 import SB3Config, train_sb3
 
@@ -113,6 +114,23 @@ def run(args: argparse.Namespace, make_env=None, encoder=None, make_policy=None)
         train_restem(restem_cfg, make_env=make_env, make_policy=make_policy)
         timings["restem (all iterations, incl. evaluations)"] = time.perf_counter() - start
         rows += evaluation_rows(run_dir / "restem")
+    grpo_cfg = GrpoConfig.from_preset(
+        args.preset,
+        out=f"{args.run_dir}/grpo",
+        policy_model=restem_cfg.policy_model,
+        train_tasks=restem_cfg.train_tasks,
+        eval_tasks=eval_tasks,
+        eval_samples_per_task=n,
+        eval_base="restem" in skip,  # the zero-shot row is ReST^EM's iteration 0 otherwise
+        max_steps=args.grpo_steps,
+        num_generations=args.grpo_generations,
+        **env_kw,
+    )
+    if "grpo" not in skip:
+        start = time.perf_counter()
+        result = train_grpo(grpo_cfg, make_env=make_env, make_policy=make_policy)
+        timings["grpo (train + evaluations)"] = time.perf_counter() - start
+        rows += result["rows"]
     if "sb3" not in skip:
         algos = [a for a in args.algos.split(",") if a] + (["maskable_ppo"] if args.maskable else [])
         for algo in algos:
@@ -134,7 +152,8 @@ def run(args: argparse.Namespace, make_env=None, encoder=None, make_policy=None)
     summaries = summarize(rows)
     atomic_write_json(run_dir / "rows.json", rows)
     comparison_plot(summaries, f"{args.out}.png", title=f"Held-out: {', '.join(eval_tasks)} ({args.preset})")
-    Path(f"{args.out}.md").write_text(_markdown(args, restem_cfg, summaries, timings, comparison_table, family_table))
+    text = _markdown(args, restem_cfg, grpo_cfg if "grpo" not in skip else None, summaries, timings)
+    Path(f"{args.out}.md").write_text(text)
     return rows
 
 
@@ -144,7 +163,9 @@ def _order(policy: str) -> tuple:
         return (first.index(policy), 0)
     if policy.startswith("restem_iter"):
         return (3, int(policy.removeprefix("restem_iter")))
-    return (4, last.index(policy) if policy in last else len(last))
+    if policy == "grpo":
+        return (4, 0)
+    return (5, last.index(policy) if policy in last else len(last))
 
 
 def _restem_lines(folder: Path) -> list[str]:
@@ -164,8 +185,29 @@ def _restem_lines(folder: Path) -> list[str]:
     return lines or ["- (not run)"]
 
 
-def _markdown(args, cfg, summaries, timings, comparison_table, family_table) -> str:
+def _grpo_lines(cfg) -> list[str]:
+    if cfg is None:
+        return []
+    path = Path(cfg.out) / "adapter" / "coral_policy.json"
+    train = json.loads(path.read_text())["train"] if path.exists() else None
+    lines = [
+        f"- GRPO (TRL `GRPOTrainer`): {cfg.max_steps} steps x {cfg.prompts_per_step} prompt(s) x "
+        f"{cfg.num_generations} completions, lr {cfg.learning_rate:g}, beta {cfg.beta:g}, LoRA r={cfg.lora_r}, "
+        "rewards from Coral-v0 (invalid JSON 0)."
+    ]
+    if train:
+        rewards = ", ".join(f"{r:.2f}" for r in train["rewards"])
+        lines.append(
+            f"- GRPO trained {train['steps']} steps, {train['episodes']} env-scored completions, "
+            f"{train['seconds']:.0f} s; mean reward per step: {rewards}."
+        )
+    return lines
+
+
+def _markdown(args, cfg, grpo_cfg, summaries, timings) -> str:
     import torch
+
+    from trainers.evaluation import comparison_table, family_table
 
     saved = Path(cfg.out) / "config.json"
     model = json.loads(saved.read_text())["policy_model"] if saved.exists() else cfg.policy_model
@@ -183,6 +225,7 @@ def _markdown(args, cfg, summaries, timings, comparison_table, family_table) -> 
         f"training tasks {', '.join(cfg.train_tasks)}; held-out tasks {', '.join(cfg.eval_tasks)}.",
         f"- ReST^EM: {cfg.iterations} iterations, K={cfg.samples_per_task} samples per task, at most "
         f"{cfg.keep_per_task} kept, LoRA r={cfg.lora_r}, restart from base={cfg.restart_from_base}.",
+        *_grpo_lines(grpo_cfg),
         f"- Sampling policies (random, LLM) get {cfg.eval_samples_per_task} episodes per held-out task; "
         "deterministic ones (fixed rule, greedy SB3 agents) get one, so their CIs are wide.",
         "- Success = the validation metric improved (the binary reward). Gains are metric after - before "
@@ -193,7 +236,7 @@ def _markdown(args, cfg, summaries, timings, comparison_table, family_table) -> 
         "",
         comparison_table(summaries),
         "",
-        "![policies](policies.png)",
+        f"![policies]({Path(args.out).name}.png)",
         "",
         "## ReST^EM iterations",
         "",

@@ -131,3 +131,37 @@ def test_restem_with_two_ray_actors_keeps_the_same_samples_as_one_process(local_
 def test_workers_need_a_positive_count() -> None:
     with pytest.raises(ValueError, match="workers must be an int >= 1"):
         EpisodePool({}, workers=0)
+
+
+def _ray_bench():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+    try:
+        import ray_bench
+    finally:
+        sys.path.pop(0)
+    return ray_bench
+
+
+def test_ray_bench_work_is_distinct_pairs_with_families_interleaved() -> None:
+    episodes = _ray_bench().episodes(["syn_add", "syn_compare"], 4)
+    assert len(episodes) == len(set(episodes)) == 8  # no memo hit on either side
+    families = [json.loads(action)["family"] for task, action in episodes if task == "syn_add"]
+    assert len(set(families)) == 4  # each actor of the round robin gets a mix of costs
+    assert [a for t, a in episodes if t == "syn_add"] == [a for t, a in episodes if t == "syn_compare"]
+    with pytest.raises(ValueError, match="catalogue strategies"):
+        _ray_bench().episodes(["syn_add"], 1000)
+
+
+@pytest.mark.slow
+def test_ray_bench_at_tiny_times_both_modes_with_equal_rewards(tiny_artifacts, tmp_path) -> None:
+    bench = _ray_bench()
+    out = tmp_path / "ray"
+    argv = ["--preset", "tiny", "--artifacts", str(tiny_artifacts), "--tasks", "syn_add", "--per-task", "2"]
+    assert bench.main([*argv, "--runs", "1", "--out", str(out)]) == 0
+    result = json.loads(out.with_suffix(".json").read_text())
+    assert result["equal_rewards"] and [r["mode"] for r in result["runs"]] == ["single", "ray"]
+    assert all(r["score_s"] > 0 and len(r["episodes"]) == 2 for r in result["runs"])
+    assert "| 2 Ray actors x 1 thread |" in out.with_suffix(".md").read_text()
