@@ -82,16 +82,25 @@ def generate_member(operation: str, phrasing: int) -> Mapping[str, list[dict[str
     return {"train": rows}
 
 
-CONTROL_TASKS: tuple[TaskSpec, ...] = tuple(
-    TaskSpec(
-        member_name(op, i),
+def control_spec(name: str, description: str, generate) -> TaskSpec:
+    """A built-in four-choice control task whose rows come from ``generate()`` (no download)."""
+    return TaskSpec(
+        name,
         "multiple_choice",
         "synthetic",
         convert_simple_mc,
+        description,
+        generate=generate,
+        chat_instruction="Answer with the text of the correct option.",
+    )
+
+
+CONTROL_TASKS: tuple[TaskSpec, ...] = tuple(
+    control_spec(
+        member_name(op, i),
         f"Generator control: {'add' if op == 'add' else 'subtract'} two numbers below 100 "
         f"(phrasing {i}); the choices hold both the sum and the difference.",
-        generate=partial(generate_member, op, i),
-        chat_instruction="Answer with the text of the correct option.",
+        partial(generate_member, op, i),
     )
     for op in _PHRASINGS
     for i in range(4)

@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
-from coral_env.tasks.converters import convert_simple_mc
+from coral_env.tasks.controls import control_spec
 from coral_env.tasks.registry import TaskSpec, register_task
 
 N_ROWS = 2000
@@ -95,16 +95,12 @@ def generate_member(family: str, index: int) -> Mapping[str, list[dict[str, Any]
 
 
 POLICY_CONTROL_TASKS: tuple[TaskSpec, ...] = tuple(
-    TaskSpec(
+    control_spec(
         member_name(family, i),
-        "multiple_choice",
-        "synthetic",
-        convert_simple_mc,
         "Policy control: "
         + ("the word listed most often" if family == "most" else "the member's hidden key word")
         + f" (phrasing {i}).",
-        generate=partial(generate_member, family, i),
-        chat_instruction="Answer with the text of the correct option.",
+        partial(generate_member, family, i),
     )
     for family in FAMILIES
     for i in range(4)
