@@ -66,17 +66,19 @@ def test_context_has_description_examples_format_and_facts_and_caches_the_descri
     cached = list((tiny_artifacts / "tiny" / "contexts").glob("syn_parity-*.json"))
     assert cached and json.loads(cached[0].read_text())["model"] == "tiny"  # the tiny preset writes its own
     description = json.loads(cached[0].read_text())["description"]
-    assert context.startswith(description.strip())
+    assert context.endswith(f"Description: {description.strip()}")  # last: the encoder reads the rest first
     shown = splits.support[:3]  # three verbatim labeled support examples, in order
     positions = [context.index(f"Question: {ex.question}") for ex in shown]
     assert positions == sorted(positions) and all(f"Answer: {ex.answer}" in context for ex in shown)
     assert f"Question: {splits.support[3].question}\n" not in context
     assert "Answer format: multiple choice, 2 options, scored by log-likelihood." in context
     words = sum(len(ex.question.split()) for ex in splits.support) / len(splits.support)
-    assert context.endswith(
+    assert (
+        "Task: answer a yes/no question.\n"
         "Task facts: multiple choice with 2 choices; the choices are yes / no; "
-        f"very short questions (mean {words:.0f} words)."
-    )
+        f'very short questions (mean {words:.0f} words); the questions contain numbers; most questions read "Is N an '
+        'even number?".\n\nDescription: '
+    ) in context
     assert facts_line(load_task("syn_count", seed=0)).startswith(
         "Task facts: free-form generation; the answer is a number; short questions"
     )

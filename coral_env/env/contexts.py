@@ -1,17 +1,22 @@
 """Task contexts: what the policy reads about a task, enough to tell tasks apart.
 
-A context has four parts, in this order:
+A context has five parts, in this order:
 
-1. a short neutral task description written by a local instruct model from a few labeled
+1. ``N_CONTEXT_EXAMPLES`` verbatim labeled support examples, cut to ``EXAMPLE_BUDGET``
+   characters, their parts named after the task's shape ("Passage" / "Question", "Text" /
+   "Endings", "Sentence"), so the policy sees the data itself;
+2. the answer-format line, which the environment knows for certain;
+3. a one-sentence task statement and
+4. a line of facts, both measured on the support split (``task_shape.TaskShape``: kind,
+   number of choices, what the answers look like, question length, passages, blanks,
+   continuations, numbers, math notation, a shared question wording);
+5. a short neutral task description written by a local instruct model from a few labeled
    support examples, with the paper's prompt (it asked GPT-4o mini; we ask
    ``EnvConfig.context_model``: the environment's own model, or the packaged
    Qwen2.5-Coder-0.5B at the cpu preset), written once per task and cached as JSON next to
-   the artifacts;
-2. ``N_CONTEXT_EXAMPLES`` verbatim labeled support examples, cut to ``EXAMPLE_BUDGET``
-   characters (a 0.5B writer often describes one example rather than the task, so the policy
-   also sees the data itself);
-3. the answer-format line, which the environment knows for certain;
-4. a line of facts the environment knows: kind, number of choices, mean question length.
+   the artifacts. It comes last: a 0.5B writer often describes one example rather than the
+   task, and the sentence encoder of the SB3 wrappers reads only the first 256 word pieces,
+   which the parts above fill (``benchmarks/context_id.md`` measures the order).
 
 Users can pass their own text (``gym.make(..., context="...")``), used as is.
 """
@@ -19,7 +24,6 @@ Users can pass their own text (``gym.make(..., context="...")``), used as is.
 from __future__ import annotations
 
 import hashlib
-import re
 from contextlib import nullcontext
 from typing import Sequence
 
@@ -27,6 +31,7 @@ import torch
 
 from ..backend.io import atomic_write_json, corrupt, read_json
 from ..tasks import Example, TaskSplits
+from .task_shape import TaskShape, has_passage, split_passage
 
 CONTEXT_PROMPT = (
     "You are given a small set of example question-answer pairs from an unknown dataset. Your "
@@ -43,7 +48,7 @@ N_EXAMPLES = 4
 """Labeled examples shown to the description writer."""
 N_CONTEXT_EXAMPLES = 3
 """Verbatim labeled examples in the context itself."""
-EXAMPLE_BUDGET = 900
+EXAMPLE_BUDGET = 600
 """Characters for the verbatim examples together (each gets an equal share)."""
 MAX_NEW_TOKENS = 96
 CACHE_VERSION = 2  # v1 files cached the whole context; v2 caches only the description
@@ -70,21 +75,49 @@ def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: max(0, limit - 3)].rstrip() + "..."
 
 
-def example_block(examples: Sequence[Example], k: int = N_CONTEXT_EXAMPLES, budget: int = EXAMPLE_BUDGET) -> str:
+def _labels(shape: TaskShape | None) -> tuple[str, str]:
+    """What an example's text and its options are called, from the task's shape."""
+    if shape is not None and shape.continuation:
+        return "Text", "Endings"
+    if shape is not None and (shape.blank or shape.substitution):
+        return "Sentence", "Options"
+    return "Question", "Options"
+
+
+def example_block(
+    examples: Sequence[Example],
+    k: int = N_CONTEXT_EXAMPLES,
+    budget: int = EXAMPLE_BUDGET,
+    shape: TaskShape | None = None,
+) -> str:
     """``k`` verbatim labeled examples in ``budget`` characters ("" for k = 0): each gets an equal
-    share, split between the question (at least half) and the options; the answer is kept."""
+    share, split between the question (at least half) and the options; the answer is kept. With
+    a ``shape``, the parts are named after it ("Text" / "Endings" for continuations, "Sentence"
+    for blanks) and a passage is shown apart from its question, so a cut keeps the question."""
     chosen = list(examples)[:k]
     if not chosen:
         return ""
+    text_label, options_label = _labels(shape)
     share = budget // len(chosen)
     rows = []
     for ex in chosen:
         answer = f"\nAnswer: {_cut(ex.answer, share // 4)}"
         options = " | ".join(ex.choices)
-        room = max(20, share - len(answer) - len("Question: ") - (len("\nOptions: ") if options else 0))
-        question = _cut(ex.question.strip(), max(room // 2, room - len(options)))
-        options = _cut(options, room - len(question)) if options else ""
-        rows.append(f"Question: {question}" + (f"\nOptions: {options}" if options else "") + answer)
+        head = f"{text_label}: "
+        room = max(20, share - len(answer) - len(head) - (len(f"\n{options_label}: ") if options else 0))
+        text = ex.question.strip()
+        if shape is not None and shape.passage and has_passage(text):
+            passage, question = split_passage(text)
+            question = _cut(question, share // 4)
+            room -= len("Passage: \n") + len(question)
+            keep = min(share // 3, max(room // 2, room - len(options)))  # the passage's opening only
+            text = f"Passage: {_cut(passage, keep)}\nQuestion: {question}"
+            head, used = "", keep
+        else:
+            text = _cut(text, max(room // 2, room - len(options)))
+            used = len(text)
+        options = _cut(options, room - used) if options else ""
+        rows.append(f"{head}{text}" + (f"\n{options_label}: {options}" if options else "") + answer)
     return "Examples:\n" + "\n\n".join(rows)
 
 
@@ -98,53 +131,24 @@ def format_line(splits: TaskSplits) -> str:
     return "Answer format: a free-form answer generated by greedy decoding and compared exactly."
 
 
-_NUMBER = re.compile(r"-?[\d,]*\.?\d+")
+def _shape(splits: TaskSplits) -> TaskShape | None:
+    examples = splits.support or splits.validation
+    return TaskShape.measure(examples, labeled_support(splits)) if examples else None
 
 
-def _length_class(words: float) -> str:
-    if words < 10:
-        return "very short questions"
-    if words < 30:
-        return "short questions"
-    if words < 80:
-        return "medium-length questions"
-    return "long passages with a question"
-
-
-def _answer_class(examples: Sequence[Example]) -> str:
-    choices = [c.strip() for ex in examples for c in ex.choices]
-    if not choices:
-        numeric = all(_NUMBER.fullmatch(ex.answer.strip()) for ex in examples if ex.answer.strip())
-        return "the answer is a number" if numeric else "the answer is a mathematical expression or text"
-    if all(_NUMBER.fullmatch(c) for c in choices):
-        return "the choices are numbers"
-    if {c.lower() for c in choices} <= {"yes", "no", "true", "false"}:
-        return "the choices are yes / no"
-    words = sum(len(c.split()) for c in choices) / len(choices)
-    if words <= 1.5:
-        return "the choices are single words"
-    return "the choices are short phrases" if words <= 5 else "the choices are full sentences"
+def statement_line(splits: TaskSplits) -> str:
+    """One sentence saying what the task asks, from its shape ("" without examples)."""
+    shape = _shape(splits)
+    return shape.statement() if shape is not None else ""
 
 
 def facts_line(splits: TaskSplits) -> str:
-    """Kind, number of choices, what the answers look like and the question length, measured
-    on the support split and named in words (a sentence encoder barely tells 23 from 24)."""
-    examples = splits.support or splits.validation
-    if not examples:
+    """What the support split shows about the task (kind, choices, answers, question length and
+    shape), named in words (a sentence encoder barely tells 23 from 24)."""
+    shape = _shape(splits)
+    if shape is None:
         return f"Task facts: {splits.kind.replace('_', ' ')}."
-    words = sum(len(ex.question.split()) for ex in examples) / len(examples)
-    if examples[0].is_multiple_choice:
-        counts = sorted({len(ex.choices) for ex in examples})
-        n = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
-        kind = f"multiple choice with {n} choices"
-    else:
-        kind = "free-form generation"
-    blank = (
-        "; the question has a blank (_) to fill"
-        if sum("_" in ex.question for ex in examples) > len(examples) / 2
-        else ""
-    )
-    return f"Task facts: {kind}; {_answer_class(examples)}; {_length_class(words)} (mean {words:.0f} words){blank}."
+    return "Task facts: " + "; ".join(shape.facts()) + "."
 
 
 def compose_context(
@@ -154,10 +158,16 @@ def compose_context(
     k: int = N_CONTEXT_EXAMPLES,
     budget: int = EXAMPLE_BUDGET,
 ) -> str:
-    """Description, ``k`` verbatim examples (default: the first labeled support ones), answer
-    format and facts, separated by blank lines (empty parts left out)."""
+    """``k`` verbatim examples (default: the first labeled support ones), answer format, task
+    statement, facts and the description, separated by blank lines (empty parts left out)."""
     examples = labeled_support(splits) if examples is None else examples
-    parts = [description.strip(), example_block(examples, k, budget), format_line(splits), facts_line(splits)]
+    shape = _shape(splits)
+    parts = [
+        example_block(examples, k, budget, shape),
+        format_line(splits),
+        "\n".join(p for p in (statement_line(splits), facts_line(splits)) if p),
+        f"Description: {description.strip()}" if description.strip() else "",
+    ]
     return "\n\n".join(p for p in parts if p)
 
 

@@ -44,9 +44,11 @@ class CoralEnv(gym.Env[dict, str]):
     ## Observation Space
 
     ``Dict`` with
-    - ``context``: the task context (``AnyText``: any character, up to 4096): an LLM-written
-      description, three verbatim labeled support examples, the answer format and facts the
-      env knows (kind, choices, answer type, question length); see ``coral_env.env.contexts``;
+    - ``context``: the task context (``AnyText``: any character, up to 4096): three verbatim
+      labeled support examples, the answer format, a task statement and facts measured on the
+      support split (kind, choices, answer type, question length, passages, blanks,
+      continuations, numbers, math notation, shared wording), then an LLM-written
+      description; see ``coral_env.env.contexts``;
     - ``adapter``: a fixed-size float32 vector describing the current adapter (in a chained
       episode, the adapter the last strategy left; the terminal observation keeps the one
       before, as nothing acts on it): the CVAE posterior mean when alignment is
