@@ -7,12 +7,9 @@ does not list (WinoGrande, synthetic and user tasks) get ``default``.
 
 from __future__ import annotations
 
-from coral_env.strategies import LatentStrategy, LoRAStrategy, Strategy, TTLStrategy, TTSStrategy
+from coral_env.strategies import Strategy, paper_strategies
 
-_TTL = TTLStrategy(ttl_steps=25, learning_rate=1e-5, batch_size=4, shuffle_data=True)
-_LATENT = LatentStrategy(slot_steps=5, slot_lr=0.1)
-_LORA = LoRAStrategy(lambda_=0.5)
-_TTS = TTSStrategy(num_prompt_batches=20, method="max_confidence")
+_TTL, _LORA, _TTS, _LATENT = paper_strategies()  # the strategy table's App. E examples, in table order
 
 PAPER_RULES: dict[str, Strategy] = {
     "arc_easy": _TTL,
