@@ -18,9 +18,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     if (args.task is None) == (args.prompts is None):
         raise ValueError("give exactly one of --task T or --prompts FILE")
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads} (leave it out for torch's default)")
     prompts = read_prompts(args.prompts) if args.prompts else None
     task = resolve_task(args.task) if args.task else None
-    if args.threads:
+    if args.threads is not None:
         torch.set_num_threads(args.threads)
     config = EnvConfig(
         preset=args.preset,

@@ -116,6 +116,44 @@ def test_coral_eval_limit_never_recarves(tmp_path):
     assert "--limit 17 asks for more than the 16 test rows" in out.stderr and "--preset cpu" in out.stderr
 
 
+def test_setup_with_split_seed_1_is_matched_by_the_env_with_split_seed_1(tmp_path, capsys):
+    from coral_env.cli import main
+
+    root = str(tmp_path / "seed1")
+    common = ["--preset", "tiny", "--artifacts", root, "--no-progress", "--threads", "1"]
+    assert main(["setup", "--tasks", "syn_add", "--split-seed", "1", *common]) == 0
+    paths = ArtifactPaths(root, "tiny")
+    recorded = json.loads(manifest_path(paths).read_text())["tasks"]["syn_add"]
+    sizes = PRESET_SPLIT_SIZES["tiny"]
+    expected = split_fingerprint(load_task("syn_add", seed=1, sizes=sizes), 1, sizes)
+    assert recorded["split_seed"] == 1 and {k: recorded[k] for k in expected} == expected
+    env = gym.make("Coral-v0", task="syn_add", preset="tiny", artifacts=root, split_seed=1)
+    env.reset(seed=0)
+    served = env.unwrapped.runtime.splits("syn_add")
+    assert [ex.uid for ex in served.test] == [ex.uid for ex in load_task("syn_add", seed=1, sizes=sizes).test]
+    with pytest.raises(SplitContractError) as err:
+        gym.make("Coral-v0", task="syn_add", preset="tiny", artifacts=root)  # split_seed 0 by default
+    message = str(err.value)
+    assert str(manifest_path(paths)) in message and "split seed 1 recorded, 0 now" in message
+    assert "`--split-seed 1`" in message and "split_seed=1" in message
+    capsys.readouterr()
+    assert main(["collect", "--tasks", "syn_add", *common]) == 2  # a later stage at the default seed
+    assert "split seed 1 recorded, 0 now" in capsys.readouterr().err
+    assert main(["collect", "--tasks", "syn_add", "--split-seed", "1", *common]) == 0
+    assert "syn_add: already collected" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", ["setup", "collect", "pretrain-generator", "pretrain-cvae", "generate"])
+def test_setup_commands_refuse_threads_zero_before_anything_runs(command, tmp_path, capsys):
+    from coral_env.cli import main
+
+    root = tmp_path / "untouched"
+    task = ["--task", "syn_add", "--out", str(root / "adapter")] if command == "generate" else ["--tasks", "syn_add"]
+    assert main([command, "--preset", "tiny", *task, "--artifacts", str(root), "--threads", "0"]) == 2
+    assert "--threads must be >= 1, got 0" in capsys.readouterr().err
+    assert not root.exists()
+
+
 # ----- honest artifact selection ------------------------------------------------------------------
 def test_info_says_whether_the_task_is_held_out(tiny_artifacts):
     env = gym.make("Coral-v0", task=["syn_add", "syn_sum"], preset="tiny", artifacts=str(tiny_artifacts))

@@ -31,7 +31,14 @@ class SetupArgs:
     data_dir: str | None = field(
         default=None, metadata={"help": "benchmark JSONL folder (default: $CORAL_DATA_DIR, else ../shared/datasets)"}
     )
-    threads: int | None = field(default=None, metadata={"help": "torch CPU threads (default: torch's)"})
+    split_seed: int = field(
+        default=0,
+        metadata={
+            "help": "task split seed of every stage; recorded per task in <artifacts>/<preset>/splits.json, "
+            "which later stages, the env (split_seed=) and `coral eval --split-seed` must match"
+        },
+    )
+    threads: int | None = field(default=None, metadata={"help": "torch CPU threads, >= 1 (default: torch's)"})
     progress: bool = field(default=True, metadata={"help": "show progress bars"})
 
 
@@ -159,11 +166,12 @@ def register(subparsers) -> None:
 
 
 def _threads(args) -> None:
+    """Apply ``--threads`` (0 or less is an error, not torch's default)."""
     import torch
 
-    if args.threads:
+    if args.threads is not None:
         if args.threads < 1:
-            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+            raise ValueError(f"--threads must be >= 1, got {args.threads} (leave it out for torch's default)")
         torch.set_num_threads(args.threads)
 
 
@@ -172,6 +180,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
     from .collect import CollectionConfig, collect
 
     args = config_from_args(CollectArgs, args)
+    _threads(args)
     tasks = _check_tasks(args.tasks)
     config = CollectionConfig.preset(
         args.preset,
@@ -184,8 +193,8 @@ def cmd_collect(args: argparse.Namespace) -> int:
         max_samples=args.max_samples,
         max_len=args.max_len,
         seed=args.seed,
+        split_seed=args.split_seed,
     )
-    _threads(args)
     for r in collect(config, tasks, args.artifacts, data_dir=args.data_dir, progress=args.progress):
         state = (
             "already collected"
@@ -205,6 +214,7 @@ def cmd_pretrain_generator(args: argparse.Namespace) -> int:
     from .pretrain_generator import GeneratorTrainingConfig, pretrain_generator
 
     args = config_from_args(PretrainGeneratorArgs, args)
+    _threads(args)
     paths = ArtifactPaths(args.artifacts, args.preset)
     tasks = training_tasks(args, paths)
     holdouts = parse_holdouts(args.holdout, tasks)
@@ -217,8 +227,8 @@ def cmd_pretrain_generator(args: argparse.Namespace) -> int:
         token_weighting=args.token_weighting,
         anchor=args.anchor,
         seed=args.seed,
+        split_seed=args.split_seed,
     )
-    _threads(args)
     encoder = None
     for holdout in holdouts:
         gen = pretrain_generator(

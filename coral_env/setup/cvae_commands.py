@@ -83,7 +83,8 @@ def register(subparsers) -> None:
         "every stage\nthat is already done and resuming one that was interrupted.",
         epilog="examples:\n"
         "  coral setup --preset cpu\n"
-        "  coral setup --preset cpu --holdout piqa --targets input,checkpoint",
+        "  coral setup --preset cpu --holdout piqa --targets input,checkpoint\n"
+        "  coral setup --preset cpu --split-seed 1   # then gym.make(..., split_seed=1)",
     )
 
 
@@ -93,6 +94,7 @@ def cmd_pretrain_cvae(args: argparse.Namespace) -> int:
     from .pretrain_cvae import CVAETrainingConfig, build_vectorizer, cvae_path, pretrain_cvae
 
     args = config_from_args(PretrainCVAEArgs, args)
+    _threads(args)
     paths = ArtifactPaths(args.artifacts, args.preset)
     tasks = training_tasks(args, paths)
     config = CVAETrainingConfig.preset(
@@ -103,8 +105,8 @@ def cmd_pretrain_cvae(args: argparse.Namespace) -> int:
         inner_lr=args.inner_lr,
         meta_lr=args.meta_lr,
         seed=args.seed,
+        split_seed=args.split_seed,
     )
-    _threads(args)
     vectorizer = None
     for holdout in parse_holdouts(args.holdout, tasks):
         train = [t for t in tasks if t != holdout]
@@ -134,12 +136,12 @@ def cmd_setup(args: argparse.Namespace) -> int:
     from .pipeline import run_setup
 
     args = config_from_args(SetupPipelineArgs, args)
+    _threads(args)
     tasks = _check_tasks(args.tasks) if args.tasks is not None else None
     targets = args.targets
     bad = [t for t in targets if t not in ("input", "checkpoint")]
     if bad:
         raise ValueError(f"unknown CVAE target(s) {', '.join(bad)}; use input and/or checkpoint")
-    _threads(args)
     result = run_setup(
         args.preset,
         args.artifacts,
@@ -147,6 +149,7 @@ def cmd_setup(args: argparse.Namespace) -> int:
         holdout=args.holdout,
         data_dir=args.data_dir,
         targets=targets,
+        split_seed=args.split_seed,
         progress=args.progress,
     )
     print(f"setup [{result.preset}] done; trained on {', '.join(t for t in result.tasks if t != result.holdout)}")

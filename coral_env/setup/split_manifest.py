@@ -62,11 +62,13 @@ def check_splits(
         problems = _differences(recorded, now)
         if problems:
             by = f" by {recorded.get('stage')}" if recorded.get("stage") else ""
+            seed = recorded["split_seed"]
             raise SplitContractError(
                 f"task {task!r}{f' ({stage})' if stage else ''}: splits differ from the ones recorded{by} in "
                 f"{path}: {'; '.join(problems)}. Rows trained on there could be validation or test rows "
-                f"here. Fix: use split seed {recorded['split_seed']} (the artifacts' one), or a fresh "
-                f"--artifacts folder (or delete {paths.base}) and rerun `coral setup --preset {paths.preset}`"
+                f"here. Fix: use split seed {seed} (the artifacts' one: `--split-seed {seed}` on coral "
+                f"commands, `split_seed={seed}` in gym.make), or a fresh --artifacts folder (or delete "
+                f"{paths.base}) and rerun `coral setup --preset {paths.preset} --split-seed {split_seed}`"
             )
         return
     if not record:
