@@ -11,6 +11,10 @@ both alike:
     measured before each run; also against the best rate of the session);
   * setting a 2.4M-parameter adapter in place (SmolLM2, r=8 on q,k,v,o,gate,up,down).
 
+The questions are the first N rows of the preset's ARC-Easy test split (paper: 1000, the test
+file in order), checked against the artifacts' split manifest as `coral eval` checks them (read
+only: a mismatch stops the benchmark before anything runs).
+
 Usage (repository root, nothing else running):
   python benchmarks/eval_bench.py --runs 3 --out runs/eval_bench
 Writes <out>/summary.json; benchmarks/eval.md holds the latest numbers.
@@ -28,6 +32,21 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+TASK = "arc_easy"
+
+
+def bench_examples(limit: int, preset: str, artifacts, split_seed: int = 0, data_dir=None, task: str | None = None):
+    """The first ``limit`` test rows of ``task`` (default: ``TASK``) at ``preset``'s split sizes,
+    checked against (never written to) the split manifest under ``artifacts``;
+    ``SplitContractError`` on a mismatch."""
+    from coral_env.setup.artifacts import ArtifactPaths
+    from coral_env.setup.split_manifest import contract_splits
+
+    task = task or TASK
+    test = contract_splits(ArtifactPaths(artifacts, preset), task, data_dir, split_seed, record=False).test
+    if limit > len(test):
+        raise ValueError(f"--limit {limit} is more than the {len(test)} {task} test rows at preset {preset}")
+    return test[:limit]
 
 
 def matmul_gflops(threads: int, n: int = 2048, reps: int = 10) -> float:
@@ -45,7 +64,7 @@ def matmul_gflops(threads: int, n: int = 2048, reps: int = 10) -> float:
     return 2 * n**3 / statistics.median(times) / 1e9
 
 
-def our_phase(limit: int, threads: int) -> dict:
+def our_phase(args: argparse.Namespace) -> dict:
     """In-process: load once, then time `evaluate` (the log-likelihood phase) once."""
     import torch
 
@@ -56,16 +75,16 @@ def our_phase(limit: int, threads: int) -> dict:
     from coral_env.backend.models import load_model
     from coral_env.backend.packing import pack_rows
     from coral_env.backend.scoring import ScoringConfig, encode_pairs, make_groups
-    from coral_env.tasks import SplitSizes, build_requests, load_task
+    from coral_env.tasks import build_requests
 
-    torch.set_num_threads(threads)
-    examples = load_task("arc_easy", sizes=SplitSizes(test=limit)).test[:limit]
+    torch.set_num_threads(args.threads)
+    examples = bench_examples(args.limit, args.preset, args.artifacts, args.split_seed, args.data_dir)
     model, tok = load_model("smollm2-135m-instruct")
     start = time.perf_counter()
-    result = evaluate(model, tok, examples, task="arc_easy")
+    result = evaluate(model, tok, examples, task=TASK)
     seconds = time.perf_counter() - start
     # Token accounting (the packing is deterministic, so recomputing it is exact).
-    requests = [build_requests(ex, "plain", tok, task="arc_easy") for ex in examples]
+    requests = [build_requests(ex, "plain", tok, task=TASK) for ex in examples]
     keys = [(q, c) for q, r in enumerate(requests) for c in range(len(r))]
     groups = make_groups(encode_pairs(tok, [p for r in requests for p in r]), keys, 8192)
     rows = pack_rows(groups, ScoringConfig().row_len)
@@ -113,20 +132,27 @@ def run_cli(cmd: list[str], env: dict) -> tuple[float, str]:
     return time.perf_counter() - t, out.stdout
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    from coral_env.setup.artifacts import default_artifacts_root
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--limit", type=int, default=500)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--preset", default="paper", help="whose split sizes (paper: 1000 test rows; default: %(default)s)")
+    p.add_argument("--artifacts", default=str(default_artifacts_root()), help="whose split manifest to check")
+    p.add_argument("--split-seed", type=int, default=0, help="must match the manifest's (default: %(default)s)")
+    p.add_argument("--data-dir", default=None, help="benchmark JSONL folder (default: $CORAL_DATA_DIR, else ../shared)")
     p.add_argument("--out", type=Path, default=REPO / "runs" / "eval_bench")
     p.add_argument("--phase", choices=["ours", "flat"], help=argparse.SUPPRESS)
-    args = p.parse_args()
+    args = p.parse_args(argv)
     if args.phase == "ours":
-        print(json.dumps(our_phase(args.limit, args.threads)))
+        print(json.dumps(our_phase(args)))
         return
     if args.phase == "flat":
         print(json.dumps(set_flat_ms(args.threads)))
         return
+    bench_examples(args.limit, args.preset, args.artifacts, args.split_seed, args.data_dir)  # fail before any run
     args.out.mkdir(parents=True, exist_ok=True)
     env = dict(
         os.environ,
@@ -136,10 +162,13 @@ def main() -> None:
         TOKENIZERS_PARALLELISM="false",
     )
     here = [sys.executable, str(Path(__file__).resolve())]
+    splits = ["--preset", args.preset, "--artifacts", args.artifacts, "--split-seed", str(args.split_seed)]
+    splits += ["--data-dir", args.data_dir] if args.data_dir else []
     runs = []
     for i in range(args.runs):
         row = {"matmul_gflops": matmul_gflops(args.threads)}
-        wall, out = run_cli(here + ["--phase", "ours", "--limit", str(args.limit), "--threads", str(args.threads)], env)
+        ours = ["--phase", "ours", "--limit", str(args.limit), "--threads", str(args.threads), *splits]
+        wall, out = run_cli(here + ours, env)
         row["ours"] = json.loads(out.strip().splitlines()[-1])
         wall, out = run_cli(
             [
@@ -148,12 +177,13 @@ def main() -> None:
                 "coral_env.cli",
                 "eval",
                 "--task",
-                "arc_easy",
+                TASK,
                 "--limit",
                 str(args.limit),
                 "--threads",
                 str(args.threads),
                 "--json",
+                *splits,
             ],
             env,
         )

@@ -154,6 +154,28 @@ def test_setup_commands_refuse_threads_zero_before_anything_runs(command, tmp_pa
     assert not root.exists()
 
 
+def test_eval_bench_checks_the_split_manifest_before_it_runs(tmp_path, monkeypatch):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("eval_bench", Path(__file__).parents[1] / "benchmarks/eval_bench.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    paths = ArtifactPaths(tmp_path / "root", "tiny")
+    contract_splits(paths, "syn_add", split_seed=1)  # artifacts whose syn_add was split with seed 1
+    monkeypatch.setattr(bench, "TASK", "syn_add")
+    out = tmp_path / "out"
+    argv = ["--preset", "tiny", "--artifacts", str(tmp_path / "root"), "--limit", "8", "--out", str(out)]
+    with pytest.raises(SplitContractError, match="split seed 1 recorded, 0 now") as err:
+        bench.main(argv)
+    assert str(manifest_path(paths)) in str(err.value) and not out.exists()  # stopped before any run
+    matched = bench.bench_examples(8, "tiny", tmp_path / "root", split_seed=1, task="syn_add")
+    sizes = PRESET_SPLIT_SIZES["tiny"]
+    assert [ex.uid for ex in matched] == [ex.uid for ex in load_task("syn_add", seed=1, sizes=sizes).test[:8]]
+    with pytest.raises(ValueError, match="more than the 16 syn_add test rows"):
+        bench.bench_examples(17, "tiny", tmp_path / "root", split_seed=1, task="syn_add")
+    assert set(json.loads(manifest_path(paths).read_text())["tasks"]) == {"syn_add"}  # read only
+
+
 # ----- honest artifact selection ------------------------------------------------------------------
 def test_info_says_whether_the_task_is_held_out(tiny_artifacts):
     env = gym.make("Coral-v0", task=["syn_add", "syn_sum"], preset="tiny", artifacts=str(tiny_artifacts))
