@@ -60,6 +60,25 @@ def test_ppo_learns_the_bandit(tmp_path):
         train(tmp_path, "ppo", 4096)
 
 
+@pytest.mark.parametrize("report_to", ["none", "tensorboard"])
+def test_training_leaves_no_logger_folder_outside_its_run(tmp_path, monkeypatch, report_to):
+    import tempfile
+
+    if report_to == "tensorboard":
+        pytest.importorskip("tensorboard")
+    scratch = tmp_path / "tmpdir"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # SB3's default logger folder goes here
+    monkeypatch.delenv("SB3_LOGDIR", raising=False)
+    _, result = train(tmp_path, "a2c", 40, report_to=report_to)
+    assert result["trained"] and list(scratch.glob("SB3-*")) == []  # SB3's default: an SB3-<date> folder
+    run = tmp_path / "a2c"
+    expected = ["config.json", "eval.json", "log.jsonl", "policy"] + (["tensorboard"] if report_to != "none" else [])
+    assert sorted(p.name for p in run.iterdir()) == expected
+    if report_to == "tensorboard":  # the events file is under the run's own folder
+        assert list((run / "tensorboard").glob("*/events.out.tfevents.*"))
+
+
 @pytest.mark.parametrize("algo", ["dqn", "a2c", "maskable_ppo"])
 def test_save_load_round_trip_is_pickle_free(tmp_path, algo):
     if algo == "maskable_ppo":

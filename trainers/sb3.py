@@ -232,6 +232,8 @@ def train_sb3(config: SB3Config, make_env: Callable[[list[str]], Any] | None = N
         logs = str(out / "tensorboard") if config.report_to == "tensorboard" else None
         check_report_to(config.report_to)
         model = algorithm_class(config.algo)("MlpPolicy", train_env, tensorboard_log=logs, **hyperparameters(config))
+        if logs is None:
+            model.set_logger(silent_logger())
         try:
             model.learn(total_timesteps=config.total_timesteps, callback=_progress_callback(config))
         finally:
@@ -318,6 +320,14 @@ def _worker_env(make_env, tasks: list[str], algo: str, max_prompt_batches: int |
 
     torch.set_num_threads(threads)
     return wrap_env(make_env(tasks), algo, encoder, max_prompt_batches)
+
+
+def silent_logger():
+    """An SB3 logger with no outputs and no folder: SB3's default one (no tensorboard, verbose 0)
+    writes nothing either but makes an empty ``$TMPDIR/SB3-<date>`` folder on every run."""
+    from stable_baselines3.common.logger import Logger
+
+    return Logger(folder=None, output_formats=[])
 
 
 def _progress_callback(config: SB3Config):
