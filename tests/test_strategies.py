@@ -47,7 +47,8 @@ def _model_fingerprint(model):
 @pytest.fixture()
 def ctx(tiny_lora):
     model, tok, layout = tiny_lora
-    layout.set_flat(torch.randn(layout.size) * 0.3)  # a non-trivial "generated" adapter
+    # a non-trivial "generated" adapter, the same whatever ran before (the global RNG is not)
+    layout.set_flat(torch.randn(layout.size, generator=torch.Generator().manual_seed(0)) * 0.3)
     splits = load_task("syn_add", seed=0, sizes=SIZES)
     context = StrategyContext(
         model,
