@@ -67,8 +67,9 @@ def check_splits(
                 f"task {task!r}{f' ({stage})' if stage else ''}: splits differ from the ones recorded{by} in "
                 f"{path}: {'; '.join(problems)}. Rows trained on there could be validation or test rows "
                 f"here. Fix: use split seed {seed} (the artifacts' one: `--split-seed {seed}` on coral "
-                f"commands, `split_seed={seed}` in gym.make), or a fresh --artifacts folder (or delete "
-                f"{paths.base}) and rerun `coral setup --preset {paths.preset} --split-seed {split_seed}`"
+                f"setup/collect/pretrain-*/eval/generate, `split_seed={seed}` in gym.make; the trainers and "
+                f"benchmarks other than eval_bench split with seed 0), or a fresh --artifacts folder (or "
+                f"delete {paths.base}) and rerun `coral setup --preset {paths.preset} --split-seed {split_seed}`"
             )
         return
     if not record:
