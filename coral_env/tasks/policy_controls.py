@@ -83,12 +83,15 @@ def generate_member(family: str, index: int) -> Mapping[str, list[dict[str, Any]
     """N_ROWS four-choice questions of one member (choices in random order)."""
     name = member_name(family, index)
     rng = random.Random(f"coral-policy-control-{name}")
-    rows = []
+    rows, seen = [], set()
     for i in range(N_ROWS):
-        if family == "most":
-            question, choices, answer = _most_row(rng, _MOST_PHRASINGS[index])
-        else:
-            question, choices, answer = _key_row(rng, _KEY_PHRASINGS[index], KEYS[index])
+        question = None
+        while question is None or question in seen:  # distinct questions: splits never share one
+            if family == "most":
+                question, choices, answer = _most_row(rng, _MOST_PHRASINGS[index])
+            else:
+                question, choices, answer = _key_row(rng, _KEY_PHRASINGS[index], KEYS[index])
+        seen.add(question)
         rng.shuffle(choices)
         rows.append({"id": f"{name}-{i}", "question": question, "choices": choices, "label": choices.index(answer)})
     return {"train": rows}
