@@ -2,8 +2,8 @@
 ``--workers 2`` runs) against 1 process x 2 torch threads (what ``--workers 1`` runs), on the
 same episodes with the same seed; the rewards must be equal.
 
-The work is ``--per-task`` catalogue strategies (families interleaved, so each actor gets a mix)
-on each of ``--tasks``: distinct (task, strategy) pairs, so neither side's memo answers any.
+The work is ``--per-task`` catalogue strategies (families interleaved, so a task's episodes mix
+costs) on each of ``--tasks``: distinct (task, strategy) pairs, so neither side's memo answers any.
 Each run is a fresh process (model loads and baselines included); runs alternate between the
 modes, and the medians of ``--runs`` are reported. Writes ``<out>.json`` and ``<out>.md``.
 
@@ -167,7 +167,7 @@ def markdown(result: dict, command: str) -> str:
         "- Rewards and validation metrics after the strategy equal in every run, episode by episode: "
         f"**{'yes' if result['equal_rewards'] else 'NO'}** ({sum(r > 0 for r in rewards)} of {n} rewarded).",
         "",
-        f"## Medians of {args['runs']} runs per mode (s)",
+        f"## Medians of {args['runs']} runs per mode (s)" if args["runs"] > 1 else "## One run per mode (s)",
         "",
         "| mode | ready | score | total |",
         "|---|---:|---:|---:|",

@@ -149,7 +149,7 @@ def test_ray_bench_work_is_distinct_pairs_with_families_interleaved() -> None:
     episodes = _ray_bench().episodes(["syn_add", "syn_compare"], 4)
     assert len(episodes) == len(set(episodes)) == 8  # no memo hit on either side
     families = [json.loads(action)["family"] for task, action in episodes if task == "syn_add"]
-    assert len(set(families)) == 4  # each actor of the round robin gets a mix of costs
+    assert len(set(families)) == 4  # a task's episodes mix the families' costs
     assert [a for t, a in episodes if t == "syn_add"] == [a for t, a in episodes if t == "syn_compare"]
     with pytest.raises(ValueError, match="catalogue strategies"):
         _ray_bench().episodes(["syn_add"], 1000)
