@@ -446,7 +446,8 @@ def write_report(out: Path, args) -> None:
     for r in cells:
         mark = lambda ci: "*" if ci[0] > 0 or ci[1] < 0 else ""  # noqa: E731
         lines.append(
-            f"| {r['task']} | {r['strategy']}{' (paper)' if r['strategy'] in paper else ''} | {r['val_change']:+.3f} {_fmt_ci(r['val_ci'])}{mark(r['val_ci'])} | "
+            f"| {r['task']} | {r['strategy']}{' (paper)' if r['strategy'] in paper else ''} | "
+            f"{r['val_change']:+.3f} {_fmt_ci(r['val_ci'])}{mark(r['val_ci'])} | "
             f"{r['test_change']:+.3f} {_fmt_ci(r['test_ci'])}{mark(r['test_ci'])} | {r['test_flipped']:.1%} | "
             f"{r['val_p']:.3f} | {r['seconds']:.1f} |"
         )
