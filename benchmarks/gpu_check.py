@@ -456,7 +456,6 @@ def run(cfg: CheckConfig) -> dict:
             Path(cfg.out).mkdir(parents=True, exist_ok=True)
             (Path(cfg.out) / "gpu_check_partial.json").write_text(json.dumps(results, indent=2, allow_nan=False))
         if cfg.device.startswith("cuda"):
-            del result
             torch.cuda.empty_cache()
     name = torch.cuda.get_device_name() if cfg.device.startswith("cuda") else "cpu"
     report = {

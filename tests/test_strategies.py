@@ -310,7 +310,7 @@ def test_every_row_has_its_runner_and_an_unknown_strategy_is_a_value_error():
 def test_the_papers_example_configurations_are_in_the_catalogue_and_marked(monkeypatch):
     import dataclasses
 
-    from coral_env.strategies import catalogue, is_paper_setting, paper_strategies, schema
+    from coral_env.strategies import catalogue, paper_strategies, schema
 
     # CORAL App. E: TTL {25, 1e-5, 4}, LoRA {0.5}, TTS {20, max_confidence}, Latent {5, 0.1}
     assert paper_strategies() == [
@@ -319,9 +319,8 @@ def test_the_papers_example_configurations_are_in_the_catalogue_and_marked(monke
         TTSStrategy(num_prompt_batches=20, method="max_confidence"),
         LatentStrategy(slot_steps=5, slot_lr=0.1),
     ]
-    marked = [s for s in catalogue() if is_paper_setting(s)]
-    assert marked == paper_strategies()
-    assert not is_paper_setting(TTLStrategy(ttl_steps=25, learning_rate=1e-4, batch_size=4))
+    assert [s for s in catalogue() if s in paper_strategies()] == paper_strategies()
+    assert TTLStrategy(ttl_steps=25, learning_rate=1e-4, batch_size=4) not in paper_strategies()
     # a grid that drops the paper's value is refused by the table's own guard
     ttl = schema.FAMILIES[0]
     lr = dataclasses.replace(ttl.field("learning_rate"), grid=(1e-4, 1e-3))

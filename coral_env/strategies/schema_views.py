@@ -206,11 +206,6 @@ def paper_strategies() -> list[Strategy]:
     ]
 
 
-def is_paper_setting(strategy: Strategy) -> bool:
-    """Whether ``strategy`` is one of :func:`paper_strategies` (reports mark these)."""
-    return strategy in paper_strategies()
-
-
 def catalogue_index(strategy: Strategy) -> int:
     """Position of a strategy in :func:`catalogue` (ValueError if it is not there)."""
     return _catalogue().index(strategy)

@@ -62,7 +62,6 @@ def member_name(family: str, index: int) -> str:
 POLICY_CONTROL: tuple[str, ...] = tuple(member_name(f, i) for f in FAMILIES for i in range(4))
 POLICY_CONTROL_HELDOUT: tuple[str, ...] = (member_name("most", 3), member_name("key", 3))
 POLICY_CONTROL_TRAIN: tuple[str, ...] = tuple(t for t in POLICY_CONTROL if t not in POLICY_CONTROL_HELDOUT)
-INTENDED_WINNER: dict[str, str] = {"most": "Latent", "key": "TTL"}
 
 
 def _most_row(rng: random.Random, template: str) -> tuple[str, list[str], str]:
