@@ -40,6 +40,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument("--restem-iterations", type=int, default=None)
     p.add_argument("--samples-per-task", type=int, default=None, help="ReST^EM K")
+    p.add_argument("--keep-per-task", type=int, default=None, help="ReST^EM cap on kept samples per task")
+    p.add_argument(
+        "--reward-mode",
+        default="binary",
+        choices=["binary", "significant"],
+        help="env reward for training and success (significant: McNemar p < 0.05 on validation)",
+    )
+    p.add_argument("--workers", type=int, default=1, help="Ray actors that score episodes (ReST^EM, evaluations)")
+    p.add_argument(
+        "--summary",
+        default=None,
+        help="JSON file to merge the paired test differences into (restem_vs_random, restem_vs_zero_shot, ...)",
+    )
     p.add_argument("--policy-model", default=None, help="LLM policy (default: default_policy_model())")
     p.add_argument("--grpo-steps", type=int, default=None, help="GRPO optimizer steps (default: the preset's)")
     p.add_argument("--grpo-generations", type=int, default=None, help="GRPO completions per prompt")
@@ -74,7 +87,14 @@ def run(args: argparse.Namespace, make_env=None, encoder=None, make_policy=None)
         torch.set_num_threads(args.threads)
     skip = {s for s in args.skip.split(",") if s}
     tasks = {k: v.split(",") for k, v in (("train_tasks", args.train_tasks), ("eval_tasks", args.eval_tasks)) if v}
-    env_kw = dict(artifacts=args.artifacts, data_dir=args.data_dir, seed=args.seed, threads=args.threads)
+    env_kw = dict(
+        artifacts=args.artifacts,
+        data_dir=args.data_dir,
+        seed=args.seed,
+        threads=args.threads,
+        reward_mode=args.reward_mode,
+        eval_test=True,  # per-question test correctness, for the paired comparisons
+    )
     restem_cfg = RestemConfig.from_preset(
         args.preset,
         out=f"{args.run_dir}/restem",
@@ -82,12 +102,21 @@ def run(args: argparse.Namespace, make_env=None, encoder=None, make_policy=None)
         iterations=args.restem_iterations,
         samples_per_task=args.samples_per_task,
         eval_samples_per_task=args.eval_samples,
+        keep_per_task=args.keep_per_task,
+        workers=args.workers,
         **tasks,
         **env_kw,
     )
     eval_tasks, n = restem_cfg.eval_tasks, restem_cfg.eval_samples_per_task
     make_env = make_env or env_factory(
-        args.preset, args.artifacts, args.data_dir, args.seed, auto_setup=restem_cfg.auto_setup
+        args.preset,
+        args.artifacts,
+        args.data_dir,
+        args.seed,
+        workers=args.workers,
+        auto_setup=restem_cfg.auto_setup,
+        reward_mode=args.reward_mode,
+        eval_test=True,
     )
     run_dir = Path(args.run_dir)
     timings, rows = {}, []
@@ -152,9 +181,41 @@ def run(args: argparse.Namespace, make_env=None, encoder=None, make_policy=None)
     summaries = summarize(rows)
     atomic_write_json(run_dir / "rows.json", rows)
     comparison_plot(summaries, f"{args.out}.png", title=f"Held-out: {', '.join(eval_tasks)} ({args.preset})")
-    text = _markdown(args, restem_cfg, grpo_cfg if "grpo" not in skip else None, summaries, timings)
+    paired = paired_test_results(rows)
+    if args.summary and paired["differences"]:
+        merge_summary(Path(args.summary), paired["differences"])
+    text = _markdown(args, restem_cfg, grpo_cfg if "grpo" not in skip else None, summaries, timings, paired)
     Path(f"{args.out}.md").write_text(text)
     return rows
+
+
+def paired_test_results(rows: list[dict]) -> dict:
+    """The test-split table of every policy with per-question rows, and the final ReST^EM
+    iteration's (and PPO's) paired differences from random, zero-shot and the fixed rule."""
+    from trainers.paired import paired_policy_difference, policy_test_table
+
+    policies = list(dict.fromkeys(r["policy"] for r in rows if r.get("test_correct") is not None))
+    if not policies:
+        return {"table": None, "differences": {}}
+    restem = [p for p in policies if p.startswith("restem_iter")]
+    reference = "random" if "random" in policies else None
+    differences = {}
+    for name, policy in (("restem", restem[-1] if restem else None), ("ppo", "ppo")):
+        if policy not in policies:
+            continue
+        for other in ("random", "zero_shot", "fixed_rule"):
+            if other in policies:
+                d = paired_policy_difference(rows, policy, other)
+                differences[f"{name}_vs_{other}"] = {"policy": policy, **d}
+    return {"table": policy_test_table(rows, policies, reference), "differences": differences}
+
+
+def merge_summary(path: Path, differences: dict) -> None:
+    """Write ``differences`` into the JSON at ``path``, keeping its other keys."""
+    from coral_env.backend.io import atomic_write_json
+
+    current = json.loads(path.read_text()) if path.exists() else {}
+    atomic_write_json(path, current | differences)
 
 
 def _order(policy: str) -> tuple:
@@ -166,6 +227,21 @@ def _order(policy: str) -> tuple:
     if policy == "grpo":
         return (4, 0)
     return (5, last.index(policy) if policy in last else len(last))
+
+
+def _paired_lines(paired: dict) -> list[str]:
+    if paired["table"] is None:
+        return []
+    return [
+        "## Test split, paired over the same held-out questions",
+        "",
+        "Each question's correctness is averaged over a policy's episodes on its task (its expected "
+        "correctness); gains are over each episode's starting adapter, differences are from the random "
+        "policy; 95% CIs by paired bootstrap over questions.",
+        "",
+        paired["table"],
+        "",
+    ]
 
 
 def _restem_lines(folder: Path) -> list[str]:
@@ -204,7 +280,7 @@ def _grpo_lines(cfg) -> list[str]:
     return lines
 
 
-def _markdown(args, cfg, grpo_cfg, summaries, timings) -> str:
+def _markdown(args, cfg, grpo_cfg, summaries, timings, paired) -> str:
     import torch
 
     from trainers.evaluation import comparison_table, family_table
@@ -228,8 +304,14 @@ def _markdown(args, cfg, grpo_cfg, summaries, timings) -> str:
         *_grpo_lines(grpo_cfg),
         f"- Sampling policies (random, LLM) get {cfg.eval_samples_per_task} episodes per held-out task; "
         "deterministic ones (fixed rule, greedy SB3 agents) get one, so their CIs are wide.",
-        "- Success = the validation metric improved (the binary reward). Gains are metric after - before "
-        "on the validation split (balanced accuracy for two-answer tasks under `reward_metric=auto`).",
+        f"- Reward `{args.reward_mode}`. Success = reward 1 "
+        + (
+            "(the validation metric improved). "
+            if args.reward_mode == "binary"
+            else "(the validation metric improved, McNemar p < 0.05). "
+        )
+        + "Gains are metric after - before on the validation split (balanced accuracy for two-answer tasks "
+        "under `reward_metric=auto`).",
         f"- Machine: {platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}.",
         "",
         "## Success rate and gains (95% CI)",
@@ -238,6 +320,7 @@ def _markdown(args, cfg, grpo_cfg, summaries, timings) -> str:
         "",
         f"![policies]({Path(args.out).name}.png)",
         "",
+        *_paired_lines(paired),
         "## ReST^EM iterations",
         "",
         *_restem_lines(Path(cfg.out)),

@@ -42,6 +42,9 @@ from typing import Any, Callable, ClassVar
 PRESETS = ("tiny", "cpu", "paper")
 """Scale presets: ``tiny`` (tests, seconds), ``cpu`` (a laptop, minutes), ``paper`` (GPU)."""
 
+REWARD_MODES = ("binary", "delta", "significant")
+"""The env's rewards (``Coral-v0``'s ``reward_mode``), here so configs check them without torch."""
+
 USER_ERRORS = (FileNotFoundError, KeyError, ValueError, ImportError)
 """Errors a user can fix (bad settings, unknown tasks, missing artifacts or optional packages):
 their messages carry the fix, so commands print them without a traceback."""

@@ -245,6 +245,14 @@ def test_info_and_test_accuracy(make):
     env.reset()
     _, _, _, _, plain = env.step('{"family": "LORA", "lambda": 0.0}')
     assert "error" in bad and bad["test_accuracy"] == plain["test_accuracy"]  # unchanged adapter
+    # per-question test correctness, after the step and of the starting adapter (paired comparisons)
+    assert np.mean(info["test_correct"]) == pytest.approx(info["test_accuracy"])
+    assert np.mean(info["test_correct_before"]) == pytest.approx(info["test_accuracy_before"])
+    assert (
+        bad["test_correct"] == bad["test_correct_before"] == plain["test_correct_before"] == info["test_correct_before"]
+    )
+    n_test = len(env.unwrapped.runtime.task("syn_parity").splits.split("test"))
+    assert len(info["test_correct"]) == n_test
 
 
 def test_bad_arguments_are_clear(make, tmp_path):

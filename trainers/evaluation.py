@@ -129,8 +129,11 @@ def _row(
         "steps": len(actions),
         "error": last.get("error"),
     }
-    if "test_accuracy" in last:
-        row["test_accuracy"] = last["test_accuracy"]
+    for key in ("test_accuracy", "test_accuracy_before", "test_correct", "test_correct_before"):
+        if key in last:
+            row[key] = last[key]
+    if "test_accuracy_before" in last:
+        row["test_gain"] = last["test_accuracy"] - last["test_accuracy_before"]
     return row
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from coral_env.config import Presets
+from coral_env.config import REWARD_MODES, Presets
 
 from .reporting import REPORT_TO
 
@@ -68,6 +68,13 @@ class PolicyTrainingConfig(Presets):
     artifacts: str | None = field(default=None, metadata={"help": "env artifacts root (coral setup --artifacts)"})
     data_dir: str | None = field(default=None, metadata={"help": "benchmark JSONL folder"})
     reward_metric: str = field(default="auto", metadata={"help": "env reward metric"})
+    reward_mode: str = field(
+        default="binary",
+        metadata={
+            "help": "env reward: binary (any validation gain), significant (a gain McNemar tells apart from "
+            "noise, p < 0.05) or delta"
+        },
+    )
     auto_setup: bool = field(default=False, metadata={"help": "let the env run `coral setup` for missing artifacts"})
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature (paper: 1.0)"})
     top_p: float = field(default=0.9, metadata={"help": "nucleus sampling (paper: 0.9)"})
@@ -134,6 +141,8 @@ class PolicyTrainingConfig(Presets):
             raise ValueError("lora_targets must name at least one module (e.g. q_proj,v_proj)")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
+        if self.reward_mode not in REWARD_MODES:
+            raise ValueError(f"reward_mode must be one of {', '.join(REWARD_MODES)}, got {self.reward_mode!r}")
         if self.report_to not in REPORT_TO:
             raise ValueError(f"report_to must be one of {', '.join(REPORT_TO)}, got {self.report_to!r}")
         if not isinstance(self.workers, int) or self.workers < 1:
@@ -173,6 +182,7 @@ def prepare_run(config, make_env: Callable[..., Any] | None = None) -> tuple[Any
             config.data_dir,
             config.seed,
             reward_metric=config.reward_metric,
+            reward_mode=getattr(config, "reward_mode", "binary"),
             auto_setup=config.auto_setup,
             eval_test=config.eval_test,
             workers=getattr(config, "workers", 1),  # SB3 parallelises with --n-envs instead

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from coral_env.config import Presets, documented
+from coral_env.config import REWARD_MODES, Presets, documented
 
 from .reporting import REPORT_TO, check_report_to
 from .run_config import prepare_run
@@ -66,6 +66,9 @@ class SB3Config(Presets):
     artifacts: str | None = field(default=None, metadata={"help": "env artifacts root (coral setup --artifacts)"})
     data_dir: str | None = field(default=None, metadata={"help": "benchmark JSONL folder"})
     reward_metric: str = field(default="auto", metadata={"help": "env reward metric"})
+    reward_mode: str = field(
+        default="binary", metadata={"help": "env reward: binary, significant (McNemar p < 0.05) or delta"}
+    )
     auto_setup: bool = field(default=False, metadata={"help": "let the env run `coral setup` for missing artifacts"})
     total_timesteps: int = field(default=2000, metadata={"help": "env steps of training (= episodes)"})
     learning_rate: float | None = field(default=None, metadata={"help": "default: ppo 3e-4, a2c 7e-4, dqn 1e-3"})
@@ -112,6 +115,8 @@ class SB3Config(Presets):
             raise ValueError("total_timesteps and eval_samples_per_task must be >= 1")
         if not isinstance(self.n_envs, int) or self.n_envs < 1:
             raise ValueError(f"n_envs must be an int >= 1, got {self.n_envs!r}")
+        if self.reward_mode not in REWARD_MODES:
+            raise ValueError(f"reward_mode must be one of {', '.join(REWARD_MODES)}, got {self.reward_mode!r}")
         if self.report_to not in REPORT_TO:
             raise ValueError(f"report_to must be one of {', '.join(REPORT_TO)}, got {self.report_to!r}")
         if leak := set(self.train_tasks) & set(self.eval_tasks):
@@ -131,7 +136,15 @@ class SB3Config(Presets):
         return Path(self.out) if self.out else Path("runs") / "sb3" / f"{self.algo}__seed{self.seed}"
 
 
-EVAL_SETTINGS = ("eval_tasks", "eval_samples_per_task", "deterministic_eval", "eval_test", "seed", "reward_metric")
+EVAL_SETTINGS = (
+    "eval_tasks",
+    "eval_samples_per_task",
+    "deterministic_eval",
+    "eval_test",
+    "seed",
+    "reward_metric",
+    "reward_mode",
+)
 """Settings of the held-out evaluation: a rerun with the same ones reuses ``eval.json``."""
 
 

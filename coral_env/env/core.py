@@ -14,12 +14,12 @@ from gymnasium import spaces
 
 from ..backend.evaluator import METRICS
 from ..backend.metrics import mcnemar_improvement_pvalue
+from ..config import REWARD_MODES
 from ..strategies.schema import MAX_ACTION_CHARS, StrategyValidationError, parse_strategy
 from .runtime import CoralRuntime, EnvConfig, TaskState
 from .spaces import AnyText, as_float32
 
 MAX_CONTEXT_CHARS = 4096
-REWARD_MODES = ("binary", "delta", "significant")
 
 
 class CoralEnv(gym.Env[dict, str]):
@@ -87,8 +87,9 @@ class CoralEnv(gym.Env[dict, str]):
     ``accuracy_after``, ``strategy`` (canonical JSON), ``notes`` (defaults filled, aliases
     read), ``cost`` and ``timings`` (seconds), ``memo_hit``, ``p_value`` (one-sided McNemar;
     every valid step), ``error`` (invalid actions only),
-    and ``test_accuracy`` when ``eval_test=True`` (after an invalid action: the unchanged
-    adapter's).
+    and, when ``eval_test=True``, ``test_accuracy`` and ``test_correct`` (per test question)
+    after the step (after an invalid action: the unchanged adapter's) and
+    ``test_accuracy_before``/``test_correct_before`` of the episode's starting adapter.
 
     ## Arguments
 
@@ -334,11 +335,17 @@ class CoralEnv(gym.Env[dict, str]):
         return self._observation(), reward, state.done, False, info
 
     def _add_test_accuracy(self, info: dict, strategy) -> None:
-        """With ``eval_test``: test accuracy after ``strategy`` on the current adapter; an
-        invalid action changes nothing, so it reports the unchanged adapter's test accuracy."""
+        """With ``eval_test``: test accuracy and per-question correctness after ``strategy`` on the
+        current adapter, and of the episode's starting adapter (for paired comparisons); an invalid
+        action changes nothing, so it reports the unchanged adapter's."""
         if self.eval_test:
-            test, _ = self.runtime.evaluate(self._state.task, self._state.adapter, strategy, split="test")
+            task = self._state.task
+            test, _ = self.runtime.evaluate(task, self._state.adapter, strategy, split="test")
+            start, _ = self.runtime.evaluate(task, task.start_adapter, None, split="test")
             info["test_accuracy"] = test.result.accuracy
+            info["test_accuracy_before"] = start.result.accuracy
+            info["test_correct"] = test.result.correct.astype(int).tolist()
+            info["test_correct_before"] = start.result.correct.astype(int).tolist()
 
     def save_adapter(self, directory) -> "Path":
         """Write the current episode's adapter (after the strategies applied so far; TTS and

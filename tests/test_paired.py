@@ -1,0 +1,59 @@
+"""Paired test-split comparisons of policies (trainers.paired) and the reward mode a trainer
+config hands to the env."""
+
+import numpy as np
+import pytest
+
+from trainers.paired import expected_correctness, paired_policy_difference, policy_test_gain
+
+
+def _rows(policy, task, vectors, before):
+    return [{"policy": policy, "task": task, "test_correct": v, "test_correct_before": before} for v in vectors]
+
+
+def test_expected_correctness_averages_episodes_per_question():
+    rows = _rows("a", "t", [[1, 0, 1, 0], [1, 1, 0, 0]], [0, 0, 0, 0])
+    assert expected_correctness(rows, "a")["t"].tolist() == [1.0, 0.5, 0.5, 0.0]
+
+
+def test_paired_difference_pools_tasks_and_pairs_questions():
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 2, 200).tolist()
+    better = [1] * 200
+    rows = _rows("good", "t1", [better, better], base) + _rows("good", "t2", [base], base)
+    rows += _rows("flat", "t1", [base], base) + _rows("flat", "t2", [base, base], base)
+    d = paired_policy_difference(rows, "good", "flat")
+    # t1 gains every wrong base answer, t2 nothing: the pooled mean halves t1's gain
+    expected = (200 - sum(base)) / 400
+    assert d["diff"] == pytest.approx(expected) and d["n"] == 400 and d["tasks"] == ["t1", "t2"]
+    assert 0 < d["ci"][0] < expected < d["ci"][1]
+    same = paired_policy_difference(rows, "flat", "flat")
+    assert same["diff"] == 0 and same["ci"] == [0.0, 0.0]
+    gain = policy_test_gain(rows, "good")
+    assert gain["gain"] == pytest.approx(expected) and gain["per_task"]["t2"] == 0
+    assert gain["accuracy"] == pytest.approx((200 + sum(base)) / 400)
+
+
+def test_paired_difference_refuses_what_it_cannot_pair():
+    rows = _rows("a", "t", [[1, 0]], [0, 0]) + _rows("a", "t", [[1, 0, 1]], [0, 0, 0])
+    with pytest.raises(ValueError, match="different lengths"):
+        expected_correctness(rows, "a")
+    rows = _rows("a", "t1", [[1]], [0]) + _rows("b", "t2", [[1]], [0])
+    with pytest.raises(ValueError, match="eval_test"):
+        paired_policy_difference(rows, "a", "b")
+
+
+def test_trainer_configs_hand_the_reward_mode_to_the_env(monkeypatch):
+    import trainers.evaluation as evaluation
+    from trainers.restem import RestemConfig
+    from trainers.run_config import prepare_run
+    from trainers.sb3 import SB3Config
+
+    seen = {}
+    monkeypatch.setattr(evaluation, "env_factory", lambda *a, **kw: seen.update(kw) or (lambda tasks, **extra: None))
+    cfg = RestemConfig.from_preset("tiny", reward_mode="significant", policy_model="tiny")
+    prepare_run(cfg)
+    assert seen["reward_mode"] == "significant"
+    for config in (RestemConfig, SB3Config):
+        with pytest.raises(ValueError, match="reward_mode must be one of"):
+            config.from_preset("tiny", reward_mode="sometimes")
