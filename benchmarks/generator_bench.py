@@ -58,6 +58,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--out", default="benchmarks/generator_results.json")
     p.add_argument("--figure", default="benchmarks/generator.png")
     p.add_argument("--tasks", default=",".join(IN_DOMAIN))
+    p.add_argument(
+        "--holdouts",
+        default=None,
+        help="subset of --tasks to hold out in turn (default: all); each gets a generator trained on the others",
+    )
     p.add_argument("--n-test", type=int, default=300)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--variant", default=None, help="train generators under <artifacts>/variants/NAME")
@@ -116,13 +121,15 @@ def timed_collect(tasks: list[str], artifacts: Path, timings: dict) -> None:
     timings["collect"] = per_task
 
 
-def timed_generators(tasks: list[str], root: Path, args, timings: dict, encoder: PromptEncoder | None):
+def timed_generators(
+    tasks: list[str], holdouts: list[str], root: Path, args, timings: dict, encoder: PromptEncoder | None
+):
     config = GeneratorTrainingConfig.preset(
         "cpu", anchor=args.anchor, steps=args.gen_steps, noise_std=args.noise_std, token_weighting=args.token_weighting
     )
     timings["generator_config"] = config.to_dict()
     gens = {}
-    for holdout in tasks:
+    for holdout in holdouts:
         t0 = time.perf_counter()
         done_before = (ArtifactPaths(root, "cpu").generator_dir(holdout) / "model.safetensors").exists()
         gen = pretrain_generator(config, root, tasks, holdout=holdout, encoder=encoder)
@@ -153,6 +160,9 @@ def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
     tasks = [t.strip() for t in args.tasks.split(",")]
+    holdouts = [t.strip() for t in args.holdouts.split(",")] if args.holdouts else tasks
+    if unknown := [t for t in holdouts if t not in tasks]:
+        raise SystemExit(f"--holdouts {','.join(unknown)} not among --tasks {','.join(tasks)}; add them to --tasks")
     artifacts = Path(args.artifacts)
     out = Path(args.out)
     results = json.loads(out.read_text()) if out.exists() else {}
@@ -162,8 +172,9 @@ def main() -> None:
     if args.report_only:
         results["task_similarity_delta"] = task_similarity(ArtifactPaths(artifacts, "cpu"), tasks)
         atomic_write_json(out, results)
-        figure(results, tasks, Path(args.figure))
-        print(markdown_table(results, tasks))
+        evaluated = [t for t in holdouts if t in results.get("eval", {})]
+        figure(results, evaluated, Path(args.figure))
+        print(markdown_table(results, evaluated))
         return
     results.setdefault("meta", {}).update(
         {
@@ -188,7 +199,7 @@ def main() -> None:
     timed_collect(tasks, artifacts, timings)
     atomic_write_json(out, results)
     root = variant_root(artifacts, args.variant)
-    gens = timed_generators(tasks, root, args, timings, None)
+    gens = timed_generators(tasks, holdouts, root, args, timings, None)
     atomic_write_json(out, results)
     if args.skip_eval:
         return
@@ -201,8 +212,8 @@ def main() -> None:
     finals = {t: paths.load_checkpoints(t)[0][-1] for t in tasks}
 
     # Generation speed (cpu preset, <= 0.5 s goal): cold = new prompts, warm = cached embeddings.
-    gen0 = gens[tasks[0]]
-    fresh = [f"fresh prompt {i} about {tasks[0]}" for i in range(gen0.config.num_prompts)]
+    gen0 = gens[holdouts[0]]
+    fresh = [f"fresh prompt {i} about {holdouts[0]}" for i in range(gen0.config.num_prompts)]
     t0 = time.perf_counter()
     gen0.generate_adapter(fresh)
     cold = time.perf_counter() - t0
@@ -217,7 +228,7 @@ def main() -> None:
     n_prompts = gen0.config.num_prompts
     evals = results.setdefault("eval", {})
     cos = results.setdefault("cosine", {})
-    for task in tasks:
+    for task in holdouts:
         support = task_prompts(paths, task, splits=("support",))
         gen = gens[task]
         vectors = {
@@ -264,11 +275,11 @@ def main() -> None:
             evals.setdefault(task, {})[key] = summary
             atomic_write_json(out, results)
             print(f"{task:14s} {method:17s} acc {res.accuracy:.3f} {summary.get('balanced_accuracy', '')}", flush=True)
-    results["differences"] = differences(evals, tasks)
+    results["differences"] = differences(evals, holdouts)
     results["task_similarity_delta"] = task_similarity(paths, tasks)
     atomic_write_json(out, results)
-    figure(results, tasks, Path(args.figure))
-    print(markdown_table(results, tasks))
+    figure(results, holdouts, Path(args.figure))
+    print(markdown_table(results, holdouts))
 
 
 def anchor_choice(files: list[Path]) -> str:
