@@ -541,4 +541,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from coral_env.config import run_guarded
+
+    raise SystemExit(run_guarded("landscape.py", main))  # user errors: one line naming the fix, no traceback
