@@ -79,12 +79,12 @@ def link_stage1(stage1: Path, root: Path, shared_cache: Path | None = None) -> N
             (base / name).symlink_to(src, target_is_directory=True)
 
 
-def paired_bootstrap(a: np.ndarray, b: np.ndarray, reps: int = 2000, seed: int = 0) -> list[float]:
-    """[mean of b - a, 2.5%, 97.5%] over per-example correctness (paired bootstrap)."""
-    rng = np.random.default_rng(seed)
+def paired_bootstrap(a: np.ndarray, b: np.ndarray) -> list[float]:
+    """[mean of b - a, 2.5%, 97.5%] over per-example correctness (``metrics.paired_bootstrap_ci``)."""
+    from coral_env.backend.metrics import paired_bootstrap_ci
+
     diff = np.asarray(b, float) - np.asarray(a, float)
-    boots = diff[rng.integers(0, len(diff), size=(reps, len(diff)))].mean(1)
-    return [float(diff.mean()), float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))]
+    return [float(diff.mean()), *paired_bootstrap_ci(a, b)]
 
 
 def main() -> None:
