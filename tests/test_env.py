@@ -271,3 +271,27 @@ def test_policies_run_episodes(make):
     for policy in (RandomPolicy(seed=0), FixedRulePolicy()):
         out = run_episode(env, policy, task="syn_add", seed=0)
         assert out["task"] == "syn_add" and out["reward"] in (0.0, 1.0) and len(out["actions"]) == 1
+
+
+def test_separate_context_writer_is_freed_after_writing(make, monkeypatch):
+    import gc
+    import weakref
+
+    import coral_env.env.runtime as runtime_module
+
+    real_load, loaded = runtime_module.load_model, []
+
+    def load(name, *args, **kwargs):
+        model, tok = real_load("tiny", *args, **kwargs)
+        if name == "writer-under-test":
+            loaded.append(weakref.ref(model))
+        return model, tok
+
+    monkeypatch.setattr(runtime_module, "load_model", load)
+    env = make(task=TASKS, context_model="writer-under-test")  # a new name: no cached context
+    env.reset(options={"task": "syn_add"})
+    env.reset(options={"task": "syn_parity"})
+    gc.collect()
+    assert len(loaded) == 2  # loaded on need for each missing context ...
+    assert all(ref() is None for ref in loaded)  # ... and freed once it was written
+    assert env.unwrapped.runtime._context_writer is None

@@ -210,5 +210,7 @@ def task_context(runtime, name: str, splits: TaskSplits) -> str:
     else:
         model, tokenizer = runtime.context_writer()
         description = write_description(model, tokenizer, shown, splits.kind)
+        del model, tokenizer
+        runtime.release_context_writer()
         atomic_write_json(path, {"task": name, "model": model_name, "description": description})
     return compose_context(description, splits)

@@ -373,13 +373,20 @@ class CoralRuntime:
     @_serialised
     def context_writer(self) -> tuple[object, object]:
         """(model, tokenizer) that writes task contexts: the env's own model, or another loaded
-        on first need (kept until every missing context of this process is written)."""
+        on need and dropped by :meth:`release_context_writer` once a context is written."""
         name = self.context_model_name
         if name == self.backend.model:
             return self.model, self.tokenizer
         if self._context_writer is None:
             self._context_writer = load_model(name, self.backend.dtype, self.backend.device)
         return self._context_writer
+
+    @_serialised
+    def release_context_writer(self) -> None:
+        """Free a separately loaded context model: descriptions are cached on disk, so it is
+        needed once per task, and keeping it would double the memory of a run whose policy
+        loads the same model."""
+        self._context_writer = None
 
     def strategy_context(self, state: TaskState) -> StrategyContext:
         generator = self.generator_for(state.name)
