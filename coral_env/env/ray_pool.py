@@ -157,10 +157,12 @@ class EpisodePool:
         extra = tuple(sorted(self.extra.items()))
         todo = list(dict.fromkeys((t, a) for t, a, _ in keys if (extra, t, a) not in self.memo))
         files = registered_task_files()
-        futures = [
-            self.actors[i % len(self.actors)].score.remote(t, a, files, self.extra) for i, (t, a) in enumerate(todo)
-        ]
-        for (t, a), result in zip(todo, self._ray.get(futures)):
+        from ray.util import ActorPool
+
+        def submit(actor, item):  # to the next idle actor: episodes differ in cost by 10x
+            return actor.score.remote(*item, files, self.extra)
+
+        for (t, a), result in zip(todo, ActorPool(self.actors).map(submit, todo)):
             self.memo[(extra, t, a)] = result
         out = []
         for task, action, valid in keys:
