@@ -57,6 +57,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--grpo-steps", type=int, default=None, help="GRPO optimizer steps (default: the preset's)")
     p.add_argument("--grpo-generations", type=int, default=None, help="GRPO completions per prompt")
     p.add_argument("--sb3-timesteps", type=int, default=None)
+    p.add_argument("--sb3-n-steps", type=int, default=None, help="PPO/A2C rollout length (default: the algo's)")
+    p.add_argument("--sb3-batch-size", type=int, default=None, help="PPO/DQN minibatch (default: the preset's)")
     p.add_argument("--algos", default="ppo,a2c,dqn")
     p.add_argument("--maskable", action="store_true", help="also MaskablePPO (sb3-contrib)")
     p.add_argument("--skip", default="", help="comma-separated: random,fixed_rule,restem,grpo,sb3")
@@ -168,6 +170,8 @@ def run(args: argparse.Namespace, make_env=None, encoder=None, make_policy=None)
                 algo=algo,
                 out=f"{args.run_dir}/sb3_{algo}",
                 total_timesteps=args.sb3_timesteps,
+                n_steps=args.sb3_n_steps,
+                batch_size=args.sb3_batch_size,
                 train_tasks=restem_cfg.train_tasks,
                 eval_tasks=eval_tasks,
                 **env_kw,
