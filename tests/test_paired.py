@@ -57,3 +57,14 @@ def test_trainer_configs_hand_the_reward_mode_to_the_env(monkeypatch):
     for config in (RestemConfig, SB3Config):
         with pytest.raises(ValueError, match="reward_mode must be one of"):
             config.from_preset("tiny", reward_mode="sometimes")
+
+
+def test_ci_counts_which_strategies_a_policy_happened_to_draw():
+    # a: one episode right on every question, one wrong on every one; b: half right in each episode.
+    # Per question both expect 0.5, but a's mean hinges on its two draws: the CI must say so.
+    n = 100
+    half = [i % 2 for i in range(n)]
+    rows = _rows("a", "t", [[1] * n, [0] * n], [0] * n) + _rows("b", "t", [half, [1 - h for h in half]], [0] * n)
+    d = paired_policy_difference(rows, "a", "b")
+    assert d["diff"] == 0
+    assert d["ci"][0] < -0.3 and d["ci"][1] > 0.3  # question resampling alone would give [0, 0]

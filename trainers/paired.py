@@ -3,8 +3,11 @@
 A sampling policy's episodes on a task pick different strategies, so each test question gets
 the policy's *expected* correctness: the mean, over its episodes on that task, of the
 question's correctness after the chosen strategy (``test_correct`` in the evaluation rows,
-written when the env runs with ``eval_test=True``). Two policies are then compared question by
-question over the same held-out questions (all tasks pooled), with a paired bootstrap 95% CI.
+written when the env runs with ``eval_test=True``). Two policies are compared question by
+question over the same held-out questions (all tasks pooled). The 95% CI comes from a two-level
+bootstrap: each replicate resamples every policy's episodes within each task (which strategies
+a policy happens to draw is part of the uncertainty) and then the questions, the same questions
+for both policies (paired).
 
 >>> rows = [{"policy": "a", "task": "t", "test_correct": [1, 1, 0], "test_correct_before": [0, 1, 0]},
 ...         {"policy": "b", "task": "t", "test_correct": [0, 1, 0], "test_correct_before": [0, 1, 0]}]
@@ -21,54 +24,76 @@ from typing import Any
 import numpy as np
 
 
-def expected_correctness(rows: list[dict], policy: str, key: str = "test_correct") -> dict[str, np.ndarray]:
-    """``{task: per-question mean of rows[key]}`` over ``policy``'s episodes that carry ``key``."""
+def episode_matrices(rows: list[dict], policy: str, key: str = "test_correct") -> dict[str, np.ndarray]:
+    """``{task: (episodes, questions) array of rows[key]}`` over ``policy``'s episodes that carry it."""
     out: dict[str, list] = {}
     for r in rows:
         if r["policy"] == policy and r.get(key) is not None:
             out.setdefault(r["task"], []).append(np.asarray(r[key], dtype=np.float64))
     for task, vectors in out.items():
         if len({len(v) for v in vectors}) != 1:
-            raise ValueError(f"{policy} on {task}: test_correct vectors of different lengths (mixed split sizes?)")
-    return {task: np.mean(vectors, axis=0) for task, vectors in out.items()}
+            raise ValueError(f"{policy} on {task}: {key} vectors of different lengths (mixed split sizes?)")
+    return {task: np.stack(vectors) for task, vectors in out.items()}
+
+
+def expected_correctness(rows: list[dict], policy: str, key: str = "test_correct") -> dict[str, np.ndarray]:
+    """``{task: per-question mean of rows[key]}`` over ``policy``'s episodes that carry ``key``."""
+    return {task: m.mean(axis=0) for task, m in episode_matrices(rows, policy, key).items()}
+
+
+def _two_level_ci(pairs: list[tuple[np.ndarray, np.ndarray]], n_boot: int, seed: int) -> tuple[float, float]:
+    """95% CI of the pooled mean of (a - b): per replicate, each side's episodes resampled within
+    its task, then the task's questions (shared by both sides)."""
+    rng = np.random.default_rng(seed)
+    total = sum(a.shape[1] for a, _ in pairs)
+    means = np.zeros(n_boot)
+    for a, b in pairs:
+        n_q = a.shape[1]
+        ea = a[rng.integers(0, len(a), size=(n_boot, len(a)))].mean(axis=1)  # (n_boot, n_q)
+        eb = b[rng.integers(0, len(b), size=(n_boot, len(b)))].mean(axis=1)
+        q = rng.integers(0, n_q, size=(n_boot, n_q))
+        diff = np.take_along_axis(ea - eb, q, axis=1)
+        means += diff.sum(axis=1) / total
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
 def paired_policy_difference(rows: list[dict], a: str, b: str, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
     """Mean test correctness of policy ``a`` minus ``b`` over the held-out questions both were
-    scored on, with a paired bootstrap 95% CI; ``n`` is the number of questions."""
-    from coral_env.backend.metrics import paired_bootstrap_ci
-
-    ea, eb = expected_correctness(rows, a), expected_correctness(rows, b)
-    tasks = [t for t in ea if t in eb]
+    scored on, with the two-level paired bootstrap 95% CI; ``n`` is the number of questions."""
+    ma, mb = episode_matrices(rows, a), episode_matrices(rows, b)
+    tasks = [t for t in ma if t in mb]
     if not tasks:
         raise ValueError(f"no held-out task has test_correct rows for both {a!r} and {b!r} (run with eval_test)")
-    after, before = np.concatenate([ea[t] for t in tasks]), np.concatenate([eb[t] for t in tasks])
-    lo, hi = paired_bootstrap_ci(before, after, n_boot=n_boot, seed=seed)
-    return {"diff": float((after - before).mean()), "ci": [lo, hi], "n": int(len(after)), "tasks": tasks}
+    pairs = [(ma[t], mb[t]) for t in tasks]
+    diff = np.concatenate([x.mean(0) - y.mean(0) for x, y in pairs])
+    lo, hi = _two_level_ci(pairs, n_boot, seed)
+    return {"diff": float(diff.mean()), "ci": [lo, hi], "n": int(len(diff)), "tasks": tasks}
 
 
 def policy_test_gain(rows: list[dict], policy: str, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
-    """``policy``'s mean test gain over each episode's starting adapter, paired over questions."""
-    from coral_env.backend.metrics import paired_bootstrap_ci
-
-    after, before = expected_correctness(rows, policy), expected_correctness(rows, policy, "test_correct_before")
+    """``policy``'s mean test gain over each episode's starting adapter (the same two-level
+    bootstrap, the starting adapter's correctness as the other side)."""
+    after, before = episode_matrices(rows, policy), episode_matrices(rows, policy, "test_correct_before")
     tasks = [t for t in after if t in before]
     if not tasks:
         raise ValueError(f"{policy!r} has no rows with test_correct (run the evaluation with eval_test)")
-    a, b = np.concatenate([after[t] for t in tasks]), np.concatenate([before[t] for t in tasks])
-    lo, hi = paired_bootstrap_ci(b, a, n_boot=n_boot, seed=seed)
+    pairs = [(after[t], before[t]) for t in tasks]
+    lo, hi = _two_level_ci(pairs, n_boot, seed)
+    gains = {t: float((a.mean(0) - b.mean(0)).mean()) for t, (a, b) in zip(tasks, pairs)}
+    a_all = np.concatenate([a.mean(0) for a, _ in pairs])
+    b_all = np.concatenate([b.mean(0) for _, b in pairs])
     return {
-        "gain": float((a - b).mean()),
+        "gain": float((a_all - b_all).mean()),
         "ci": [lo, hi],
-        "accuracy": float(a.mean()),
-        "n": int(len(a)),
-        "per_task": {t: float((after[t] - before[t]).mean()) for t in tasks},
+        "accuracy": float(a_all.mean()),
+        "n": int(len(a_all)),
+        "per_task": gains,
     }
 
 
 def policy_test_table(rows: list[dict], policies: list[str], reference: str | None = None) -> str:
-    """Markdown: per policy, test accuracy, test gain over the starting adapter (paired CI) and,
-    with ``reference``, the paired difference from that policy."""
+    """Markdown: per policy, test accuracy, test gain over the starting adapter (CI) and, with
+    ``reference``, the paired difference from that policy."""
     head = "| policy | questions | test accuracy | test gain [95% CI] |"
     rule = "|---|---:|---:|---|"
     if reference:
