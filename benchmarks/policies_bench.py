@@ -41,6 +41,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--restem-iterations", type=int, default=None)
     p.add_argument("--samples-per-task", type=int, default=None, help="ReST^EM K")
     p.add_argument("--keep-per-task", type=int, default=None, help="ReST^EM cap on kept samples per task")
+    p.add_argument("--sft-epochs", type=float, default=None, help="ReST^EM SFT epochs per iteration")
+    p.add_argument("--sft-lr", type=float, default=None, help="ReST^EM SFT learning rate")
     p.add_argument(
         "--reward-mode",
         default="binary",
@@ -105,6 +107,8 @@ def run(args: argparse.Namespace, make_env=None, encoder=None, make_policy=None)
         samples_per_task=args.samples_per_task,
         eval_samples_per_task=args.eval_samples,
         keep_per_task=args.keep_per_task,
+        num_train_epochs=args.sft_epochs,
+        learning_rate=args.sft_lr,
         workers=args.workers,
         **tasks,
         **env_kw,
@@ -304,7 +308,8 @@ def _markdown(args, cfg, grpo_cfg, summaries, timings, paired) -> str:
         f"- preset `{args.preset}`, policy model `{model or 'default_policy_model()'}`; "
         f"training tasks {', '.join(cfg.train_tasks)}; held-out tasks {', '.join(cfg.eval_tasks)}.",
         f"- ReST^EM: {cfg.iterations} iterations, K={cfg.samples_per_task} samples per task, at most "
-        f"{cfg.keep_per_task} kept, LoRA r={cfg.lora_r}, restart from base={cfg.restart_from_base}.",
+        f"{cfg.keep_per_task} kept, LoRA r={cfg.lora_r}, SFT {cfg.num_train_epochs:g} epochs at lr "
+        f"{cfg.learning_rate:g}, restart from base={cfg.restart_from_base}.",
         *_grpo_lines(grpo_cfg),
         f"- Sampling policies (random, LLM) get {cfg.eval_samples_per_task} episodes per held-out task; "
         "deterministic ones (fixed rule, greedy SB3 agents) get one, so their CIs are wide.",
