@@ -114,16 +114,12 @@ def run(args: argparse.Namespace, make_env=None, encoder=None, make_policy=None)
         **env_kw,
     )
     eval_tasks, n = restem_cfg.eval_tasks, restem_cfg.eval_samples_per_task
-    make_env = make_env or env_factory(
-        args.preset,
-        args.artifacts,
-        args.data_dir,
-        args.seed,
-        workers=args.workers,
-        auto_setup=restem_cfg.auto_setup,
-        reward_mode=args.reward_mode,
-        eval_test=True,
-    )
+    env_settings = dict(auto_setup=restem_cfg.auto_setup, reward_mode=args.reward_mode, eval_test=True)
+    where = (args.preset, args.artifacts, args.data_dir, args.seed)
+    sb3_make_env = make_env or env_factory(*where, **env_settings)
+    if make_env is None and args.workers > 1:  # Ray actors score one-step episodes; SB3 steps a real env
+        make_env = env_factory(*where, workers=args.workers, **env_settings)
+    make_env = make_env or sb3_make_env
     run_dir = Path(args.run_dir)
     timings, rows = {}, []
 
@@ -181,7 +177,7 @@ def run(args: argparse.Namespace, make_env=None, encoder=None, make_policy=None)
                 **env_kw,
             )
             start = time.perf_counter()
-            result = train_sb3(cfg, make_env=make_env, encoder=encoder)
+            result = train_sb3(cfg, make_env=sb3_make_env, encoder=encoder)
             timings[f"{algo} (train + eval)"] = time.perf_counter() - start
             rows += result["rows"]
 
