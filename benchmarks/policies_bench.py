@@ -241,7 +241,9 @@ def _paired_lines(paired: dict) -> list[str]:
         "",
         "Each question's correctness is averaged over a policy's episodes on its task (its expected "
         "correctness); gains are over each episode's starting adapter, differences are from the random "
-        "policy; 95% CIs by paired bootstrap over questions.",
+        "policy. 95% CIs by a two-level bootstrap (`trainers/paired.py`): a policy's episodes resampled "
+        "within each task, then the questions, the same for both sides. A deterministic policy has one "
+        "episode per task, so its CI covers the questions only, not its training seed.",
         "",
         paired["table"],
         "",
@@ -330,6 +332,8 @@ def _markdown(args, cfg, grpo_cfg, summaries, timings, paired) -> str:
         family_table(summaries),
         "",
         "## Wall time (s)",
+        "",
+        "A stage already complete in `--run-dir` is reloaded, not rerun: its seconds are the reload's.",
         "",
         "| stage | seconds |",
         "|---|---:|",
