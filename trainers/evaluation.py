@@ -268,7 +268,7 @@ def comparison_plot(summaries: list[dict], path: str | Path, title: str = "Held-
         gridspec_kw={"width_ratios": [1, 1, 1.3]},
     )
     for ax, key, ci, label in (
-        (axes[0], "success_rate", "success_ci", "success rate (reward 1)"),
+        (axes[0], "success_rate", "success_ci", "success rate (validation gain > 0)"),
         (axes[1], "mean_accuracy_gain", "accuracy_gain_ci", "mean accuracy gain"),
     ):
         values = np.array([s[key] for s in summaries])
