@@ -68,3 +68,19 @@ def test_ci_counts_which_strategies_a_policy_happened_to_draw():
     d = paired_policy_difference(rows, "a", "b")
     assert d["diff"] == 0
     assert d["ci"][0] < -0.3 and d["ci"][1] > 0.3  # question resampling alone would give [0, 0]
+
+
+def test_a_run_written_before_a_field_existed_resumes_at_its_default(tmp_path):
+    import dataclasses
+    import json
+
+    from trainers.restem import RestemConfig
+    from trainers.run_config import RESUMABLE_CHANGES, check_resume
+
+    cfg = RestemConfig.from_preset("tiny", policy_model="tiny")
+    saved = dataclasses.asdict(cfg)
+    del saved["reward_mode"]  # a run folder from before --reward-mode
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    check_resume(tmp_path / "config.json", cfg, RESUMABLE_CHANGES)  # binary: what that run did
+    with pytest.raises(ValueError, match="reward_mode"):
+        check_resume(tmp_path / "config.json", dataclasses.replace(cfg, reward_mode="significant"), RESUMABLE_CHANGES)

@@ -200,6 +200,9 @@ def check_resume(path: Path, config, resumable: set[str]) -> None:
 
     old = read_json(path, f"delete {path.parent} or choose another --out")
     new = json.loads(json.dumps(dataclasses.asdict(config)))
+    defaults = json.loads(json.dumps(dataclasses.asdict(type(config)())))
+    # a field added since the run was written counts as its default (what the run did)
+    old = {k: old.get(k, defaults.get(k)) for k in new}
     if changed := sorted(k for k in new if k not in resumable and old.get(k) != new[k]):
         raise ValueError(
             f"{path.parent} holds a run with different settings ({', '.join(changed)}); "
