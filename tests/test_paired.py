@@ -4,7 +4,7 @@ config hands to the env."""
 import numpy as np
 import pytest
 
-from trainers.paired import expected_correctness, paired_policy_difference, policy_test_gain
+from trainers.paired import episode_matrices, paired_policy_difference, policy_test_gain
 
 
 def _rows(policy, task, vectors, before):
@@ -13,7 +13,7 @@ def _rows(policy, task, vectors, before):
 
 def test_expected_correctness_averages_episodes_per_question():
     rows = _rows("a", "t", [[1, 0, 1, 0], [1, 1, 0, 0]], [0, 0, 0, 0])
-    assert expected_correctness(rows, "a")["t"].tolist() == [1.0, 0.5, 0.5, 0.0]
+    assert episode_matrices(rows, "a")["t"].mean(axis=0).tolist() == [1.0, 0.5, 0.5, 0.0]
 
 
 def test_paired_difference_pools_tasks_and_pairs_questions():
@@ -37,7 +37,7 @@ def test_paired_difference_pools_tasks_and_pairs_questions():
 def test_paired_difference_refuses_what_it_cannot_pair():
     rows = _rows("a", "t", [[1, 0]], [0, 0]) + _rows("a", "t", [[1, 0, 1]], [0, 0, 0])
     with pytest.raises(ValueError, match="different lengths"):
-        expected_correctness(rows, "a")
+        episode_matrices(rows, "a")
     rows = _rows("a", "t1", [[1]], [0]) + _rows("b", "t2", [[1]], [0])
     with pytest.raises(ValueError, match="eval_test"):
         paired_policy_difference(rows, "a", "b")

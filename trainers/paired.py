@@ -36,11 +36,6 @@ def episode_matrices(rows: list[dict], policy: str, key: str = "test_correct") -
     return {task: np.stack(vectors) for task, vectors in out.items()}
 
 
-def expected_correctness(rows: list[dict], policy: str, key: str = "test_correct") -> dict[str, np.ndarray]:
-    """``{task: per-question mean of rows[key]}`` over ``policy``'s episodes that carry ``key``."""
-    return {task: m.mean(axis=0) for task, m in episode_matrices(rows, policy, key).items()}
-
-
 def _two_level_ci(pairs: list[tuple[np.ndarray, np.ndarray]], n_boot: int, seed: int) -> tuple[float, float]:
     """95% CI of the pooled mean of (a - b): per replicate, each side's episodes resampled within
     its task, then the task's questions (shared by both sides)."""
@@ -57,38 +52,41 @@ def _two_level_ci(pairs: list[tuple[np.ndarray, np.ndarray]], n_boot: int, seed:
     return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
+def _compare(ma: dict, mb: dict, n_boot: int, seed: int, missing: str) -> dict[str, Any]:
+    """Per-question mean of side a minus side b over the tasks both have, pooled, with the
+    two-level CI; raises ``ValueError(missing)`` when no task has both."""
+    tasks = [t for t in ma if t in mb]
+    if not tasks:
+        raise ValueError(missing)
+    pairs = [(ma[t], mb[t]) for t in tasks]
+    per_task = [a.mean(0) - b.mean(0) for a, b in pairs]
+    lo, hi = _two_level_ci(pairs, n_boot, seed)
+    diff = np.concatenate(per_task)
+    return {
+        "diff": float(diff.mean()),
+        "ci": [lo, hi],
+        "n": int(len(diff)),
+        "tasks": tasks,
+        "per_task": {t: float(d.mean()) for t, d in zip(tasks, per_task)},
+        "accuracy": float(np.concatenate([a.mean(0) for a, _ in pairs]).mean()),
+    }
+
+
 def paired_policy_difference(rows: list[dict], a: str, b: str, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
     """Mean test correctness of policy ``a`` minus ``b`` over the held-out questions both were
     scored on, with the two-level paired bootstrap 95% CI; ``n`` is the number of questions."""
-    ma, mb = episode_matrices(rows, a), episode_matrices(rows, b)
-    tasks = [t for t in ma if t in mb]
-    if not tasks:
-        raise ValueError(f"no held-out task has test_correct rows for both {a!r} and {b!r} (run with eval_test)")
-    pairs = [(ma[t], mb[t]) for t in tasks]
-    diff = np.concatenate([x.mean(0) - y.mean(0) for x, y in pairs])
-    lo, hi = _two_level_ci(pairs, n_boot, seed)
-    return {"diff": float(diff.mean()), "ci": [lo, hi], "n": int(len(diff)), "tasks": tasks}
+    missing = f"no held-out task has test_correct rows for both {a!r} and {b!r} (run with eval_test)"
+    c = _compare(episode_matrices(rows, a), episode_matrices(rows, b), n_boot, seed, missing)
+    return {k: c[k] for k in ("diff", "ci", "n", "tasks")}
 
 
 def policy_test_gain(rows: list[dict], policy: str, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
     """``policy``'s mean test gain over each episode's starting adapter (the same two-level
     bootstrap, the starting adapter's correctness as the other side)."""
     after, before = episode_matrices(rows, policy), episode_matrices(rows, policy, "test_correct_before")
-    tasks = [t for t in after if t in before]
-    if not tasks:
-        raise ValueError(f"{policy!r} has no rows with test_correct (run the evaluation with eval_test)")
-    pairs = [(after[t], before[t]) for t in tasks]
-    lo, hi = _two_level_ci(pairs, n_boot, seed)
-    gains = {t: float((a.mean(0) - b.mean(0)).mean()) for t, (a, b) in zip(tasks, pairs)}
-    a_all = np.concatenate([a.mean(0) for a, _ in pairs])
-    b_all = np.concatenate([b.mean(0) for _, b in pairs])
-    return {
-        "gain": float((a_all - b_all).mean()),
-        "ci": [lo, hi],
-        "accuracy": float(a_all.mean()),
-        "n": int(len(a_all)),
-        "per_task": gains,
-    }
+    missing = f"{policy!r} has no rows with test_correct (run the evaluation with eval_test)"
+    c = _compare(after, before, n_boot, seed, missing)
+    return {"gain": c["diff"], "ci": c["ci"], "accuracy": c["accuracy"], "n": c["n"], "per_task": c["per_task"]}
 
 
 def policy_test_table(rows: list[dict], policies: list[str], reference: str | None = None) -> str:
