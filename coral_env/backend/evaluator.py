@@ -9,8 +9,9 @@ import numpy as np
 import torch
 
 from ..tasks import Example, answers_match, build_generation_prompt, build_requests, get_task, stop_sequences
+from .decoding import generate_greedy
 from .metrics import auc, balanced_accuracy, wilson_ci
-from .scoring import HeadDelta, ScoringConfig, SlotSpec, generate_greedy, score_continuations
+from .scoring import HeadDelta, ScoringConfig, SlotSpec, score_continuations
 
 METRICS = ("accuracy", "acc_norm", "balanced_accuracy", "auc")
 

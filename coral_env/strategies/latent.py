@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import torch
 
+from ..backend.decoding import generate_greedy
 from ..backend.evaluator import generative_result
-from ..backend.scoring import SlotSpec, decoder_and_head, generate_greedy, head_logits, slot_adam
+from ..backend.scoring import SlotSpec, decoder_and_head, head_logits, slot_adam
 from ..tasks import stop_sequences
 from .context import StrategyContext, StrategyOutcome
 from .schema import LatentStrategy
