@@ -141,12 +141,10 @@ def lm_eval_phase(args: argparse.Namespace) -> dict:
 
     from coral_env.backend.models import resolve_model_path
 
-    task_dir = Path(args.out) / "lm_eval_task"
-    task_dir.mkdir(parents=True, exist_ok=True)
-    text = TASK_TEMPLATE.read_text()
-    text = text.replace("test: /work/shared/datasets/gsm8k/test.jsonl", f"test: {json.dumps(str(args.data))}")
-    text = text.replace("max_gen_toks: 256", f"max_gen_toks: {args.max_new_tokens}")
-    (task_dir / TASK_TEMPLATE.name).write_text(text)
+    sys.path.insert(0, str(TASK_TEMPLATE.parents[1]))
+    from run_lm_eval import render_task
+
+    task_dir = render_task(args.data, Path(args.out) / "lm_eval_task", TASK_TEMPLATE).parent
     timed = {"s": 0.0}
     original = HFLM.generate_until
 
@@ -167,6 +165,7 @@ def lm_eval_phase(args: argparse.Namespace) -> dict:
         batch_size=args.batch,
         device="cpu",
         log_samples=True,
+        gen_kwargs={"max_gen_toks": args.max_new_tokens},
     )
     samples = sorted(out["samples"]["gsm8k_local"], key=lambda s: s["doc_id"])
     flexible = [s for s in samples if s["filter"] == "flexible-extract"]
@@ -194,10 +193,11 @@ def run_phase(phase: str, args: argparse.Namespace, env: dict) -> tuple[float, d
 
 def compare(ours: dict, theirs: dict, examples) -> dict:
     from coral_env.backend.decoding import cut_at_stop
+    from coral_env.tasks import stop_sequences
     from coral_env.tasks.answers import answers_match
 
     # lm-eval cuts at the stop strings too, but keeps what precedes EOS; strip both alike.
-    stop = ("Question:", "\n\n")
+    stop = tuple(stop_sequences("gsm8k"))
     theirs_text = [cut_at_stop(t, stop) for t in theirs["outputs"]]
     theirs_correct = [answers_match("number", t, ex.answer) for t, ex in zip(theirs_text, examples)]
     n = len(examples)

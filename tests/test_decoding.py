@@ -39,24 +39,10 @@ def reference(model, tok, prompt: str, max_new: int, stop=STOP, delta=None) -> t
 def model_tok(tiny):
     """A random 2-layer Qwen2 whose text depends on positions and context. (The tiny preset's model,
     with tied embeddings and small weights, repeats the last token whatever the cache holds.)"""
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+    from coral_env.backend.models import tiny_model
 
     tok = tiny[1]
-    config = Qwen2Config(
-        vocab_size=len(tok),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        tie_word_embeddings=False,
-        initializer_range=0.1,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-    )
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        return Qwen2ForCausalLM(config).eval(), tok
+    return tiny_model(tok, tie_word_embeddings=False, initializer_range=0.1).eval(), tok
 
 
 def test_continuous_batching_gives_each_prompt_its_own_greedy_text(model_tok):

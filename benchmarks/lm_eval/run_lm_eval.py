@@ -76,8 +76,9 @@ def set_env(threads: int) -> None:
         os.environ[var] = str(threads)
 
 
-def render_task(data: Path, task_dir: Path) -> Path:
-    lines = TASK_TEMPLATE.read_text().splitlines(keepends=True)
+def render_task(data: Path, task_dir: Path, template: Path = TASK_TEMPLATE) -> Path:
+    """Write ``template`` into ``task_dir`` with its one ``test:`` data file replaced by ``data``."""
+    lines = template.read_text().splitlines(keepends=True)
     out, n = [], 0
     for line in lines:
         stripped = line.lstrip()
@@ -88,9 +89,9 @@ def render_task(data: Path, task_dir: Path) -> Path:
         else:
             out.append(line)
     if n != 1:
-        raise RuntimeError(f"expected exactly one 'test:' data_files line in {TASK_TEMPLATE}, found {n}")
+        raise RuntimeError(f"expected exactly one 'test:' data_files line in {template}, found {n}")
     task_dir.mkdir(parents=True, exist_ok=True)
-    dst = task_dir / TASK_TEMPLATE.name
+    dst = task_dir / template.name
     dst.write_text("".join(out))
     return dst
 

@@ -227,11 +227,12 @@ def tiny_tokenizer():
     return _with_pad(AutoTokenizer.from_pretrained(str(folder)))
 
 
-def tiny_model(tokenizer, seed: int = 0, dtype: torch.dtype = torch.float32):
-    """A randomly initialised miniature Qwen2 model (2 layers, hidden 64) for tests; seconds to build."""
+def tiny_model(tokenizer, seed: int = 0, dtype: torch.dtype = torch.float32, **config_overrides):
+    """A randomly initialised miniature Qwen2 model (2 layers, hidden 64) for tests; seconds to build.
+    ``config_overrides`` replace fields of its ``Qwen2Config``."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    config = Qwen2Config(
+    fields = dict(
         vocab_size=len(tokenizer),
         hidden_size=64,
         intermediate_size=128,
@@ -244,6 +245,7 @@ def tiny_model(tokenizer, seed: int = 0, dtype: torch.dtype = torch.float32):
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
+    config = Qwen2Config(**(fields | config_overrides))
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = Qwen2ForCausalLM(config)
