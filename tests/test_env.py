@@ -209,6 +209,30 @@ def test_episodes_do_not_leak_and_memo_serves_repeats(make):
     assert again["memo_hit"] is True and again["metric_after"] == first["metric_after"]
 
 
+def test_test_split_reuses_the_adapter_a_strategy_left_on_validation(make, monkeypatch):
+    import coral_env.env.runtime as runtime_module
+    from coral_env.strategies.parse import parse_strategy
+
+    runtime = make(task="syn_add").unwrapped.runtime
+    state = runtime.task("syn_add")
+    ttl = parse_strategy('{"family": "TTL", "ttl_steps": 3, "learning_rate": 0.01, "batch_size": 4}').strategy
+    runs = []
+    real_execute = runtime_module.execute
+    monkeypatch.setattr(runtime_module, "execute", lambda *a: runs.append(a[0].family) or real_execute(*a))
+    runtime.memo.clear()
+    fresh, _ = runtime.evaluate(state, state.start_adapter, ttl, split="test")  # no validation run yet: runs it
+    runtime.memo.clear()
+    on_validation, _ = runtime.evaluate(state, state.start_adapter, ttl)
+    reused, hit = runtime.evaluate(state, state.start_adapter, ttl, split="test")
+    assert runs == ["TTL", "TTL"] and not hit and reused.cost["reused_validation_adapter"]
+    np.testing.assert_array_equal(reused.result.correct, fresh.result.correct)
+    assert reused.adapter is on_validation.adapter and reused.result.n == len(state.splits.test)
+    latent = parse_strategy('{"family": "Latent", "slot_steps": 2, "slot_lr": 0.05}').strategy
+    runtime.evaluate(state, state.start_adapter, latent)
+    runtime.evaluate(state, state.start_adapter, latent, split="test")  # per-input family: run on test itself
+    assert runs == ["TTL", "TTL", "Latent", "Latent"]
+
+
 def test_adapter_key_is_cached_per_tensor_and_notices_in_place_changes(make):
     import torch
 

@@ -73,7 +73,8 @@ def run(tmp_path, calls, steps, replies=REPLIES, fail_on=None, **overrides):
     )
     config = RestemConfig.from_preset("tiny", **(settings | overrides))
 
-    def make_env(tasks, **_):
+    def make_env(tasks, **kwargs):
+        steps[("env_kwargs", tuple(tasks))] = kwargs
         env = BanditCoralEnv({t: TARGETS[t] for t in tasks})
         original = env.step
 
@@ -97,6 +98,9 @@ def test_iteration_keeps_rewarded_samples_trains_and_resumes(tmp_path):
     out = tmp_path / "run"
     (it,) = result["iterations"]
     assert it["kept"] == {"syn_a": 2, "syn_b": 0}
+    # training samples are scored on validation alone; the held-out env is strict
+    assert steps[("env_kwargs", ("syn_a", "syn_b"))] == {"eval_test": False}
+    assert steps[("env_kwargs", ("held_1", "held_2"))] == {"strict_heldout": True}
     samples = json.loads((out / "iter_1/samples/syn_a.json").read_text())
     assert [r["reward"] for r in samples["results"]] == [1, 1, 0, 0, 1, 1]
     assert [r["valid"] for r in samples["results"]] == [True, True, False, True, True, True]

@@ -186,7 +186,7 @@ def train_grpo(
     if done.exists() and json.loads(done.read_text())["train"]["steps"] >= config.max_steps:
         train = json.loads(done.read_text())["train"]
     else:  # a new run, a killed one, or a larger --max-steps: continue from TRL's last checkpoint
-        train = _train(config, make_env(config.train_tasks), adapter)
+        train = _train(config, make_env(config.train_tasks, eval_test=False), adapter)  # rewards need validation only
         log("train", **{k: v for k, v in train.items() if k != "log_history"})
 
     # ----- evaluate on held-out tasks, as ReST^EM does ----------------------------------------

@@ -150,8 +150,10 @@ def train_restem(
     def env_for(kind: str):
         if kind not in envs:
             envs[kind] = (
-                make_env(config.train_tasks) if kind == "train" else make_env(config.eval_tasks, strict_heldout=True)
-            )  # never trained on them
+                make_env(config.train_tasks, eval_test=False)  # samples are scored on validation only
+                if kind == "train"
+                else make_env(config.eval_tasks, strict_heldout=True)  # never trained on them
+            )
         return envs[kind]
 
     def evaluate(folder: Path, adapter: str | None, label: str, iteration: int) -> dict:

@@ -422,10 +422,22 @@ class CoralRuntime:
         self, state: TaskState, adapter: torch.Tensor, strategy: Strategy | None, split: str = "validation"
     ) -> tuple[StrategyOutcome, bool]:
         """Evaluate ``adapter`` on ``split`` after ``strategy`` (None: as is). Returns (outcome, hit):
-        the metrics, the adapter the strategy left (for chaining) and its cost, memoised."""
-        key = (state.name, split, self.adapter_key(adapter), strategy.canonical_json() if strategy is not None else "")
+        the metrics, the adapter the strategy left (for chaining) and its cost, memoised.
+
+        Off validation, a strategy already run on validation that left an adapter (TTL, LORA) is
+        not run again: that adapter is scored as is, the same result at half the cost (such
+        runners build their adapter from the support set, never from ``examples``)."""
+        strategy_json = strategy.canonical_json() if strategy is not None else ""
+        key = (state.name, split, self.adapter_key(adapter), strategy_json)
         if key in self.memo:
             return self.memo[key], True
+        on_validation = self.memo.get((state.name, "validation", key[2], strategy_json)) if strategy_json else None
+        if split != "validation" and on_validation is not None and on_validation.adapter is not None:
+            scored, _ = self.evaluate(state, on_validation.adapter, None, split)
+            cost = on_validation.cost | {"seconds": scored.cost["seconds"], "reused_validation_adapter": True}
+            evaluation = StrategyOutcome(scored.result, on_validation.adapter, cost)
+            self.memo[key] = evaluation
+            return evaluation, False
         examples = state.splits.split(split)
         snapshot = self.layout.get_flat()
         start = time.perf_counter()

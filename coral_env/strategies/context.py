@@ -99,7 +99,9 @@ class StrategyOutcome:
     """Predictions on the evaluated examples, the adapter the strategy produced, and its cost.
 
     ``adapter`` is the transformed flat adapter for chaining (TTL, LORA); None when the family
-    does not produce one (TTS, Latent act at inference time).
+    does not produce one (TTS, Latent act at inference time). A runner that returns one must
+    build it without looking at the evaluated ``examples``: the runtime scores it on other
+    splits directly instead of running the strategy again.
     """
 
     result: EvalResult
