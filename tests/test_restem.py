@@ -205,3 +205,44 @@ def test_sft_labels_cover_only_the_completion(tmp_path):
     assert target.startswith(strategy.to_json()) and "<|im_end|>" in target
     prompt = trainer.processing_class.decode(example["input_ids"][:first])
     assert prompt.endswith("<|im_start|>assistant\n") and "A synthetic arithmetic task." in prompt
+
+
+def test_completion_positions_only_scores_the_completion_with_the_same_loss(tmp_path, monkeypatch):
+    import torch
+    import trl.trainer.utils as trl_utils
+
+    from trainers.completion_logprobs import completion_positions_only
+
+    config = RestemConfig.from_preset("tiny", out=str(tmp_path), progress=False)
+    record = sft_example("A synthetic arithmetic task.", "syn_add", '{"family": "LORA", "lambda": 0.5}')
+    trainer = build_sft_trainer(config, [record], tmp_path / "trainer")
+    batch = trainer.data_collator([trainer.train_dataset[0]])
+    labelled = int((batch["labels"][:, 1:] != -100).sum())
+    projected = []
+    apply = trl_utils._ChunkedLogProbFunction.apply
+
+    def counted(hidden, *args):
+        projected.append(hidden.shape[0])
+        return apply(hidden, *args)
+
+    monkeypatch.setattr(trl_utils._ChunkedLogProbFunction, "apply", counted)
+    trainer.model.eval()  # no dropout: both passes see the same network
+    with torch.no_grad():
+        full = trainer.compute_loss(trainer.model, dict(batch))
+        with completion_positions_only():
+            compact = trainer.compute_loss(trainer.model, dict(batch))
+    assert projected[0] == batch["input_ids"].shape[1] - 1 > 10 * labelled  # TRL's CPU path: every position
+    assert projected[1] == labelled  # the shim: the completion's positions only
+    assert torch.allclose(full, compact, atol=1e-5)
+    assert trl_utils._use_triton(torch.device("cpu")) is False  # restored after the block
+
+
+def test_lora_layers_trains_only_the_top_layers(tmp_path):
+    config = RestemConfig.from_preset("tiny", out=str(tmp_path), progress=False, lora_layers=1)
+    record = sft_example("A synthetic arithmetic task.", "syn_add", '{"family": "LORA", "lambda": 0.5}')
+    trainer = build_sft_trainer(config, [record], tmp_path / "trainer")
+    trained = {n.split(".layers.")[1].split(".")[0] for n, p in trainer.model.named_parameters() if p.requires_grad}
+    assert trained == {str(trainer.model.config.num_hidden_layers - 1)}
+    assert RestemConfig.from_preset("cpu").lora_layers == 4 and RestemConfig.from_preset("paper").lora_layers == 0
+    with pytest.raises(ValueError, match="lora_layers must be an int >= 0"):
+        RestemConfig.from_preset("tiny", lora_layers=-1)

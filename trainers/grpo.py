@@ -26,6 +26,7 @@ from typing import Any, Callable
 
 from coral_env.config import documented
 
+from .completion_logprobs import completion_positions_only
 from .reporting import check_report_to, tensorboard_dir
 from .run_config import POLICY_PRESETS, PolicyTrainingConfig
 
@@ -124,7 +125,7 @@ def build_grpo_trainer(config: GrpoConfig, env, output_dir: Path, reward: EnvRew
     dtype = resolve_dtype(config.train_dtype, device)
     model, tokenizer = load_model(config.policy_model, dtype=dtype)
     tokenizer.padding_side = "left"  # GRPO generates from left-padded prompts
-    peft_config = config.lora_config()
+    peft_config = config.lora_config(model.config.num_hidden_layers)
     args = GRPOConfig(
         output_dir=str(output_dir),
         learning_rate=config.learning_rate,
@@ -243,7 +244,8 @@ def _train(config: GrpoConfig, env, target: Path) -> dict[str, Any]:
         trainer = build_grpo_trainer(config, env, trainer_dir, reward)
     checkpoint = get_last_checkpoint(str(trainer_dir))
     started = time.perf_counter()
-    output = trainer.train(resume_from_checkpoint=checkpoint)
+    with completion_positions_only():
+        output = trainer.train(resume_from_checkpoint=checkpoint)
     history = [h for h in trainer.state.log_history if "reward" in h]
     train = {
         "steps": int(output.global_step),

@@ -33,6 +33,7 @@ from typing import Any, Callable
 
 from coral_env.config import documented
 
+from .completion_logprobs import completion_positions_only
 from .run_config import (
     POLICY_PRESETS,
     RESUMABLE_CHANGES,
@@ -371,7 +372,7 @@ def build_sft_trainer(config: RestemConfig, records: list[dict], output_dir: Pat
     if start_adapter:
         model = PeftModel.from_pretrained(model, start_adapter, is_trainable=True)
     else:
-        peft_config = config.lora_config()
+        peft_config = config.lora_config(model.config.num_hidden_layers)
     longest = max(
         len(
             tokenizer(
@@ -432,7 +433,8 @@ def finetune(
                 start_adapter,
             )
         started = time.perf_counter()
-        output = trainer.train()
+        with completion_positions_only():
+            output = trainer.train()
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
         sft = {
             "examples": len(records),
