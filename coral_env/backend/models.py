@@ -2,7 +2,11 @@
 
 GGUF files (including the PyPI packages that ship SmolLM2-135M-Instruct and
 Qwen2.5-Coder-0.5B-Instruct) are dequantised once into a cached safetensors folder, because a
-model loaded from GGUF cannot be saved and the HF ``Trainer`` refuses it.
+model loaded from GGUF cannot be saved and the HF ``Trainer`` refuses it. The folder holds
+bfloat16 weights: a bf16 load then maps the file instead of reading a float32 copy and casting
+it (Qwen-0.5B: 0.4 GB resident after loading instead of a 4.2 GB peak) and gives exactly the
+logits of the GGUF model loaded in bf16; a float32 load reads them upcast (against the GGUF
+model in float32: the same argmax at 85 of 86 positions of three prompts, logits within 0.16).
 """
 
 from __future__ import annotations
@@ -133,7 +137,7 @@ def _offline_gguf(pkg: OfflinePackage) -> Path:
 
 
 def _convert_gguf(gguf: Path, name: str) -> Path:
-    """Dequantise a GGUF file once into ``cache/models/<name>`` (safetensors); returns the folder."""
+    """Dequantise a GGUF file once into ``cache/models/<name>`` (bf16 safetensors); returns the folder."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     out = cache_dir() / "models" / name
@@ -147,7 +151,7 @@ def _convert_gguf(gguf: Path, name: str) -> Path:
     # A model built from the config alone has no quantization_config, so it can be saved.
     if hasattr(config, "quantization_config"):
         del config.quantization_config
-    clean = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    clean = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
     missing, unexpected = clean.load_state_dict(loaded.state_dict(), strict=False)
     if [k for k in missing if "lm_head" not in k] or unexpected:
         raise RuntimeError(f"GGUF conversion of {gguf}: missing {missing}, unexpected {unexpected}")
