@@ -319,3 +319,21 @@ def test_separate_context_writer_is_freed_after_writing(make, monkeypatch):
     assert len(loaded) == 2  # loaded on need for each missing context ...
     assert all(ref() is None for ref in loaded)  # ... and freed once it was written
     assert env.unwrapped.runtime._context_writer is None
+
+
+def test_closed_loop_observation_carries_the_feedback_of_earlier_steps(make):
+    env = make(task="syn_add", max_adaptation_steps=3)
+    obs0, info = env.reset(seed=0)
+    context = obs0["context"]
+    assert "Adaptation so far" not in context
+    obs1, _, _, _, info1 = env.step('{"family": "LORA", "lambda": 0.8}')
+    change = f"{info1['metric_before']:.3f} to {info1['metric_after']:.3f}"
+    first = f'step 1: {{"family": "LORA", "lambda": 0.8}} -> {change}'
+    assert obs1["context"].startswith(context) and obs1["context"].endswith(first)
+    obs2, _, _, _, info2 = env.step('{"family": "Latent", "slot_steps": 2, "slot_lr": 0.05}')
+    lines = obs2["context"].splitlines()
+    assert lines[-2] == first and lines[-1].startswith('step 2: {"family": "Latent"')
+    assert lines[-1].endswith(f"{info2['metric_before']:.3f} to {info2['metric_after']:.3f}")
+    assert info2["metric_before"] == info1["metric_after"]
+    obs, _ = env.reset()  # a new episode starts without the last one's history
+    assert obs["context"] == context

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,10 @@ class CoralEnv(gym.Env[dict, str]):
       labeled support examples, the answer format, a task statement and facts measured on the
       support split (kind, choices, answer type, question length, passages, blanks,
       continuations, numbers, math notation, shared wording), then an LLM-written
-      description; see ``coral_env.env.contexts``;
+      description; see ``coral_env.env.contexts``. In a chained episode
+      (``max_adaptation_steps > 1``, DeGAML's closed loop) each later observation ends with the
+      episode's history so far, one line per strategy with the validation metric before and
+      after it, so a policy that reads the context sees the feedback;
     - ``adapter``: a fixed-size float32 vector describing the current adapter (in a chained
       episode, the adapter the last strategy left; the terminal observation keeps the one
       before, as nothing acts on it): the CVAE posterior mean when alignment is
@@ -213,7 +216,11 @@ class CoralEnv(gym.Env[dict, str]):
 
     def _observation(self) -> dict:
         state = self._state
-        context = self.user_contexts.get(state.task.name, state.task.context)[:MAX_CONTEXT_CHARS]
+        context = self.user_contexts.get(state.task.name, state.task.context)
+        if state.history:  # the closed loop's feedback goes last; the task's own context keeps its room
+            feedback = "\n\nAdaptation so far (validation " + state.metric_name + "):\n" + "\n".join(state.history)
+            context = context[: max(0, MAX_CONTEXT_CHARS - len(feedback))] + feedback
+        context = context[:MAX_CONTEXT_CHARS]
         return {
             "context": context,
             "adapter": state.description.copy(),
@@ -324,6 +331,7 @@ class CoralEnv(gym.Env[dict, str]):
         }
         self._add_test_accuracy(info, strategy)
         state.step += 1
+        state.history.append(f"step {state.step}: {strategy.to_json()} -> {state.metric:.3f} to {after:.3f}")
         state.metric, state.accuracy, state.correct = after, evaluation.result.accuracy, evaluation.result.correct
         state.done = state.step >= self.max_adaptation_steps
         if evaluation.adapter is not None and evaluation.adapter is not state.adapter:
@@ -399,3 +407,4 @@ class _Episode:
     correct: np.ndarray  # per validation question, for the significance test
     step: int = 0
     done: bool = False
+    history: list[str] = field(default_factory=list)  # one line per strategy applied
