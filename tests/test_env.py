@@ -297,7 +297,7 @@ def test_policies_run_episodes(make):
         assert out["task"] == "syn_add" and out["reward"] in (0.0, 1.0) and len(out["actions"]) == 1
 
 
-def test_separate_context_writer_is_freed_after_writing(make, monkeypatch):
+def test_separate_context_writer_writes_every_missing_context_in_one_load_and_is_freed(make, monkeypatch):
     import gc
     import weakref
 
@@ -314,11 +314,16 @@ def test_separate_context_writer_is_freed_after_writing(make, monkeypatch):
     monkeypatch.setattr(runtime_module, "load_model", load)
     env = make(task=TASKS, context_model="writer-under-test")  # a new name: no cached context
     env.reset(options={"task": "syn_add"})
+    folder = env.unwrapped.runtime.paths.base / "contexts"
+    written = {p.name.split("-")[0] for p in folder.glob("*.json") if "writer-under-test" in p.read_text()}
+    assert written == set(TASKS)  # the first reset wrote both tasks' descriptions ...
     env.reset(options={"task": "syn_parity"})
     gc.collect()
-    assert len(loaded) == 2  # loaded on need for each missing context ...
-    assert all(ref() is None for ref in loaded)  # ... and freed once it was written
+    assert len(loaded) == 1  # ... with one load of the writer ...
+    assert all(ref() is None for ref in loaded)  # ... freed once they were written
     assert env.unwrapped.runtime._context_writer is None
+    make(task=["syn_compare"], context_model="writer-under-test").reset()  # a later missing one loads it again
+    assert len(loaded) == 2
 
 
 def test_closed_loop_observation_carries_the_feedback_of_earlier_steps(make):
@@ -337,3 +342,45 @@ def test_closed_loop_observation_carries_the_feedback_of_earlier_steps(make):
     assert info2["metric_before"] == info1["metric_after"]
     obs, _ = env.reset()  # a new episode starts without the last one's history
     assert obs["context"] == context
+
+
+def test_validation_size_scores_the_reward_on_a_prefix_and_reuses_the_adapter(make, monkeypatch):
+    import coral_env.env.runtime as runtime_module
+    from coral_env.strategies.parse import parse_strategy
+
+    full = make(task="syn_add")
+    runtime = full.unwrapped.runtime
+    runtime.memo.clear()  # the runtime is shared with earlier tests
+    state = runtime.task("syn_add")
+    n_val = len(state.splits.validation)
+    small = make(task="syn_add", validation_size=5)
+    _, info = small.reset(seed=0)
+    assert info["validation_questions"] == 5 and full.reset(seed=0)[1]["validation_questions"] == n_val
+    start, _ = runtime.evaluate(state, state.start_adapter, None)
+    assert info["metric_before"] == pytest.approx(start.result.correct[:5].mean())
+    runs = []
+    real_execute = runtime_module.execute
+    monkeypatch.setattr(runtime_module, "execute", lambda *a: runs.append(a[0].family) or real_execute(*a))
+    ttl = '{"family": "TTL", "ttl_steps": 3, "learning_rate": 0.01, "batch_size": 4}'
+    _, _, _, _, on_prefix = small.step(ttl)
+    _, _, _, _, on_all = full.step(ttl)  # the TTL adapter does not depend on the scored questions: not rerun
+    assert runs == ["TTL"] and not on_all["memo_hit"]
+    after, _ = runtime.evaluate(state, state.start_adapter, parse_strategy(ttl).strategy)
+    assert on_prefix["metric_after"] == pytest.approx(after.result.correct[:5].mean())
+    assert on_all["metric_after"] == pytest.approx(after.result.correct.mean())
+    with pytest.raises(ValueError, match="validation_size must be an int >= 1"):
+        make(task="syn_add", validation_size=0)
+
+
+def test_descriptions_written_in_one_batch_equal_one_by_one():
+    from coral_env.backend.models import load_tokenizer, tiny_model
+    from coral_env.env.contexts import labeled_support, write_description, write_descriptions
+    from coral_env.tasks import load_task
+
+    tokenizer = load_tokenizer("tiny")
+    model = tiny_model(tokenizer, tie_word_embeddings=False, initializer_range=0.1).eval()  # text depends on input
+    shown = [labeled_support(load_task(t, seed=0))[:n] for t, n in (("syn_add", 4), ("syn_parity", 1))]
+    alone = [write_description(model, tokenizer, ex, "multiple_choice", max_new_tokens=12) for ex in shown]
+    batch = write_descriptions(model, tokenizer, shown, ["multiple_choice"] * 2, max_new_tokens=12)
+    assert batch == alone and alone[0] != alone[1]
+    assert tokenizer.padding_side == "right"  # restored after the left-padded batch

@@ -171,7 +171,7 @@ def train_grpo(
     from coral_env.backend.io import append_jsonl, atomic_write_json
 
     from .evaluation import evaluate_policy_on_tasks, summarize
-    from .run_config import RESUMABLE_CHANGES, check_resume, llm_policy_factory, prepare_run
+    from .run_config import RESUMABLE_CHANGES, check_resume, llm_policy_factory, prepare_run, train_env_kwargs
 
     config, make_env = prepare_run(config, make_env)
     out = Path(config.out)
@@ -187,7 +187,8 @@ def train_grpo(
     if done.exists() and json.loads(done.read_text())["train"]["steps"] >= config.max_steps:
         train = json.loads(done.read_text())["train"]
     else:  # a new run, a killed one, or a larger --max-steps: continue from TRL's last checkpoint
-        train = _train(config, make_env(config.train_tasks, eval_test=False), adapter)  # rewards need validation only
+        env = make_env(config.train_tasks, eval_test=False, **train_env_kwargs(config))  # rewards need validation only
+        train = _train(config, env, adapter)
         log("train", **{k: v for k, v in train.items() if k != "log_history"})
 
     # ----- evaluate on held-out tasks, as ReST^EM does ----------------------------------------

@@ -41,6 +41,7 @@ from .run_config import (
     check_resume,
     llm_policy_factory,
     prepare_run,
+    train_env_kwargs,
 )
 
 # torch, transformers, TRL and PEFT are imported where used: `coral --help` imports this module.
@@ -151,7 +152,7 @@ def train_restem(
     def env_for(kind: str):
         if kind not in envs:
             envs[kind] = (
-                make_env(config.train_tasks, eval_test=False)  # samples are scored on validation only
+                make_env(config.train_tasks, eval_test=False, **train_env_kwargs(config))  # scored on validation
                 if kind == "train"
                 else make_env(config.eval_tasks, strict_heldout=True)  # never trained on them
             )

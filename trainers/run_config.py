@@ -95,6 +95,13 @@ class PolicyTrainingConfig(Presets):
             "stops N layers below the top: on a CPU the SFT step costs about a forward pass"
         },
     )
+    train_validation_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "score training episodes on the first N validation questions (default: all); the held-out "
+            "evaluation always uses the whole split. Pair a small N with --reward-mode significant"
+        },
+    )
     eval_base: bool = field(default=True, metadata={"help": "also evaluate the zero-shot base policy"})
     eval_samples_per_task: int = field(default=4, metadata={"help": "episodes per held-out task"})
     eval_test: bool = field(default=False, metadata={"help": "also report test accuracy in the evaluation rows"})
@@ -158,8 +165,21 @@ class PolicyTrainingConfig(Presets):
             raise ValueError(f"reward_mode must be one of {', '.join(REWARD_MODES)}, got {self.reward_mode!r}")
         if self.report_to not in REPORT_TO:
             raise ValueError(f"report_to must be one of {', '.join(REPORT_TO)}, got {self.report_to!r}")
+        check_train_validation_size(self.train_validation_size)
         if not isinstance(self.workers, int) or self.workers < 1:
             raise ValueError(f"workers must be an int >= 1, got {self.workers!r}")
+
+
+def check_train_validation_size(size: int | None) -> None:
+    """``ValueError`` unless ``size`` is None or an int >= 1."""
+    if size is not None and (not isinstance(size, int) or size < 1):
+        raise ValueError(f"train_validation_size must be an int >= 1 (unset: the whole split), got {size!r}")
+
+
+def train_env_kwargs(config) -> dict[str, Any]:
+    """Env arguments of a run's training env (``Coral-v0``'s ``validation_size`` when the config sets one)."""
+    size = getattr(config, "train_validation_size", None)
+    return {} if size is None else {"validation_size": size}
 
 
 def prepare_run(config, make_env: Callable[..., Any] | None = None) -> tuple[Any, Callable[..., Any]]:

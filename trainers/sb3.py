@@ -26,7 +26,7 @@ from typing import Any, Callable
 from coral_env.config import REWARD_MODES, Presets, documented
 
 from .reporting import REPORT_TO, check_report_to
-from .run_config import prepare_run
+from .run_config import check_train_validation_size, prepare_run, train_env_kwargs
 
 # SB3 and torch are imported where used: `coral --help` imports this module.
 
@@ -101,6 +101,13 @@ class SB3Config(Presets):
     report_to: str = field(
         default="none", metadata={"help": "none or tensorboard (SB3's tensorboard_log, under <out>/tensorboard)"}
     )
+    train_validation_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "score training episodes on the first N validation questions (default: all); the held-out "
+            "evaluation always uses the whole split. Pair a small N with --reward-mode significant"
+        },
+    )
     eval_samples_per_task: int = field(default=1, metadata={"help": "episodes per held-out task"})
     deterministic_eval: bool = field(default=True, metadata={"help": "greedy actions when evaluating"})
     eval_test: bool = field(default=False, metadata={"help": "also report test accuracy in the evaluation rows"})
@@ -119,6 +126,7 @@ class SB3Config(Presets):
             raise ValueError(f"reward_mode must be one of {', '.join(REWARD_MODES)}, got {self.reward_mode!r}")
         if self.report_to not in REPORT_TO:
             raise ValueError(f"report_to must be one of {', '.join(REPORT_TO)}, got {self.report_to!r}")
+        check_train_validation_size(self.train_validation_size)
         if leak := set(self.train_tasks) & set(self.eval_tasks):
             raise ValueError(f"held-out tasks must not be trained on: {sorted(leak)}")
         for key in ("batch_size", "n_epochs", "buffer_size", "train_freq", "target_update_interval"):
@@ -233,7 +241,9 @@ def train_sb3(config: SB3Config, make_env: Callable[[list[str]], Any] | None = N
 
     # ----- train (or reload a finished run) ----------------------------------------------------
     given_encoder = encoder  # workers get it too (None: each builds the env's own, the same artifact)
-    local_env = wrap_env(make_env(config.train_tasks), config.algo, encoder, config.max_prompt_batches)
+    local_env = wrap_env(
+        make_env(config.train_tasks, **train_env_kwargs(config)), config.algo, encoder, config.max_prompt_batches
+    )
     encoder = local_env.get_wrapper_attr("encoder")  # the held-out env must embed the same way
     policy_dir = out / "policy"
     started = time.perf_counter()
@@ -324,15 +334,18 @@ def worker_envs(config: SB3Config, make_env: Callable[[list[str]], Any], encoder
     make = functools.partial(
         _worker_env, make_env, list(config.train_tasks), config.algo, config.max_prompt_batches, threads, encoder
     )
+    make = functools.partial(make, **train_env_kwargs(config))
     method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
     return SubprocVecEnv([make] * config.n_envs, start_method=method)
 
 
-def _worker_env(make_env, tasks: list[str], algo: str, max_prompt_batches: int | None, threads: int, encoder=None):
+def _worker_env(
+    make_env, tasks: list[str], algo: str, max_prompt_batches: int | None, threads: int, encoder=None, **env_kwargs
+):
     import torch
 
     torch.set_num_threads(threads)
-    return wrap_env(make_env(tasks), algo, encoder, max_prompt_batches)
+    return wrap_env(make_env(tasks, **env_kwargs), algo, encoder, max_prompt_batches)
 
 
 def silent_logger():

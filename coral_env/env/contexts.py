@@ -184,33 +184,59 @@ def write_description(
     model, tokenizer, examples: Sequence[Example], kind: str, max_new_tokens: int = MAX_NEW_TOKENS
 ) -> str:
     """Greedy task description from the base model (any adapter disabled)."""
-    prompt = context_prompt(examples, tokenizer)
-    enc = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+    return write_descriptions(model, tokenizer, [examples], [kind], max_new_tokens)[0]
+
+
+@torch.no_grad()
+def write_descriptions(
+    model, tokenizer, examples: Sequence[Sequence[Example]], kinds: Sequence[str], max_new_tokens: int = MAX_NEW_TOKENS
+) -> list[str]:
+    """Greedy task descriptions of several tasks in one left-padded batch (one decode for all)."""
+    prompts = [context_prompt(ex, tokenizer) for ex in examples]
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    try:
+        enc = tokenizer(prompts, return_tensors="pt", add_special_tokens=False, padding=True)
+    finally:
+        tokenizer.padding_side = side
     disable = model.disable_adapter() if hasattr(model, "disable_adapter") else nullcontext()
     with disable:
         out = model.generate(**enc, do_sample=False, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id)
-    text = tokenizer.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True).strip()
-    return text or f"A {kind.replace('_', ' ')} task."
+    texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+    return [text.strip() or f"A {kind.replace('_', ' ')} task." for text, kind in zip(texts, kinds)]
+
+
+def _description_path(runtime, name: str, splits: TaskSplits):
+    """Where task ``name``'s description is cached (keyed by the writer, seed and shown examples)."""
+    shown = format_examples(labeled_support(splits))
+    key = hashlib.sha1(f"v{CACHE_VERSION}|{runtime.context_model_name}|{runtime.config.seed}|{shown}".encode())
+    return runtime.paths.base / "contexts" / f"{name}-{key.hexdigest()[:12]}.json"
+
+
+def write_missing_descriptions(runtime, tasks: Sequence[tuple[str, TaskSplits]]) -> int:
+    """Write the descriptions of ``tasks`` ((name, splits) pairs) not cached yet, in one batch with
+    one load of the context writer, which is released after; returns how many were written."""
+    missing = [(name, splits) for name, splits in tasks if not _description_path(runtime, name, splits).exists()]
+    if not missing:
+        return 0
+    model, tokenizer = runtime.context_writer()
+    shown = [labeled_support(splits) for _, splits in missing]
+    texts = write_descriptions(model, tokenizer, shown, [splits.kind for _, splits in missing])
+    del model, tokenizer
+    runtime.release_context_writer()
+    for (name, splits), description in zip(missing, texts):
+        path = _description_path(runtime, name, splits)
+        atomic_write_json(path, {"task": name, "model": runtime.context_model_name, "description": description})
+    return len(missing)
 
 
 def task_context(runtime, name: str, splits: TaskSplits) -> str:
     """The context of task ``name``; its description is cached (written by the runtime's context
     model on first use), the rest is composed from the splits each time."""
-    model_name = runtime.context_model_name
-    shown = labeled_support(splits)
-    key = hashlib.sha1(
-        f"v{CACHE_VERSION}|{model_name}|{runtime.config.seed}|{format_examples(shown)}".encode()
-    ).hexdigest()[:12]
-    path = runtime.paths.base / "contexts" / f"{name}-{key}.json"
-    if path.exists():
-        cached = read_json(path, _RETRY)
-        description = cached.get("description")
-        if not isinstance(description, str):
-            raise corrupt(path, "no 'description' text", _RETRY)
-    else:
-        model, tokenizer = runtime.context_writer()
-        description = write_description(model, tokenizer, shown, splits.kind)
-        del model, tokenizer
-        runtime.release_context_writer()
-        atomic_write_json(path, {"task": name, "model": model_name, "description": description})
+    path = _description_path(runtime, name, splits)
+    if not path.exists():
+        write_missing_descriptions(runtime, [(name, splits)])
+    cached = read_json(path, _RETRY)
+    description = cached.get("description")
+    if not isinstance(description, str):
+        raise corrupt(path, "no 'description' text", _RETRY)
     return compose_context(description, splits)

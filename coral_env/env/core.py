@@ -103,7 +103,10 @@ class CoralEnv(gym.Env[dict, str]):
     ``eval_test``, ``context`` (str or {task: str}: your own task descriptions),
     ``split_seed`` (the task split seed; must match the artifacts' split manifest),
     ``strict_heldout`` (refuse, with the ``coral setup --holdout T`` command that fixes it, any
-    task whose generator or CVAE was trained on it),
+    task whose generator or CVAE was trained on it), ``validation_size`` (score the reward on
+    the first N validation questions, ``reset``'s ``info["validation_questions"]``; cheaper and
+    noisier: pair a small N with ``reward_mode="significant"``, whose test accounts for N;
+    ``benchmarks/landscape.md`` measures the false-reward rate at 50/100/200 questions),
     ``use_alignment``, ``auto_setup`` (run ``coral setup`` for missing artifacts),
     ``context_model`` (the instruct model that writes contexts; default: the env's model, or
     the packaged Qwen2.5-Coder-0.5B at the cpu preset when installed),
@@ -147,6 +150,7 @@ class CoralEnv(gym.Env[dict, str]):
         render_mode: str | None = None,
         split_seed: int = 0,
         strict_heldout: bool = False,
+        validation_size: int | None = None,
     ) -> None:
         self.tasks = [task] if isinstance(task, str) else list(task)
         if not self.tasks:
@@ -159,6 +163,8 @@ class CoralEnv(gym.Env[dict, str]):
             raise ValueError(f"reward_metric must be 'auto' or one of {METRICS}, got {reward_metric!r}")
         if not isinstance(max_adaptation_steps, int) or not 1 <= max_adaptation_steps <= 16:
             raise ValueError(f"max_adaptation_steps must be an int in [1, 16], got {max_adaptation_steps!r}")
+        if validation_size is not None and (not isinstance(validation_size, int) or validation_size < 1):
+            raise ValueError(f"validation_size must be an int >= 1 (None: the whole split), got {validation_size!r}")
         if render_mode not in (None, "ansi"):
             raise ValueError(f"render_mode must be None or 'ansi', got {render_mode!r}")
         from ..tasks import get_task, resolve_task
@@ -193,6 +199,7 @@ class CoralEnv(gym.Env[dict, str]):
         self.reward_mode, self.reward_metric, self.tie_reward = reward_mode, reward_metric, tie_reward
         self.significance_level = float(significance_level)
         self.max_adaptation_steps, self.eval_test, self.render_mode = max_adaptation_steps, eval_test, render_mode
+        self.validation_size = validation_size
         dim = self.runtime.observation_dim(self.tasks[0])
         self.observation_space = spaces.Dict(
             {
@@ -207,6 +214,7 @@ class CoralEnv(gym.Env[dict, str]):
         self.action_space = AnyText(MAX_ACTION_CHARS, min_length=1)
         self._state = None
         self._last_info: dict = {}
+        self._contexts_ready = False
 
     # ----- helpers -------------------------------------------------------------------------
     def _metric_name(self, result) -> str:
@@ -246,8 +254,11 @@ class CoralEnv(gym.Env[dict, str]):
         elif name not in self.tasks:
             raise ValueError(f"options['task'] = {name!r} is not one of this env's tasks {self.tasks}")
         start = time.perf_counter()
+        if not self._contexts_ready:  # the first reset writes every task's missing description at once
+            self.runtime.prepare_contexts([t for t in self.tasks if t not in self.user_contexts])
+            self._contexts_ready = True
         task = self.runtime.task(name)
-        evaluation, _ = self.runtime.evaluate(task, task.start_adapter, None)
+        evaluation, _ = self.runtime.evaluate(task, task.start_adapter, None, limit=self.validation_size)
         metric = self._metric_name(evaluation.result)
         self._state = _Episode(
             task,
@@ -263,6 +274,7 @@ class CoralEnv(gym.Env[dict, str]):
             "metric": metric,
             "metric_before": self._state.metric,
             "accuracy_before": evaluation.result.accuracy,
+            "validation_questions": int(evaluation.result.n),
             "adapter_source": task.source,
             "heldout": self.runtime.provenance(name)["heldout"],
             "timings": {"reset": time.perf_counter() - start},
@@ -298,7 +310,7 @@ class CoralEnv(gym.Env[dict, str]):
             return self._observation(), 0.0, True, False, info
         strategy = parsed.strategy
         try:
-            evaluation, hit = self.runtime.evaluate(state.task, state.adapter, strategy)
+            evaluation, hit = self.runtime.evaluate(state.task, state.adapter, strategy, limit=self.validation_size)
         except ValueError as exc:  # e.g. TTS without a generator for this task
             state.done = True
             info |= {

@@ -361,6 +361,15 @@ class CoralRuntime:
             self._tasks[name] = TaskState(name, splits, context, adapter, description, source)
         return self._tasks[name]
 
+    def prepare_contexts(self, names: list[str]) -> None:
+        """Write the missing descriptions of these tasks in one batch, one context-writer load for
+        all (an env calls it at its first reset, so a multi-task env does not load the writer per
+        task)."""
+        from .contexts import write_missing_descriptions
+
+        todo = [n for n in names if n not in self._tasks and n not in self.contexts]
+        write_missing_descriptions(self, [(n, self.splits(n)) for n in todo])
+
     def _context(self, name: str, splits: TaskSplits) -> str:
         from .contexts import task_context
 
@@ -419,26 +428,33 @@ class CoralRuntime:
 
     @_serialised
     def evaluate(
-        self, state: TaskState, adapter: torch.Tensor, strategy: Strategy | None, split: str = "validation"
+        self,
+        state: TaskState,
+        adapter: torch.Tensor,
+        strategy: Strategy | None,
+        split: str = "validation",
+        limit: int | None = None,
     ) -> tuple[StrategyOutcome, bool]:
-        """Evaluate ``adapter`` on ``split`` after ``strategy`` (None: as is). Returns (outcome, hit):
-        the metrics, the adapter the strategy left (for chaining) and its cost, memoised.
+        """Evaluate ``adapter`` on ``split`` (its first ``limit`` questions; None: all) after
+        ``strategy`` (None: as is). Returns (outcome, hit): the metrics, the adapter the strategy
+        left (for chaining) and its cost, memoised.
 
-        Off validation, a strategy already run on validation that left an adapter (TTL, LORA) is
-        not run again: that adapter is scored as is, the same result at half the cost (such
-        runners build their adapter from the support set, never from ``examples``)."""
+        A strategy already run on another split or prefix that left an adapter (TTL, LORA) is not
+        run again: that adapter is scored as is, the same result at a fraction of the cost (such
+        runners build their adapter from the support set, never from the scored questions)."""
         strategy_json = strategy.canonical_json() if strategy is not None else ""
+        examples = state.splits.split(split)
+        if limit is not None and limit < len(examples):
+            examples, split = examples[:limit], f"{split}[:{limit}]"
         key = (state.name, split, self.adapter_key(adapter), strategy_json)
         if key in self.memo:
             return self.memo[key], True
-        on_validation = self.memo.get((state.name, "validation", key[2], strategy_json)) if strategy_json else None
-        if split != "validation" and on_validation is not None and on_validation.adapter is not None:
-            scored, _ = self.evaluate(state, on_validation.adapter, None, split)
-            cost = on_validation.cost | {"seconds": scored.cost["seconds"], "reused_validation_adapter": True}
-            evaluation = StrategyOutcome(scored.result, on_validation.adapter, cost)
+        if strategy_json and (done := self._adapter_left(state.name, key[2], strategy_json)) is not None:
+            scored, _ = self.evaluate(state, done.adapter, None, split.split("[")[0], limit)
+            cost = done.cost | {"seconds": scored.cost["seconds"], "reused_validation_adapter": True}
+            evaluation = StrategyOutcome(scored.result, done.adapter, cost)
             self.memo[key] = evaluation
             return evaluation, False
-        examples = state.splits.split(split)
         snapshot = self.layout.get_flat()
         start = time.perf_counter()
         try:
@@ -453,6 +469,13 @@ class CoralRuntime:
         evaluation.cost.setdefault("seconds", time.perf_counter() - start)
         self.memo[key] = evaluation
         return evaluation, False
+
+    def _adapter_left(self, task: str, adapter_key: str, strategy_json: str) -> StrategyOutcome | None:
+        """A memoised run of ``strategy_json`` on this adapter, on any split, that left an adapter."""
+        for (name, _, key, done), outcome in self.memo.items():
+            if (name, key, done) == (task, adapter_key, strategy_json) and outcome.adapter is not None:
+                return outcome
+        return None
 
 
 def summarize_adapter(layout: AdapterLayout, vector: torch.Tensor, dim: int = OBS_ADAPTER_DIM) -> np.ndarray:
