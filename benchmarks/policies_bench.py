@@ -77,10 +77,10 @@ def run(args: argparse.Namespace, make_env=None, encoder=None, make_policy=None)
 
     from coral_env.backend.io import atomic_write_json
     from policies import FixedRulePolicy, RandomPolicy
+    from trainers.compare import evaluate_cached, merge_summary, paired_test_results
     from trainers.evaluation import (
         comparison_plot,
         env_factory,
-        evaluate_policy_on_tasks,
         summarize,
     )
     from trainers.grpo import GrpoConfig, train_grpo
@@ -124,17 +124,10 @@ def run(args: argparse.Namespace, make_env=None, encoder=None, make_policy=None)
     timings, rows = {}, []
 
     def cached(name: str, policy, episodes: int) -> list[dict]:
-        path = run_dir / f"{name}.json"
-        if not path.exists():
-            start = time.perf_counter()
-            held_out_env = make_env(eval_tasks, strict_heldout=True)
-            found = evaluate_policy_on_tasks(
-                held_out_env, policy, eval_tasks, episodes, name=name, seed=args.seed, progress=True
-            )
-            atomic_write_json(path, {"rows": found, "seconds": time.perf_counter() - start})
-        saved = json.loads(path.read_text())
-        timings[name] = saved["seconds"]
-        return saved["rows"]
+        start = time.perf_counter()
+        found = evaluate_cached(run_dir / f"{name}.json", make_env, eval_tasks, policy, episodes, name, args.seed)
+        timings[name] = time.perf_counter() - start
+        return found
 
     if "random" not in skip:
         rows += cached("random", RandomPolicy(seed=args.seed), n)
@@ -191,35 +184,6 @@ def run(args: argparse.Namespace, make_env=None, encoder=None, make_policy=None)
     text = _markdown(args, restem_cfg, grpo_cfg if "grpo" not in skip else None, summaries, timings, paired)
     Path(f"{args.out}.md").write_text(text)
     return rows
-
-
-def paired_test_results(rows: list[dict]) -> dict:
-    """The test-split table of every policy with per-question rows, and the final ReST^EM
-    iteration's (and PPO's) paired differences from random, zero-shot and the fixed rule."""
-    from trainers.paired import paired_policy_difference, policy_test_table
-
-    policies = list(dict.fromkeys(r["policy"] for r in rows if r.get("test_correct") is not None))
-    if not policies:
-        return {"table": None, "differences": {}}
-    restem = [p for p in policies if p.startswith("restem_iter")]
-    reference = "random" if "random" in policies else None
-    differences = {}
-    for name, policy in (("restem", restem[-1] if restem else None), ("ppo", "ppo")):
-        if policy not in policies:
-            continue
-        for other in ("random", "zero_shot", "fixed_rule"):
-            if other in policies:
-                d = paired_policy_difference(rows, policy, other)
-                differences[f"{name}_vs_{other}"] = {"policy": policy, **d}
-    return {"table": policy_test_table(rows, policies, reference), "differences": differences}
-
-
-def merge_summary(path: Path, differences: dict) -> None:
-    """Write ``differences`` into the JSON at ``path``, keeping its other keys."""
-    from coral_env.backend.io import atomic_write_json
-
-    current = json.loads(path.read_text()) if path.exists() else {}
-    atomic_write_json(path, current | differences)
 
 
 def _order(policy: str) -> tuple:

@@ -4,8 +4,9 @@ import json
 
 import pytest
 
-from trainers.demo import DemoConfig, policy_rows, run_demo
-from trainers.report import group_average, table, task_group
+from trainers.demo import DemoConfig, run_demo
+from trainers.demo_rows import policy_rows
+from trainers.report import gain_table, group_average, table, task_group
 
 
 @pytest.fixture(scope="module")
@@ -21,26 +22,44 @@ def test_demo_runs_every_stage_and_writes_the_report(demo_run):
     text = report.read_text()
     for label in (
         "Base model",
+        "Mean adapter of the setup tasks",
+        "CORAL: generator",
+        "CORAL: generator + alignment",
+        "Policy: oracle",
+        "Policy: random",
+        "Policy: fixed rule",
+        "Policy: zero-shot LLM",
+        "Policy: ReST^EM, iteration 1",
+        "Policy: ReST^EM, iteration 2",
+        "Policy: PPO (SB3)",
+        "Policy: ReST^EM, closed loop",
         "No Meta-Train LoRA",
         "Union Train LoRA",
         "MAML-en-LLM (first-order)",
         "ABMLL (first-order)",
-        "CORAL: generator",
-        "CORAL: generator + alignment",
-        "CORAL: + policy (zero-shot LLM)",
-        "CORAL: + policy (ReST^EM iter 1)",
     ):
         assert label in text, label
-    assert (out / "agent_contribution.png").stat().st_size > 5000
-    assert (out / "strategy_choice.png").stat().st_size > 5000
+    for figure in ("agent_contribution", "learning_curve", "strategy_choice"):
+        assert (out / f"{figure}.png").stat().st_size > 5000
+    assert text.index("![agent contribution]") < text.index("## Test accuracy")  # the report opens with figures
     rows = [json.loads(line) for line in (out / "methods.jsonl").read_text().splitlines()]
-    assert {r["task"] for r in rows} == set(config.eval_tasks)
+    assert {r["task"] for r in rows} == set(config.eval_tasks + config.stage_tasks)
+    assert {r["task"] for r in rows if r["group"] == "policy"} == set(config.eval_tasks)
     assert all(0 <= r["ci95"][0] <= r["accuracy"] <= r["ci95"][1] <= 1 for r in rows)
+    assert all(r["gain_ci"][0] <= r["gain"] <= r["gain_ci"][1] for r in rows if r["method"] != "mean_adapter")
+    start = {r["task"]: r["accuracy"] for r in rows if r["method"] == "coral_aligned"}
+    for r in rows:  # every gain is over the env's starting adapter on the same questions
+        if r["group"] != "policy":
+            assert r["gain"] == pytest.approx(r["accuracy"] - start[r["task"]])
+    episodes = [json.loads(line) for line in (out / "episodes.jsonl").read_text().splitlines()]
+    loop = [e for e in episodes if e["policy"] == "closed_loop"]
+    assert loop and all(1 <= e["steps"] <= config.closed_loop_steps for e in loop)
     meta = json.loads((out / "run.json").read_text())
-    assert set(meta["stage_seconds"]) == {"setup", "restem", "pipeline", "baselines"}
-    # held-out tasks were never trained on: the generator was trained on the train tasks only
-    gen_cfg = json.loads((out / "artifacts" / "tiny" / "generator" / "all" / "config.json").read_text())
-    assert "syn_parity" not in json.dumps(gen_cfg.get("tasks", gen_cfg))
+    assert set(meta["stage_seconds"]) == {"setup", "restem", "policies", "stages", "baselines"}
+    # held-out tasks were never trained on: stage 1/2 saw the setup tasks only
+    for stage in ("generator/all", "cvae/all/input"):
+        trained = json.loads((out / "artifacts" / "tiny" / stage / "train_config.json").read_text())["tasks"]
+        assert trained == config.setup_tasks
 
 
 def test_demo_resumes_without_redoing_work(demo_run):
@@ -74,12 +93,19 @@ def test_report_on_an_empty_folder_says_what_to_run(tmp_path, capsys):
 def test_demo_settings_are_checked():
     with pytest.raises(ValueError, match="held-out tasks must not be trained on"):
         DemoConfig.from_preset("tiny", train_tasks=["syn_add"], eval_tasks=["syn_add"])
+    with pytest.raises(ValueError, match="held-out tasks must not be trained on"):
+        DemoConfig.from_preset("tiny", setup_tasks=["ctl_add_0", "ctl_add_3"])  # a stage task in setup
+    with pytest.raises(ValueError, match="unknown policy row"):
+        DemoConfig.from_preset("tiny", policies=["grpo"])
+    cfg = DemoConfig.from_preset("cpu")
+    assert cfg.eval_tasks == ["ctl_most_3", "ctl_key_3"] and cfg.stage_tasks == ["ctl_add_3", "ctl_sub_3"]
+    assert cfg.setup_tasks[0].startswith("ctl_add") and cfg.train_tasks[0].startswith("ctl_most")
     with pytest.raises(ValueError, match="unknown baseline"):
         DemoConfig.from_preset("tiny", baselines=["reptile"])
     with pytest.raises(ValueError, match="--samples-per-task must be >= 1"):
         DemoConfig.from_preset("tiny", samples_per_task=0)
     cfg = DemoConfig.from_preset("cpu", data_dir="/somewhere")
-    assert cfg.train_tasks == ["arc_easy", "piqa", "boolq", "winogrande"]
+    assert cfg.train_tasks == cfg.setup_tasks == ["arc_easy", "piqa", "boolq", "winogrande"]
 
 
 def test_table_layout_groups_and_averages():
@@ -98,15 +124,47 @@ def test_table_layout_groups_and_averages():
     assert task_group("syn_add") == task_group("ctl_sub_3") == "synthetic"
 
 
-def test_policy_rows_average_test_accuracy_per_iteration():
+def test_policy_rows_average_test_correctness_and_pair_the_gain():
     episodes = [
-        {"policy": "zero_shot", "task": "t", "test_accuracy": 0.4, "family": "LORA"},
-        {"policy": "zero_shot", "task": "t", "test_accuracy": 0.6, "family": "TTS"},
-        {"policy": "restem_iter2", "task": "t", "test_accuracy": 0.7, "family": "TTS"},
+        {"policy": "zero_shot", "task": "t", "test_correct": [1, 0, 0, 0], "test_correct_before": [0, 0, 0, 0]},
+        {"policy": "zero_shot", "task": "t", "test_correct": [1, 1, 0, 0], "test_correct_before": [0, 0, 0, 0]},
+        {"policy": "restem_iter2", "task": "t", "test_correct": [1, 1, 1, 0], "test_correct_before": [0, 0, 0, 0]},
     ]
-    rows = policy_rows(episodes, {"t": 50})
-    assert [(r["method"], r["accuracy"], r["episodes"]) for r in rows] == [
-        ("coral_policy_zero_shot", 0.5, 2),
-        ("coral_policy_restem_2", 0.7, 1),
+    rows = policy_rows(episodes)
+    assert [(r["method"], r["accuracy"], r["episodes"], r["gain"]) for r in rows] == [
+        ("coral_policy_zero_shot", 0.375, 2, 0.375),
+        ("coral_policy_restem_2", 0.75, 1, 0.75),
     ]
-    assert rows[0]["n"] == 50 and rows[0]["ci95"][0] < 0.5 < rows[0]["ci95"][1]
+    assert rows[0]["n"] == 4 and rows[0]["ci95"][0] < 0.375 < rows[0]["ci95"][1]
+    assert rows[1]["gain_ci"][0] > 0  # three of four questions fixed, none broken
+
+
+def test_gain_table_marks_cis_that_exclude_zero():
+    rows = [
+        {"method": "base", "label": "Base", "task": "a", "gain": -0.2, "gain_ci": [-0.3, -0.1]},
+        {"method": "coral_policy_random", "label": "Random", "task": "a", "gain": 0.01, "gain_ci": [-0.02, 0.04]},
+    ]
+    lines = gain_table(rows).splitlines()
+    assert lines[2] == "| Base | -20.0 [-30.0, -10.0]* |" and lines[3] == "| Random | +1.0 [-2.0, +4.0] |"
+    assert gain_table([{"method": "base", "task": "a", "accuracy": 0.5}]) is None
+
+
+def test_oracle_picks_the_best_validation_entry_and_resumes(tmp_path):
+    from fakes import BanditCoralEnv
+
+    from coral_env.strategies import catalogue
+    from trainers.compare import oracle_rules
+
+    entries = catalogue(4)
+    targets = {"a": entries[5], "b": "Latent"}
+    made = []
+
+    def make_env(tasks, **kwargs):
+        made.append(kwargs)
+        return BanditCoralEnv(targets)
+
+    rules = oracle_rules(tmp_path, make_env, ["a", "b"], entries, progress=False)
+    assert rules["a"] == entries[5]  # the one rewarded entry
+    assert rules["b"] == next(s for s in entries if s.family == "Latent")  # the first of equal ones
+    assert made == [{"strict_heldout": True, "eval_test": False}]  # validation only, strict held out
+    assert oracle_rules(tmp_path, make_env, ["a", "b"], entries, progress=False) == rules and len(made) == 1

@@ -1,14 +1,19 @@
-"""``coral demo``: the whole pipeline end to end, then the report.
+"""``coral demo``: the whole loop on the built-in control suite, then the report.
 
-    collect checkpoints -> train the generator -> train the CVAE            (coral_env.setup)
-    -> env episodes with the zero-shot LLM policy -> one ReST^EM iteration  (trainers.restem)
-    -> baselines (No Meta-Train, Union, MAML-en-LLM FO, ABMLL FO)          (coral_env.setup.baselines)
-    -> test accuracy of base / generator / +alignment / +policy per held-out task
-    -> report.md + figures                                                  (trainers.report)
+    collect checkpoints -> train the generator -> train the CVAE         (coral_env.setup)
+    -> ReST^EM over the LLM policy: zero-shot, then each iteration       (trainers.restem)
+    -> the other policies on the same held-out tasks: oracle, random,
+       fixed rule, PPO, and ReST^EM's policy in DeGAML's closed loop     (trainers.compare, trainers.sb3)
+    -> stage rows: base, mean adapter, generator, + CVAE                 (trainers.demo_rows)
+    -> baselines (No Meta-Train, Union, MAML-en-LLM FO, ABMLL FO)
+    -> report.md with the figures                                        (trainers.report)
 
-By default it runs offline on built-in synthetic tasks with the packaged model, at the cpu
-preset with demo-sized schedules (minutes on a 2-core CPU). ``--data-dir`` (or real task
-names) switches it to the benchmarks. Every stage resumes: run the same command again after an
+By default it runs offline on the control suite (``coral tasks``; no download), where each
+agent has something to learn: the generator and the CVAE train on the generator control's
+training members (``ctl_add_*``/``ctl_sub_*``) and are scored on its held-out members; the
+policies train on the policy controls' training members and are scored on ``ctl_most_3`` (SLOT
+wins there) and ``ctl_key_3`` (test-time learning wins), which no stage ever saw. ``--data-dir``
+switches to the benchmarks. Every stage resumes: run the same command again after an
 interruption and finished work is reused.
 """
 
@@ -21,12 +26,30 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from coral_env.config import Presets, documented
+from coral_env.config import REWARD_MODES, Presets, documented
+from coral_env.tasks.controls import GENERATOR_CONTROL_HELDOUT, GENERATOR_CONTROL_TRAIN
+from coral_env.tasks.policy_controls import POLICY_CONTROL_HELDOUT
 
-DEMO_TASKS = (["syn_add", "syn_compare", "syn_sequence"], ["syn_parity"])
-BENCHMARK_TASKS = (["arc_easy", "piqa", "boolq", "winogrande"], ["arc_challenge", "hellaswag", "social_i_qa"])
+CONTROL_SUITE = dict(
+    setup_tasks=list(GENERATOR_CONTROL_TRAIN),
+    train_tasks=["ctl_most_0", "ctl_most_1", "ctl_key_0", "ctl_key_1"],  # two of each family's three, for time
+    eval_tasks=list(POLICY_CONTROL_HELDOUT),
+    stage_tasks=list(GENERATOR_CONTROL_HELDOUT),
+)
+TINY_SUITE = dict(
+    setup_tasks=["ctl_add_0", "ctl_sub_0"],
+    train_tasks=["ctl_most_0", "ctl_key_0"],
+    eval_tasks=["ctl_most_3"],
+    stage_tasks=["ctl_add_3"],
+)
+BENCHMARK_SUITE = dict(
+    train_tasks=["arc_easy", "piqa", "boolq", "winogrande"],
+    eval_tasks=["arc_challenge", "hellaswag", "social_i_qa"],
+    stage_tasks=[],
+)
+POLICIES = ("oracle", "random", "fixed_rule", "ppo", "closed_loop")
+STAGES = ("setup", "restem", "policies", "stages", "baselines")
 
 
 @documented
@@ -41,8 +64,10 @@ class DemoConfig(Presets):
             cvae_steps=0,
             samples_per_task=2,
             eval_samples_per_task=1,
+            ppo_timesteps=4,
             baseline_meta_steps=2,
             baseline_finetune_steps=2,
+            train_validation_size=8,
         ),
         "cpu": {},
         "paper": dict(
@@ -50,10 +75,12 @@ class DemoConfig(Presets):
             generator_steps=0,
             cvae_steps=0,
             samples_per_task=20,
-            iterations=2,
+            keep_per_task=10,
             eval_samples_per_task=20,
+            ppo_timesteps=2000,
             baseline_meta_steps=300,
             baseline_finetune_steps=75,
+            train_validation_size=None,
         ),
     }
 
@@ -63,35 +90,74 @@ class DemoConfig(Presets):
     data_dir: str | None = field(
         default=None, metadata={"help": "benchmark JSONL folder; given, the default tasks become the real benchmarks"}
     )
+    setup_tasks: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "tasks stage 1/2 (collection, generator, CVAE) and the baselines train on (default: the "
+            "generator control's training members ctl_add_0-2,ctl_sub_0-2; with --data-dir: --train-tasks)"
+        },
+    )
     train_tasks: list[str] | None = field(
         default=None,
         metadata={
-            "help": "tasks the generator, CVAE, policy and baselines train on (default: three synthetic "
-            "tasks; with --data-dir: arc_easy,piqa,boolq,winogrande)"
+            "help": "tasks the policies train on (default: two training members of each policy control, "
+            "ctl_most_0,ctl_most_1,ctl_key_0,ctl_key_1; with --data-dir: arc_easy,piqa,boolq,winogrande)"
         },
     )
     eval_tasks: list[str] | None = field(
         default=None,
         metadata={
-            "help": "held-out tasks of the report (default: syn_parity; with --data-dir: arc_challenge,hellaswag,"
-            "social_i_qa)"
+            "help": "held-out tasks of every row (default: ctl_most_3,ctl_key_3; with --data-dir: "
+            "arc_challenge,hellaswag,social_i_qa)"
+        },
+    )
+    stage_tasks: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "more held-out tasks for the stage and baseline rows only (default: the generator "
+            "control's held-out members ctl_add_3,ctl_sub_3; with --data-dir: none)"
         },
     )
     skip_setup: bool = field(
         default=False,
         metadata={
             "help": "use the artifacts as they are (e.g. the leave-one-out generators and CVAEs of `coral setup "
-            "--holdout T`) instead of training stage 1/2 on the train tasks"
+            "--holdout T`) instead of training stage 1/2 on the setup tasks"
         },
     )
     collect_steps: int = field(
         default=24, metadata={"help": "checkpoint-collection steps per task (2/3 at the phase-1 rate, 1/3 at phase 2)"}
     )
-    generator_steps: int = field(default=120, metadata={"help": "generator training steps"})
-    cvae_steps: int = field(default=40, metadata={"help": "CVAE meta-steps"})
+    generator_steps: int = field(default=120, metadata={"help": "generator training steps (0: the preset's)"})
+    cvae_steps: int = field(default=40, metadata={"help": "CVAE meta-steps (0: the preset's)"})
+    reward_mode: str = field(
+        default="significant",
+        metadata={
+            "help": "env reward the policies train on: significant (McNemar p < 0.05 on validation), binary, delta",
+            "choices": REWARD_MODES,
+        },
+    )
+    train_validation_size: int | None = field(
+        default=100,
+        metadata={
+            "help": "policies' training episodes score the reward on the first N validation questions (the "
+            "held-out evaluation uses all); the significant reward accounts for N"
+        },
+    )
     samples_per_task: int = field(default=4, metadata={"help": "ReST^EM K: policy samples per training task"})
-    iterations: int = field(default=1, metadata={"help": "ReST^EM iterations"})
-    eval_samples_per_task: int = field(default=3, metadata={"help": "policy episodes per held-out task"})
+    keep_per_task: int = field(default=2, metadata={"help": "ReST^EM cap on kept samples per task"})
+    iterations: int = field(default=2, metadata={"help": "ReST^EM iterations (paper: 2)"})
+    sft_epochs: float = field(default=6.0, metadata={"help": "ReST^EM SFT epochs over the kept samples"})
+    sft_lr: float = field(default=5e-4, metadata={"help": "ReST^EM SFT learning rate"})
+    eval_samples_per_task: int = field(
+        default=3, metadata={"help": "episodes per held-out task of the sampling policies (LLM, random)"}
+    )
+    policies: list[str] = field(
+        default_factory=lambda: list(POLICIES),
+        metadata={"help": f"policy rows besides ReST^EM's (a subset of {','.join(POLICIES)})"},
+    )
+    ppo_timesteps: int = field(default=32, metadata={"help": "PPO training env steps (one-step episodes)"})
+    closed_loop_steps: int = field(default=3, metadata={"help": "strategies per closed-loop episode (DeGAML)"})
     baselines: list[str] = field(
         default_factory=lambda: ["no_meta_lora", "union_lora", "maml_fo", "abmll_fo"],
         metadata={"help": "baseline methods to run (a subset of no_meta_lora, union_lora, maml_fo, abmll_fo)"},
@@ -111,14 +177,10 @@ class DemoConfig(Presets):
     def __post_init__(self) -> None:
         from coral_env.setup.baselines import METHODS
 
-        for key in (
-            "collect_steps",
-            "samples_per_task",
-            "iterations",
-            "eval_samples_per_task",
-            "baseline_meta_steps",
-            "baseline_finetune_steps",
-        ):
+        for key in ("collect_steps", "samples_per_task", "keep_per_task", "iterations", "eval_samples_per_task"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"--{key.replace('_', '-')} must be >= 1, got {getattr(self, key)}")
+        for key in ("ppo_timesteps", "closed_loop_steps", "baseline_meta_steps", "baseline_finetune_steps"):
             if getattr(self, key) < 1:
                 raise ValueError(f"--{key.replace('_', '-')} must be >= 1, got {getattr(self, key)}")
         if self.collect_steps < 3:
@@ -126,15 +188,23 @@ class DemoConfig(Presets):
         for key in ("generator_steps", "cvae_steps"):
             if getattr(self, key) < 0:
                 raise ValueError(f"--{key.replace('_', '-')} must be >= 0 (0: the preset's), got {getattr(self, key)}")
-        unknown = [m for m in self.baselines if m not in METHODS]
-        if unknown:
+        from .run_config import check_train_validation_size
+
+        check_train_validation_size(self.train_validation_size)
+        if not (self.sft_epochs > 0 and self.sft_lr > 0):
+            raise ValueError(f"--sft-epochs and --sft-lr must be > 0, got {self.sft_epochs} and {self.sft_lr}")
+        if unknown := [m for m in self.baselines if m not in METHODS]:
             raise ValueError(f"unknown baseline(s) {unknown}; choose from {', '.join(METHODS)}")
-        default = BENCHMARK_TASKS if self.data_dir else DEMO_TASKS
-        if self.preset == "tiny" and not self.data_dir:
-            default = (["syn_add", "syn_compare"], ["syn_parity"])
-        self.train_tasks = list(self.train_tasks or default[0])
-        self.eval_tasks = list(self.eval_tasks or default[1])
-        if leak := set(self.train_tasks) & set(self.eval_tasks):
+        if unknown := [p for p in self.policies if p not in POLICIES]:
+            raise ValueError(f"unknown policy row(s) {unknown}; choose from {', '.join(POLICIES)}")
+        suite = BENCHMARK_SUITE if self.data_dir else TINY_SUITE if self.preset == "tiny" else CONTROL_SUITE
+        for key, default in suite.items():
+            if getattr(self, key) is None:
+                setattr(self, key, list(default))
+        if self.setup_tasks is None:
+            self.setup_tasks = list(self.train_tasks)
+        held_out = set(self.eval_tasks) | set(self.stage_tasks)
+        if leak := held_out & (set(self.train_tasks) | set(self.setup_tasks)):
             raise ValueError(f"held-out tasks must not be trained on: {sorted(leak)}")
 
     @property
@@ -149,11 +219,15 @@ def run_demo(config: DemoConfig) -> Path:
     from coral_env.backend.io import atomic_write_json
     from coral_env.tasks import get_task, resolve_tasks
 
+    from .demo_rows import baseline_rows, mean_adapter, policy_rows, stage_rows
+    from .report import EPISODES_FILE, METHODS_FILE, write_report
+
     # config paths register their tasks; a misspelt task fails before any work
     config = dataclasses.replace(
-        config, train_tasks=resolve_tasks(config.train_tasks), eval_tasks=resolve_tasks(config.eval_tasks)
+        config, **{k: resolve_tasks(getattr(config, k)) for k in ("setup_tasks", "train_tasks", "eval_tasks")}
     )
-    for task in config.train_tasks + config.eval_tasks:
+    config = dataclasses.replace(config, stage_tasks=resolve_tasks(config.stage_tasks))
+    for task in dict.fromkeys(config.setup_tasks + config.train_tasks + config.eval_tasks + config.stage_tasks):
         get_task(task)
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -170,71 +244,52 @@ def run_demo(config: DemoConfig) -> Path:
     def done(name: str):
         timings[name] = round(time.perf_counter() - timings[name], 1)
 
-    # ----- 1. stage 1/2: collection, generator, CVAE (trained without the held-out tasks) ------
+    # ----- 1. stage 1/2: collection, generator, CVAE (trained on the setup tasks only) ---------
     stage("setup")
     if not config.skip_setup:
         _setup(config)
     done("setup")
 
-    # ----- 2+3. zero-shot LLM policy episodes and one ReST^EM iteration -----------------------
+    # ----- 2. ReST^EM: the zero-shot policy, then each iteration, on the held-out tasks --------
     stage("restem")
-    restem = _restem(config)
+    episodes = _restem(config)
     done("restem")
 
-    # ----- 4. the table: pipeline stages and baselines on the held-out tasks' test split ------
-    stage("pipeline")
+    # ----- 3. the other policies, same held-out tasks and episodes -------------------------------
+    stage("policies")
+    episodes += _other_policies(config, _final_adapter(config))
+    done("policies")
+
+    # ----- 4. the stage rows: what each agent adds, test split ---------------------------------
+    stage("stages")
     runtime = _runtime(config)
-    rows = pipeline_rows(runtime, config.eval_tasks)
-    rows += policy_rows(restem["episodes"], {t: len(runtime.splits(t).test) for t in config.eval_tasks})
-    done("pipeline")
+    held_out = list(dict.fromkeys(config.eval_tasks + config.stage_tasks))
+    mean = mean_adapter(runtime.paths, config.setup_tasks) if not config.skip_setup else None
+    rows = stage_rows(runtime, held_out, mean) + policy_rows(episodes)
+    done("stages")
     if config.baselines:
         stage("baselines")
-        rows += baseline_rows(runtime, config)
+        rows += baseline_rows(runtime, config, held_out)
         done("baselines")
 
     # ----- 5. report ---------------------------------------------------------------------------
-    from .report import EPISODES_FILE, METHODS_FILE, write_report
-
     _write_jsonl(out / METHODS_FILE, rows)
-    _write_jsonl(out / EPISODES_FILE, restem["episodes"])
-    stage_schedule = (
-        ""
-        if config.skip_setup
-        else f"schedules: collection {config.collect_steps} steps/task, generator "
-        f"{config.generator_steps or 'preset'} steps, CVAE {config.cvae_steps or 'preset'} meta-steps; "
-    )
-    artifacts_note = (
-        f"existing ones in {config.artifacts_root} (for each task the generator and CVAE "
-        "trained without it where one exists, else the ones trained on all setup tasks)"
-        if config.skip_setup
-        else "trained by this run on the train tasks only"
-    )
-    notes = [
-        f"Stage 1/2 artifacts: {artifacts_note}.",
-        f"Train tasks: {', '.join(config.train_tasks)}; held-out: {', '.join(config.eval_tasks)}. "
-        f"Preset {config.preset}; {stage_schedule}ReST^EM K={config.samples_per_task} x "
-        f"{config.iterations} iteration(s), {config.eval_samples_per_task} policy episodes per held-out task.",
-        "+policy rows: the mean test accuracy after the strategies the policy sampled in its held-out "
-        "episodes (its CI is the test set's, not the policy's sampling spread).",
-        "MAML-en-LLM and ABMLL are first-order variants (no second derivatives; ABMLL keeps its "
-        "Gaussian prior over LoRA weights but not its amortised variational objective); see "
-        "coral_env/setup/baselines.py.",
-        f"Stage times (s): {json.dumps(timings)}.",
-    ]
-    minutes = round((time.perf_counter() - began) / 60, 1)
+    _write_jsonl(out / EPISODES_FILE, episodes)
+    notes = _notes(config, timings)
     atomic_write_json(
         out / "run.json",
         {
             "command": "coral " + " ".join(sys.argv[1:]) if sys.argv and "coral" in sys.argv[0] else "coral demo",
             "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "minutes": minutes,
+            "minutes": round((time.perf_counter() - began) / 60, 1),
             "stage_seconds": timings,
             "config": dataclasses.asdict(config),
             "notes": notes,
         },
     )
-    return write_report(out, title="Coral demo report" if not config.data_dir else "Coral results", notes=notes)
+    title = "Coral demo: the control suite" if not config.data_dir else "Coral results"
+    return write_report(out, title=title, notes=notes)
 
 
 def _setup(config: DemoConfig) -> None:
@@ -254,7 +309,7 @@ def _setup(config: DemoConfig) -> None:
     run_setup(
         config.preset,
         config.artifacts_root,
-        tasks=config.train_tasks,
+        tasks=config.setup_tasks,
         holdout=None,
         data_dir=config.data_dir,
         collection_overrides=collection,
@@ -264,10 +319,14 @@ def _setup(config: DemoConfig) -> None:
     )
 
 
-def _restem(config: DemoConfig) -> dict[str, Any]:
-    from .restem import RestemConfig, evaluation_rows, train_restem
+def _restem_config(config: DemoConfig):
+    from .restem import RestemConfig
 
-    restem_config = RestemConfig.from_preset(
+    if config.policy_model is None and config.preset != "tiny":
+        from policies.llm import default_policy_model
+
+        config = dataclasses.replace(config, policy_model=default_policy_model())
+    return RestemConfig.from_preset(
         config.preset,
         out=str(Path(config.out) / "restem"),
         train_tasks=config.train_tasks,
@@ -275,17 +334,94 @@ def _restem(config: DemoConfig) -> dict[str, Any]:
         policy_model=config.policy_model,
         artifacts=config.artifacts_root,
         data_dir=config.data_dir,
+        reward_mode=config.reward_mode,
+        train_validation_size=config.train_validation_size,
         iterations=config.iterations,
         samples_per_task=config.samples_per_task,
-        keep_per_task=max(1, config.samples_per_task // 2),
+        keep_per_task=config.keep_per_task,
+        num_train_epochs=config.sft_epochs,
+        learning_rate=config.sft_lr,
         eval_samples_per_task=config.eval_samples_per_task,
         eval_test=True,
         seed=config.seed,
         threads=config.threads,
         progress=config.progress,
     )
-    result = train_restem(restem_config)
-    return {"result": result, "episodes": evaluation_rows(restem_config.out)}
+
+
+def _restem(config: DemoConfig) -> list[dict]:
+    from .restem import evaluation_rows, train_restem
+
+    restem_config = _restem_config(config)
+    train_restem(restem_config)
+    return evaluation_rows(restem_config.out)
+
+
+def _final_adapter(config: DemoConfig) -> str | None:
+    """The PEFT adapter of ReST^EM's last iteration (None: every iteration skipped its SFT)."""
+    folders = sorted(Path(config.out, "restem").glob("iter_*/iteration.json"), key=lambda p: int(p.parent.name[5:]))
+    return json.loads(folders[-1].read_text())["policy_adapter"] if folders else None
+
+
+def _other_policies(config: DemoConfig, adapter: str | None) -> list[dict]:
+    """Oracle, random, fixed rule, PPO and the closed loop on the held-out tasks (cached in OUT/policies)."""
+    from coral_env.strategies import catalogue
+    from policies import FixedRulePolicy, RandomPolicy
+
+    from .compare import evaluate_cached, oracle_rules
+    from .evaluation import env_factory
+    from .run_config import llm_policy_factory
+
+    folder = Path(config.out) / "policies"
+    folder.mkdir(parents=True, exist_ok=True)
+    where = (config.preset, config.artifacts_root, config.data_dir, config.seed)
+    make_env = env_factory(*where, reward_mode=config.reward_mode, eval_test=True)
+    tasks, n, rows = config.eval_tasks, config.eval_samples_per_task, []
+
+    def evaluate(name: str, policy, episodes: int, **env_kwargs) -> list[dict]:
+        return evaluate_cached(
+            folder / f"{name}.json", make_env, tasks, policy, episodes, name, config.seed, config.progress, **env_kwargs
+        )
+
+    if "oracle" in config.policies:
+        entries = catalogue(4 if config.preset != "paper" else None)  # the cpu catalogue of the SB3 agents
+        scan, size = folder / "oracle_scan", config.train_validation_size
+        rules = oracle_rules(scan, make_env, tasks, entries, config.progress, size)
+        rows += evaluate("oracle", FixedRulePolicy(rules=rules), 1)
+    if "random" in config.policies:
+        rows += evaluate("random", RandomPolicy(seed=config.seed), n)
+    if "fixed_rule" in config.policies:
+        rows += evaluate("fixed_rule", FixedRulePolicy(), 1)
+    if "ppo" in config.policies:
+        rows += _ppo(config)
+    if "closed_loop" in config.policies:
+        policy = llm_policy_factory(_restem_config(config))(adapter)
+        rows += evaluate("closed_loop", policy, n, max_adaptation_steps=config.closed_loop_steps)
+    return rows
+
+
+def _ppo(config: DemoConfig) -> list[dict]:
+    from .sb3 import SB3Config, train_sb3
+
+    sb3 = SB3Config.from_preset(
+        config.preset,
+        algo="ppo",
+        out=str(Path(config.out) / "ppo"),
+        train_tasks=config.train_tasks,
+        eval_tasks=config.eval_tasks,
+        artifacts=config.artifacts_root,
+        data_dir=config.data_dir,
+        reward_mode=config.reward_mode,
+        train_validation_size=config.train_validation_size,
+        total_timesteps=config.ppo_timesteps,
+        n_steps=min(16, config.ppo_timesteps),
+        batch_size=min(16, config.ppo_timesteps),
+        eval_test=True,
+        seed=config.seed,
+        threads=config.threads,
+        progress=config.progress,
+    )
+    return train_sb3(sb3)["rows"]
 
 
 def _runtime(config: DemoConfig):
@@ -296,107 +432,39 @@ def _runtime(config: DemoConfig):
     )
 
 
-def _metrics(result) -> dict[str, Any]:
-    """Accuracy, n and Wilson 95% CI of an ``EvalResult``, as JSON-ready values."""
-    lo, hi = result.ci95
-    return {"accuracy": float(result.accuracy), "n": int(result.n), "ci95": [float(lo), float(hi)]}
-
-
-def _result_row(method: str, label: str, task: str, result) -> dict[str, Any]:
-    return {"method": method, "label": label, "task": task, **_metrics(result)}
-
-
-def pipeline_rows(runtime, tasks: list[str]) -> list[dict[str, Any]]:
-    """Test accuracy per task of the base model, the generated adapter and the aligned one;
-    refuses (``HeldOutError``) a task whose generator or CVAE was trained on it."""
-    import torch
-
-    rows = []
-    for task in tasks:
-        runtime.require_heldout(task)  # strict: artifacts trained on a held-out task would flatter it
-        state = runtime.task(task)
-        generated = runtime.generator_for(task).generate_adapter([ex.question for ex in state.splits.support])
-        stages = [
-            ("base", "Base model (no adapter)", torch.zeros(runtime.layout.size)),
-            ("coral_generator", "CORAL: generator", generated),
-        ]
-        if state.source == "generated+aligned":
-            stages.append(("coral_aligned", "CORAL: generator + alignment", state.start_adapter))
-        for method, label, adapter in stages:
-            evaluation, _ = runtime.evaluate(state, adapter, None, split="test")
-            rows.append(_result_row(method, label, task, evaluation.result))
-    return rows
-
-
-def policy_rows(episodes: list[dict], test_sizes: dict[str, int]) -> list[dict[str, Any]]:
-    """+policy rows: per (policy, task), the mean test accuracy after the policy's strategies
-    (``test_sizes``: task -> number of test examples, for the CI)."""
-    from coral_env.backend.metrics import wilson_ci
-
-    rows = []
-    keys = dict.fromkeys((e["policy"], e["task"]) for e in episodes if e.get("test_accuracy") is not None)
-    for policy, task in keys:
-        mine = [e for e in episodes if (e["policy"], e["task"]) == (policy, task)]
-        accs = [float(e["test_accuracy"]) for e in mine if e.get("test_accuracy") is not None]
-        n = test_sizes[task]
-        acc = sum(accs) / len(accs)
-        if policy == "zero_shot":
-            method, label = "coral_policy_zero_shot", "CORAL: + policy (zero-shot LLM)"
-        else:
-            iteration = policy.rsplit("iter", 1)[-1]
-            method, label = f"coral_policy_restem_{iteration}", f"CORAL: + policy (ReST^EM iter {iteration})"
-        rows.append(
-            {
-                "method": method,
-                "label": label,
-                "task": task,
-                "accuracy": acc,
-                "n": n,
-                "ci95": list(wilson_ci(round(acc * n), n)),
-                "episodes": len(accs),
-            }
-        )
-    return rows
-
-
-def baseline_rows(runtime, config: DemoConfig) -> list[dict[str, Any]]:
-    from safetensors.torch import load_file
-
-    from coral_env.setup.baselines import BaselineConfig, run_baselines
-
-    init = load_file(str(runtime.paths.init_adapter))["adapter"]
-    bconfig = BaselineConfig.preset(
-        config.preset,
-        meta_steps=config.baseline_meta_steps,
-        finetune_steps=config.baseline_finetune_steps,
-        seed=config.seed,
-        save_every=max(1, config.baseline_meta_steps // 4),
+def _notes(config: DemoConfig, timings: dict) -> list[str]:
+    schedules = (
+        ""
+        if config.skip_setup
+        else f"Schedules: collection {config.collect_steps} steps/task, generator "
+        f"{config.generator_steps or 'preset'} steps, CVAE {config.cvae_steps or 'preset'} meta-steps. "
     )
-
-    def evaluate_test(task: str, adapter):
-        evaluation, _ = runtime.evaluate(runtime.task(task), adapter, None, split="test")
-        return _metrics(evaluation.result)
-
-    with runtime.lock:  # the baselines train the runtime's model directly (runtime module docstring)
-        snapshot = runtime.layout.get_flat()
-        try:
-            rows = run_baselines(
-                runtime.model,
-                runtime.tokenizer,
-                runtime.layout,
-                init,
-                bconfig,
-                targets=config.eval_tasks,
-                train_tasks=config.train_tasks,
-                out=Path(config.out) / "baselines",
-                load_splits=runtime.splits,
-                evaluate_test=evaluate_test,
-                methods=config.baselines,
-                progress=config.progress,
-            )
-        finally:
-            runtime.layout.set_flat(snapshot)
-    return rows
+    artifacts = (
+        f"existing ones in {config.artifacts_root} (for each task the generator and CVAE trained without it "
+        "where one exists, else the ones trained on all setup tasks)"
+        if config.skip_setup
+        else f"trained by this run on {', '.join(config.setup_tasks)} only"
+    )
+    return [
+        f"Stage 1/2 artifacts: {artifacts}. {schedules}",
+        f"Policies trained on {', '.join(config.train_tasks)}; held out: {', '.join(config.eval_tasks)} "
+        f"(stage and baseline rows also on {', '.join(config.stage_tasks) or 'nothing else'}). Preset "
+        f"{config.preset}; reward `{config.reward_mode}`, on the first "
+        f"{config.train_validation_size or 'all'} validation questions in training episodes and on all of them "
+        "in held-out ones.",
+        f"ReST^EM: K={config.samples_per_task} samples per training task, at most {config.keep_per_task} kept, "
+        f"{config.iterations} iteration(s), SFT {config.sft_epochs:g} epochs at lr {config.sft_lr:g}. Sampling "
+        f"policies (LLM, random) get {config.eval_samples_per_task} episodes per held-out task; the oracle, "
+        f"fixed rule and PPO (greedy, {config.ppo_timesteps} training steps) one.",
+        "Policy rows: test accuracy averaged over the policy's episodes; gain over the starting adapter with a "
+        "two-level paired bootstrap CI (episodes, then questions; trainers/paired.py). Stage and baseline rows: "
+        "gain with a paired bootstrap over the same questions.",
+        "Oracle: per task, the catalogue entry with the best validation metric (on the training episodes' "
+        "questions; the ceiling of a catalogue policy, chosen without reading test).",
+        "MAML-en-LLM and ABMLL are first-order variants (no second derivatives; ABMLL keeps its Gaussian prior "
+        "over LoRA weights but not its amortised variational objective); see coral_env/setup/baselines.py.",
+        f"Stage times (s): {json.dumps(timings)}.",
+    ]
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
@@ -413,4 +481,4 @@ def command(config: DemoConfig) -> int:
     return 0
 
 
-__all__ = ["DemoConfig", "command", "run_demo", "pipeline_rows", "policy_rows", "baseline_rows"]
+__all__ = ["DemoConfig", "CONTROL_SUITE", "command", "run_demo"]

@@ -3,13 +3,17 @@
 A run folder (``coral demo --out DIR`` writes one) holds two JSONL files:
 
 * ``methods.jsonl``: one row per (method, task) test result:
-  ``{"method", "label", "task", "accuracy", "n", "ci95": [lo, hi]}`` (more keys are kept);
+  ``{"method", "label", "task", "accuracy", "n", "ci95": [lo, hi]}``, and ``gain``/``gain_ci``
+  (over the env's starting adapter, paired) where the method has one (more keys are kept);
 * ``episodes.jsonl``: environment episodes of the policies (``trainers.evaluation`` rows), for
-  the strategy-choice figure.
+  the learning curve and the strategy-choice figure.
 
-``write_report`` turns them into ``report.md`` (methods x tasks, in-domain / out-of-domain /
-synthetic averages, 95% CIs), ``agent_contribution.png`` (base -> generator -> +alignment ->
-+policy per task) and ``strategy_choice.png`` (family chosen per policy and task).
+``write_report`` turns them into ``report.md``, which opens with its figures:
+``agent_contribution.png`` (base -> mean adapter -> generator -> +alignment -> +policy per
+task), ``learning_curve.png`` (ReST^EM's held-out success rate and test gain per iteration) and
+``strategy_choice.png`` (family chosen per policy and task); then the tables (methods x tasks,
+in-domain / out-of-domain / synthetic averages, 95% CIs; the test gain over the starting
+adapter with paired CIs).
 
 Averages are the mean of the task accuracies; their 95% CI is the normal interval with the
 per-task binomial variances added (tasks are independent samples).
@@ -29,19 +33,27 @@ import numpy as np
 METHODS_FILE = "methods.jsonl"
 EPISODES_FILE = "episodes.jsonl"
 
-# Row order of the table; methods not listed here follow in first-seen order.
+# Row order of the table (ReST^EM's iterations go where "restem" stands); methods not listed
+# here follow in first-seen order.
 METHOD_ORDER = (
     "base",
+    "mean_adapter",
+    "coral_generator",
+    "coral_aligned",
+    "coral_policy_oracle",
+    "coral_policy_random",
+    "coral_policy_fixed_rule",
+    "coral_policy_zero_shot",
+    "restem",
+    "coral_policy_ppo",
+    "coral_policy_closed_loop",
     "no_meta_lora",
     "union_lora",
     "maml_fo",
     "abmll_fo",
-    "coral_generator",
-    "coral_aligned",
-    "coral_policy_zero_shot",
 )
 # The agent-contribution chain; the policy step is the last ReST^EM iteration when present.
-CHAIN = ("base", "coral_generator", "coral_aligned")
+CHAIN = ("base", "mean_adapter", "coral_generator", "coral_aligned")
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -63,9 +75,13 @@ def task_group(task: str) -> str:
 
 def _ordered_methods(rows: list[dict]) -> list[str]:
     seen = list(dict.fromkeys(r["method"] for r in rows))
-    first = [m for m in METHOD_ORDER if m in seen]
-    policy = sorted((m for m in seen if m.startswith("coral_policy_restem")), key=_iteration)
-    return first + policy + [m for m in seen if m not in first and m not in policy]
+
+    def key(method: str) -> tuple:
+        if method.startswith("coral_policy_restem"):
+            return (METHOD_ORDER.index("restem"), _iteration(method))
+        return (METHOD_ORDER.index(method), 0) if method in METHOD_ORDER else (len(METHOD_ORDER), seen.index(method))
+
+    return sorted(seen, key=key)
 
 
 def _iteration(method: str) -> int:
@@ -107,6 +123,77 @@ def table(rows: list[dict]) -> str:
             parts.append("-" if avg is None else f"{100 * avg[0]:.1f} ± {100 * avg[1]:.1f}")
         lines.append("| " + " | ".join(parts) + " |")
     return "\n".join(lines)
+
+
+def gain_table(rows: list[dict]) -> str | None:
+    """Markdown: methods x tasks, test gain over the env's starting adapter in points with its
+    paired 95% CI (None when no row has a gain)."""
+    rows = [r for r in rows if "gain" in r]
+    if not rows:
+        return None
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    lines = ["| method | " + " | ".join(tasks) + " |", "|---|" + "---:|" * len(tasks)]
+    cell = {(r["method"], r["task"]): r for r in rows}
+    for method in _ordered_methods(rows):
+        label = next(r.get("label", method) for r in rows if r["method"] == method)
+        parts = [label]
+        for task in tasks:
+            r = cell.get((method, task))
+            if r is None:
+                parts.append("-")
+                continue
+            lo, hi = r["gain_ci"]
+            mark = "*" if lo > 0 or hi < 0 else ""
+            parts.append(f"{100 * r['gain']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]{mark}")
+        lines.append("| " + " | ".join(parts) + " |")
+    return "\n".join(lines)
+
+
+def learning_curve(episodes: list[dict], path: Path, references: tuple[str, ...] = ("random", "oracle")) -> Path | None:
+    """ReST^EM on the held-out tasks per iteration (0 = the zero-shot policy): success rate (the
+    validation metric rose; Wilson 95% CI) and test gain over the starting adapter (two-level
+    paired bootstrap 95% CI), with other policies' gains as horizontal references."""
+    import matplotlib
+
+    from coral_env.backend.metrics import wilson_ci
+
+    from .paired import policy_test_gain
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = ["zero_shot"] + sorted(
+        {e["policy"] for e in episodes if e["policy"].startswith("restem_iter")}, key=lambda p: int(p[11:])
+    )
+    names = [n for n in names if any(e["policy"] == n for e in episodes)]
+    if len(names) < 2:
+        return None
+    x = np.arange(len(names))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
+    success, gains = [], []
+    for name in names:
+        mine = [e for e in episodes if e["policy"] == name]
+        k = sum(bool(e["success"]) for e in mine)
+        success.append((k / len(mine), *wilson_ci(k, len(mine))))
+        g = policy_test_gain(episodes, name) if any(e.get("test_correct") for e in mine) else None
+        gains.append((g["gain"], *g["ci"]) if g else (np.nan, np.nan, np.nan))
+    for ax, values, ylabel in ((left, success, "held-out success rate"), (right, gains, "held-out test gain")):
+        mid = np.array([v[0] for v in values])
+        err = np.array([[v[0] - v[1] for v in values], [v[2] - v[0] for v in values]])
+        ax.errorbar(x, mid, yerr=err, marker="o", capsize=3, color="#c44e52", label="ReST^EM")
+        ax.set_xticks(x, ["zero-shot"] + [f"iter {n[11:]}" for n in names[1:]])
+        ax.set_ylabel(f"{ylabel} (95% CI)")
+    for ref, style in zip(references, ("--", ":")):
+        if any(e["policy"] == ref and e.get("test_correct") for e in episodes):
+            right.axhline(policy_test_gain(episodes, ref)["gain"], ls=style, color="#555555", label=ref)
+    right.axhline(0, color="#bbbbbb", lw=0.8)
+    right.legend(fontsize=8)
+    fig.suptitle("ReST^EM learning curve on the held-out tasks", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 def _policy_step(rows: list[dict]) -> str | None:
@@ -163,7 +250,7 @@ def contribution_plot(rows: list[dict], path: Path) -> Path:
     ax.set_xticks(x, tasks + ["average"], rotation=20)
     ax.set_ylabel("test accuracy (95% CI)")
     ax.set_ylim(0, 1)
-    ax.set_title("Agent contribution: base -> generator -> +alignment -> +policy", fontsize=10)
+    ax.set_title("Agent contribution: base -> (mean adapter) -> generator -> +alignment -> +policy", fontsize=10)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -196,7 +283,8 @@ def choice_plot(episodes: list[dict], path: Path) -> Path:
 def write_report(
     run_dir: str | Path, out: str | Path | None = None, title: str = "Coral results", notes: list[str] | None = None
 ) -> Path:
-    """Write ``report.md`` and the two PNGs into ``out`` (default: the run folder); returns the md."""
+    """Write ``report.md`` and its PNGs (agent contribution; with episodes, the ReST^EM learning
+    curve and the strategy choice) into ``out`` (default: the run folder); returns the md."""
     from coral_env.backend.io import atomic_write_text
 
     from .evaluation import family_table, summarize
@@ -210,7 +298,10 @@ def write_report(
         )
     episodes = read_jsonl(run_dir / EPISODES_FILE)
     out = Path(out) if out else run_dir
-    contribution_plot(rows, out / "agent_contribution.png")
+    figures = [("agent contribution", contribution_plot(rows, out / "agent_contribution.png"))]
+    if episodes:
+        figures.append(("ReST^EM learning curve", learning_curve(episodes, out / "learning_curve.png")))
+        figures.append(("strategy choice", choice_plot(episodes, out / "strategy_choice.png")))
     parts = [f"# {title}", ""]
     meta_path = run_dir / "run.json"
     if meta_path.exists():
@@ -221,7 +312,10 @@ def write_report(
             f"{meta.get('minutes', '?')} min; {meta.get('date', '')}).",
             "",
         ]
+    parts += [f"![{name}]({path.name})" for name, path in figures if path is not None] + [""]
     parts += [
+        "## Test accuracy",
+        "",
         "Test accuracy in %, 95% CI in brackets (Wilson for a task; for an average, the normal "
         "interval of the mean of task accuracies). Leave-one-out: every method was trained "
         "without the task it is scored on.",
@@ -229,17 +323,18 @@ def write_report(
         table(rows),
         "",
     ]
-    parts += ["![agent contribution](agent_contribution.png)", ""]
-    if episodes:
-        choice_plot(episodes, out / "strategy_choice.png")
+    if gains := gain_table(rows):
         parts += [
-            "## Strategy choice per task (validation episodes)",
+            "## Test gain over the starting adapter",
             "",
-            family_table(summarize(episodes)),
+            "Points over the env's starting adapter (generated + aligned) on the same test questions, "
+            "paired 95% CI; `*` marks a CI that excludes 0.",
             "",
-            "![strategy choice](strategy_choice.png)",
+            gains,
             "",
         ]
+    if episodes:
+        parts += ["## Strategy choice per task (held-out episodes)", "", family_table(summarize(episodes)), ""]
     if notes:
         parts += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
     md = out / "report.md"
@@ -272,7 +367,9 @@ __all__ = [
     "table",
     "task_group",
     "group_average",
+    "gain_table",
     "contribution_plot",
+    "learning_curve",
     "choice_plot",
     "write_report",
     "read_jsonl",
