@@ -173,3 +173,26 @@ def test_cpu_preset_catalogue_drops_the_twenty_adapter_ensembles():
 
     assert DiscreteStrategies(Env(), max_prompt_batches=4).action_space.n == 25
     assert DiscreteStrategies(Env()).action_space.n == 30
+
+
+def test_training_env_scores_validation_only_and_takes_the_training_prefix(tmp_path):
+    calls = []
+
+    def recording(tasks, **kwargs):
+        calls.append((tuple(tasks), kwargs))
+        return make_env(tasks)
+
+    config = SB3Config.from_preset(
+        "tiny",
+        algo="a2c",
+        train_tasks=list(BEST),
+        eval_tasks=list(HELD_OUT),
+        total_timesteps=8,
+        out=str(tmp_path / "a2c"),
+        progress=False,
+        eval_test=True,
+        train_validation_size=50,
+    )
+    train_sb3(config, make_env=recording, encoder=HashEncoder(16))
+    assert calls[0] == (tuple(BEST), {"eval_test": False, "validation_size": 50})  # training: no test scoring
+    assert calls[1] == (tuple(HELD_OUT), {"strict_heldout": True})  # held out: the config's eval_test, whole split
