@@ -384,3 +384,18 @@ def test_descriptions_written_in_one_batch_equal_one_by_one():
     batch = write_descriptions(model, tokenizer, shown, ["multiple_choice"] * 2, max_new_tokens=12)
     assert batch == alone and alone[0] != alone[1]
     assert tokenizer.padding_side == "right"  # restored after the left-padded batch
+
+
+def test_adapters_for_the_same_prompts_are_generated_once(make, monkeypatch):
+    runtime = make(task="syn_add").unwrapped.runtime
+    generator = runtime.generator_for("syn_add")
+    calls = []
+    real = generator.generate_adapter
+    monkeypatch.setattr(generator, "generate_adapter", lambda prompts: calls.append(len(prompts)) or real(prompts))
+    prompts = [f"What is {i} + {i}?" for i in range(5)]
+    first, description, source = runtime.adapter_for_prompts("syn_add", prompts)
+    again, _, _ = runtime.adapter_for_prompts("syn_add", list(prompts))
+    other, _, _ = runtime.adapter_for_prompts("syn_add", prompts[:4])
+    assert calls == [5, 4] and again is first and other is not first
+    description[:] = 0  # a caller's copy: the cached description is not changed
+    assert runtime.adapter_for_prompts("syn_add", prompts)[1].any()

@@ -328,3 +328,24 @@ def test_the_papers_example_configurations_are_in_the_catalogue_and_marked(monke
     monkeypatch.setattr(schema, "FAMILIES", (dataclasses.replace(ttl, fields=fields), *schema.FAMILIES[1:]))
     with pytest.raises(RuntimeError, match="paper's example learning_rate=1e-05 must stay in the catalogue"):
         schema._check_table()
+
+
+def test_tts_methods_share_their_adapters_evaluations_through_the_scores_cache(ctx, monkeypatch):
+    import dataclasses
+
+    context, splits = ctx
+    calls = []
+    real = StrategyContext.evaluate
+    monkeypatch.setattr(
+        StrategyContext, "evaluate", lambda self, ex, **kw: calls.append(len(ex)) or real(self, ex, **kw)
+    )
+    cached = dataclasses.replace(context, scores={})
+    methods = ("sum_logprobs", "majority_vote", "max_confidence")
+    shared = [execute(TTSStrategy(num_prompt_batches=3, method=m), cached, splits.validation) for m in methods]
+    assert calls == [len(splits.validation)] * 3  # three adapters scored once, for all three ensembles
+    calls.clear()
+    alone = [execute(TTSStrategy(num_prompt_batches=3, method=m), context, splits.validation) for m in methods]
+    assert len(calls) == 9  # without the cache each method scores every adapter again
+    for a, b in zip(shared, alone):
+        assert a.result.predictions == b.result.predictions
+        assert a.cost["adapter_diversity"] == b.cost["adapter_diversity"] > 0

@@ -117,6 +117,10 @@ class TaskState:
     source: str
 
 
+MAX_GENERATED = 48
+"""Generated adapters the runtime keeps (3.7 MB each at the cpu preset; TTS asks for up to 20 per task)."""
+
+
 class _GeneratedAdapters:
     """TTS's adapter source: generate (and align) an adapter per prompt batch; embed texts."""
 
@@ -182,6 +186,8 @@ class CoralRuntime:
         self._context_writer: tuple[object, object] | None = None
         self._hash_cache: dict[int, tuple] = {}
         self._descriptions: dict[tuple, np.ndarray] = {}
+        self._generated: dict[tuple, tuple] = {}  # (task, prompts) -> adapter_for_prompts's result
+        self._scores: dict[tuple, object] = {}  # TTS's per-adapter evaluations, shared by its methods
 
     # ----- artifacts ---------------------------------------------------------------------
     def setup_command(self, holdout: str | None = None) -> str:
@@ -334,16 +340,24 @@ class CoralRuntime:
 
         ``prompts`` are question texts (the generator's conditioning); the task vector that
         conditions the CVAE is measured on the task's own model-facing support prompts.
-        Returns (flat adapter, fixed-size description, source label).
+        Returns (flat adapter, fixed-size description, source label), computed once per prompt
+        list (generation and alignment are deterministic; TTS asks again for the same batches).
         """
-        generated = self.generator_for(task).generate_adapter(prompts)
-        cvae = self.cvae_for(task)
-        if cvae is None:
-            return generated, summarize_adapter(self.layout, generated), "generated"
-        vector = self.task_vector(task, generated, cvae)
-        aligned = cvae.align(generated, vector)
-        description = cvae.describe(generated, vector).detach().float().numpy().reshape(-1)
-        return aligned, description.astype(np.float32), "generated+aligned"
+        key = (task, tuple(prompts))
+        if key not in self._generated:
+            generated = self.generator_for(task).generate_adapter(prompts)
+            cvae = self.cvae_for(task)
+            if cvae is None:
+                self._generated[key] = (generated, summarize_adapter(self.layout, generated), "generated")
+            else:
+                vector = self.task_vector(task, generated, cvae)
+                aligned = cvae.align(generated, vector)
+                description = cvae.describe(generated, vector).detach().float().numpy().reshape(-1)
+                self._generated[key] = (aligned, description.astype(np.float32), "generated+aligned")
+            while len(self._generated) > MAX_GENERATED:  # a TTS ensemble's adapters, not every one ever made
+                self._generated.pop(next(iter(self._generated)))
+        adapter, description, source = self._generated[key]
+        return adapter, description.copy(), source
 
     @_serialised
     def observation_dim(self, task: str) -> int:
@@ -410,6 +424,7 @@ class CoralRuntime:
             adapters=_GeneratedAdapters(self, state.name),
             prompts_per_batch=generator.config.num_prompts,
             seed=self.config.seed,
+            scores=self._scores,
         )
 
     # ----- evaluation memo -------------------------------------------------------------------

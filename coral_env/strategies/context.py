@@ -61,6 +61,8 @@ class StrategyContext:
         adapters: generator/encoder access for TTS (None: TTS is unavailable).
         prompts_per_batch: prompts in one TTS batch (the generator's N).
         seed: seeds TTL shuffling and TTS batch sampling.
+        scores: a cache for :meth:`evaluate_adapter` that outlives the strategy (the runtime's),
+            so the TTS methods share their adapters' evaluations; None: no cache.
     """
 
     model: object
@@ -75,6 +77,7 @@ class StrategyContext:
     prompts_per_batch: int = 8
     seed: int = 0
     ttl: TTLConfig = field(default_factory=TTLConfig)
+    scores: dict | None = None
 
     def evaluate(self, examples: list[Example], **kwargs) -> EvalResult:
         """Evaluate with the model's current adapter."""
@@ -88,6 +91,20 @@ class StrategyContext:
             generation=self.generation,
             **kwargs,
         )
+
+    def evaluate_adapter(self, adapter: torch.Tensor, examples: list[Example]) -> EvalResult:
+        """Evaluate ``adapter`` (loaded into the model) on ``examples``, once per (adapter,
+        examples) when the context has a ``scores`` cache."""
+        from ..backend.lora import adapter_hash
+
+        key = (self.task, tuple(ex.uid for ex in examples), adapter_hash(adapter)) if self.scores is not None else None
+        if key is not None and key in self.scores:
+            return self.scores[key]
+        self.layout.set_flat(adapter)
+        result = self.evaluate(examples)
+        if key is not None:
+            self.scores[key] = result
+        return result
 
     def prompt_texts(self, examples: list[Example]) -> list[str]:
         """The unlabeled inputs the model sees (the prompt without any answer)."""

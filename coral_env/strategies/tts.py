@@ -132,8 +132,7 @@ def run(strategy: TTSStrategy, ctx: StrategyContext, examples) -> StrategyOutcom
         groups = sorted(set(choice))
         for j in groups:
             idx = [i for i, c in enumerate(choice) if c == j]
-            ctx.layout.set_flat(adapters[j])
-            part = ctx.evaluate([examples[i] for i in idx])
+            part = ctx.evaluate_adapter(adapters[j], [examples[i] for i in idx])
             for k, i in enumerate(idx):
                 if mc:
                     logprobs[i] = part.logprobs[k]
@@ -142,10 +141,7 @@ def run(strategy: TTSStrategy, ctx: StrategyContext, examples) -> StrategyOutcom
         result = mc_result(ctx.task, examples, logprobs) if mc else generative_result(ctx.task, examples, outputs)
         evaluations = len(groups)
     else:
-        results = []
-        for adapter in adapters:
-            ctx.layout.set_flat(adapter)
-            results.append(ctx.evaluate(examples))
+        results = [ctx.evaluate_adapter(adapter, examples) for adapter in adapters]  # shared by the ensembles
         if mc:
             result = mc_result(ctx.task, examples, combine_choice_scores(strategy.method, results))
         else:
