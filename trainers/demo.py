@@ -67,7 +67,7 @@ class DemoConfig(Presets):
             ppo_timesteps=4,
             baseline_meta_steps=2,
             baseline_finetune_steps=2,
-            train_validation_size=8,
+            validation_size=8,
         ),
         "cpu": {},
         "paper": dict(
@@ -80,7 +80,7 @@ class DemoConfig(Presets):
             ppo_timesteps=2000,
             baseline_meta_steps=300,
             baseline_finetune_steps=75,
-            train_validation_size=None,
+            validation_size=0,
         ),
     }
 
@@ -137,11 +137,12 @@ class DemoConfig(Presets):
             "choices": REWARD_MODES,
         },
     )
-    train_validation_size: int | None = field(
+    validation_size: int | None = field(
         default=100,
         metadata={
-            "help": "policies' training episodes score the reward on the first N validation questions (the "
-            "held-out evaluation uses all); the significant reward accounts for N"
+            "help": "every episode (training and held out) and the oracle's scan score the validation metric "
+            "on the first N validation questions (0: all); the significant reward accounts for N, and the "
+            "table is on the whole test split"
         },
     )
     samples_per_task: int = field(default=4, metadata={"help": "ReST^EM K: policy samples per training task"})
@@ -150,7 +151,7 @@ class DemoConfig(Presets):
     sft_epochs: float = field(default=6.0, metadata={"help": "ReST^EM SFT epochs over the kept samples"})
     sft_lr: float = field(default=5e-4, metadata={"help": "ReST^EM SFT learning rate"})
     eval_samples_per_task: int = field(
-        default=3, metadata={"help": "episodes per held-out task of the sampling policies (LLM, random)"}
+        default=2, metadata={"help": "episodes per held-out task of the sampling policies (LLM, random)"}
     )
     policies: list[str] = field(
         default_factory=lambda: list(POLICIES),
@@ -158,6 +159,7 @@ class DemoConfig(Presets):
     )
     ppo_timesteps: int = field(default=32, metadata={"help": "PPO training env steps (one-step episodes)"})
     closed_loop_steps: int = field(default=3, metadata={"help": "strategies per closed-loop episode (DeGAML)"})
+    closed_loop_episodes: int = field(default=1, metadata={"help": "closed-loop episodes per held-out task"})
     baselines: list[str] = field(
         default_factory=lambda: ["no_meta_lora", "union_lora", "maml_fo", "abmll_fo"],
         metadata={"help": "baseline methods to run (a subset of no_meta_lora, union_lora, maml_fo, abmll_fo)"},
@@ -180,17 +182,18 @@ class DemoConfig(Presets):
         for key in ("collect_steps", "samples_per_task", "keep_per_task", "iterations", "eval_samples_per_task"):
             if getattr(self, key) < 1:
                 raise ValueError(f"--{key.replace('_', '-')} must be >= 1, got {getattr(self, key)}")
-        for key in ("ppo_timesteps", "closed_loop_steps", "baseline_meta_steps", "baseline_finetune_steps"):
+        for key in ("ppo_timesteps", "closed_loop_steps", "closed_loop_episodes", "baseline_meta_steps"):
             if getattr(self, key) < 1:
                 raise ValueError(f"--{key.replace('_', '-')} must be >= 1, got {getattr(self, key)}")
+        if self.baseline_finetune_steps < 1:
+            raise ValueError(f"--baseline-finetune-steps must be >= 1, got {self.baseline_finetune_steps}")
         if self.collect_steps < 3:
             raise ValueError(f"--collect-steps must be >= 3 (two phases), got {self.collect_steps}")
         for key in ("generator_steps", "cvae_steps"):
             if getattr(self, key) < 0:
                 raise ValueError(f"--{key.replace('_', '-')} must be >= 0 (0: the preset's), got {getattr(self, key)}")
-        from .run_config import check_train_validation_size
-
-        check_train_validation_size(self.train_validation_size)
+        if not isinstance(self.validation_size, int) or self.validation_size < 0:
+            raise ValueError(f"--validation-size must be an int >= 0 (0: all), got {self.validation_size!r}")
         if not (self.sft_epochs > 0 and self.sft_lr > 0):
             raise ValueError(f"--sft-epochs and --sft-lr must be > 0, got {self.sft_epochs} and {self.sft_lr}")
         if unknown := [m for m in self.baselines if m not in METHODS]:
@@ -219,6 +222,7 @@ def run_demo(config: DemoConfig) -> Path:
     from coral_env.backend.io import atomic_write_json
     from coral_env.tasks import get_task, resolve_tasks
 
+    from .demo_policies import final_adapter, other_policies, run_restem
     from .demo_rows import baseline_rows, mean_adapter, policy_rows, stage_rows
     from .report import EPISODES_FILE, METHODS_FILE, write_report
 
@@ -252,12 +256,12 @@ def run_demo(config: DemoConfig) -> Path:
 
     # ----- 2. ReST^EM: the zero-shot policy, then each iteration, on the held-out tasks --------
     stage("restem")
-    episodes = _restem(config)
+    episodes = run_restem(config)
     done("restem")
 
     # ----- 3. the other policies, same held-out tasks and episodes -------------------------------
     stage("policies")
-    episodes += _other_policies(config, _final_adapter(config))
+    episodes += other_policies(config, final_adapter(config))
     done("policies")
 
     # ----- 4. the stage rows: what each agent adds, test split ---------------------------------
@@ -319,111 +323,6 @@ def _setup(config: DemoConfig) -> None:
     )
 
 
-def _restem_config(config: DemoConfig):
-    from .restem import RestemConfig
-
-    if config.policy_model is None and config.preset != "tiny":
-        from policies.llm import default_policy_model
-
-        config = dataclasses.replace(config, policy_model=default_policy_model())
-    return RestemConfig.from_preset(
-        config.preset,
-        out=str(Path(config.out) / "restem"),
-        train_tasks=config.train_tasks,
-        eval_tasks=config.eval_tasks,
-        policy_model=config.policy_model,
-        artifacts=config.artifacts_root,
-        data_dir=config.data_dir,
-        reward_mode=config.reward_mode,
-        train_validation_size=config.train_validation_size,
-        iterations=config.iterations,
-        samples_per_task=config.samples_per_task,
-        keep_per_task=config.keep_per_task,
-        num_train_epochs=config.sft_epochs,
-        learning_rate=config.sft_lr,
-        eval_samples_per_task=config.eval_samples_per_task,
-        eval_test=True,
-        seed=config.seed,
-        threads=config.threads,
-        progress=config.progress,
-    )
-
-
-def _restem(config: DemoConfig) -> list[dict]:
-    from .restem import evaluation_rows, train_restem
-
-    restem_config = _restem_config(config)
-    train_restem(restem_config)
-    return evaluation_rows(restem_config.out)
-
-
-def _final_adapter(config: DemoConfig) -> str | None:
-    """The PEFT adapter of ReST^EM's last iteration (None: every iteration skipped its SFT)."""
-    folders = sorted(Path(config.out, "restem").glob("iter_*/iteration.json"), key=lambda p: int(p.parent.name[5:]))
-    return json.loads(folders[-1].read_text())["policy_adapter"] if folders else None
-
-
-def _other_policies(config: DemoConfig, adapter: str | None) -> list[dict]:
-    """Oracle, random, fixed rule, PPO and the closed loop on the held-out tasks (cached in OUT/policies)."""
-    from coral_env.strategies import catalogue
-    from policies import FixedRulePolicy, RandomPolicy
-
-    from .compare import evaluate_cached, oracle_rules
-    from .evaluation import env_factory
-    from .run_config import llm_policy_factory
-
-    folder = Path(config.out) / "policies"
-    folder.mkdir(parents=True, exist_ok=True)
-    where = (config.preset, config.artifacts_root, config.data_dir, config.seed)
-    make_env = env_factory(*where, reward_mode=config.reward_mode, eval_test=True)
-    tasks, n, rows = config.eval_tasks, config.eval_samples_per_task, []
-
-    def evaluate(name: str, policy, episodes: int, **env_kwargs) -> list[dict]:
-        return evaluate_cached(
-            folder / f"{name}.json", make_env, tasks, policy, episodes, name, config.seed, config.progress, **env_kwargs
-        )
-
-    if "oracle" in config.policies:
-        entries = catalogue(4 if config.preset != "paper" else None)  # the cpu catalogue of the SB3 agents
-        scan, size = folder / "oracle_scan", config.train_validation_size
-        rules = oracle_rules(scan, make_env, tasks, entries, config.progress, size)
-        rows += evaluate("oracle", FixedRulePolicy(rules=rules), 1)
-    if "random" in config.policies:
-        rows += evaluate("random", RandomPolicy(seed=config.seed), n)
-    if "fixed_rule" in config.policies:
-        rows += evaluate("fixed_rule", FixedRulePolicy(), 1)
-    if "ppo" in config.policies:
-        rows += _ppo(config)
-    if "closed_loop" in config.policies:
-        policy = llm_policy_factory(_restem_config(config))(adapter)
-        rows += evaluate("closed_loop", policy, n, max_adaptation_steps=config.closed_loop_steps)
-    return rows
-
-
-def _ppo(config: DemoConfig) -> list[dict]:
-    from .sb3 import SB3Config, train_sb3
-
-    sb3 = SB3Config.from_preset(
-        config.preset,
-        algo="ppo",
-        out=str(Path(config.out) / "ppo"),
-        train_tasks=config.train_tasks,
-        eval_tasks=config.eval_tasks,
-        artifacts=config.artifacts_root,
-        data_dir=config.data_dir,
-        reward_mode=config.reward_mode,
-        train_validation_size=config.train_validation_size,
-        total_timesteps=config.ppo_timesteps,
-        n_steps=min(16, config.ppo_timesteps),
-        batch_size=min(16, config.ppo_timesteps),
-        eval_test=True,
-        seed=config.seed,
-        threads=config.threads,
-        progress=config.progress,
-    )
-    return train_sb3(sb3)["rows"]
-
-
 def _runtime(config: DemoConfig):
     from coral_env.env.runtime import CoralRuntime, EnvConfig
 
@@ -449,18 +348,18 @@ def _notes(config: DemoConfig, timings: dict) -> list[str]:
         f"Stage 1/2 artifacts: {artifacts}. {schedules}",
         f"Policies trained on {', '.join(config.train_tasks)}; held out: {', '.join(config.eval_tasks)} "
         f"(stage and baseline rows also on {', '.join(config.stage_tasks) or 'nothing else'}). Preset "
-        f"{config.preset}; reward `{config.reward_mode}`, on the first "
-        f"{config.train_validation_size or 'all'} validation questions in training episodes and on all of them "
-        "in held-out ones.",
+        f"{config.preset}; reward `{config.reward_mode}` on the first {config.validation_size or 'all'} "
+        "validation questions of every episode; the table is on the whole test split.",
         f"ReST^EM: K={config.samples_per_task} samples per training task, at most {config.keep_per_task} kept, "
         f"{config.iterations} iteration(s), SFT {config.sft_epochs:g} epochs at lr {config.sft_lr:g}. Sampling "
         f"policies (LLM, random) get {config.eval_samples_per_task} episodes per held-out task; the oracle, "
-        f"fixed rule and PPO (greedy, {config.ppo_timesteps} training steps) one.",
+        f"fixed rule and PPO (greedy, {config.ppo_timesteps} training steps) one; the closed loop "
+        f"{config.closed_loop_episodes} of up to {config.closed_loop_steps} strategies.",
         "Policy rows: test accuracy averaged over the policy's episodes; gain over the starting adapter with a "
         "two-level paired bootstrap CI (episodes, then questions; trainers/paired.py). Stage and baseline rows: "
         "gain with a paired bootstrap over the same questions.",
-        "Oracle: per task, the catalogue entry with the best validation metric (on the training episodes' "
-        "questions; the ceiling of a catalogue policy, chosen without reading test).",
+        "Oracle: per task, the catalogue entry with the best validation metric (the ceiling of a catalogue "
+        "policy, chosen without reading test).",
         "MAML-en-LLM and ABMLL are first-order variants (no second derivatives; ABMLL keeps its Gaussian prior "
         "over LoRA weights but not its amortised variational objective); see coral_env/setup/baselines.py.",
         f"Stage times (s): {json.dumps(timings)}.",
