@@ -428,6 +428,13 @@ class CoralRuntime:
         )
 
     # ----- evaluation memo -------------------------------------------------------------------
+    def clear_memo(self) -> None:
+        """Forget every memoised evaluation, generated TTS adapter and TTS score (a benchmark's
+        first visit); the tasks, their starting adapters and contexts stay."""
+        self.memo.clear()
+        self._scores.clear()
+        self._generated.clear()
+
     def adapter_key(self, adapter: torch.Tensor) -> str:
         """``adapter_hash(adapter)``, computed once per tensor (hashing a 1M-float adapter takes
         ~2 ms, more than the rest of a memo hit); an in-place change to the tensor is noticed
