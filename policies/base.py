@@ -22,18 +22,25 @@ class Policy(Protocol):
 
 
 class RandomPolicy:
-    """Uniform family, then uniform (log-uniform for rates) fields within their ranges."""
+    """Uniform family, then uniform (log-uniform for rates) fields within their ranges; or, given
+    ``strategies`` (e.g. the SB3 catalogue), one of them uniformly, the random member of a
+    catalogue policy's action set."""
 
     name = "random"
 
-    def __init__(self, seed: int = 0) -> None:
+    def __init__(self, seed: int = 0, strategies: list | None = None) -> None:
         self.rng = np.random.default_rng(seed)
+        self.strategies = list(strategies) if strategies is not None else None
+        if self.strategies is not None and not self.strategies:
+            raise ValueError("strategies must list at least one strategy (or be None: the whole schema)")
 
     def reseed(self, seed: int) -> None:
         """Restart the draws from ``seed``."""
         self.rng = np.random.default_rng(seed)
 
     def act(self, observation: dict, info: dict | None = None) -> str:
+        if self.strategies is not None:
+            return self.strategies[int(self.rng.integers(len(self.strategies)))].to_json()
         return sample_strategy(self.rng).to_json()
 
 

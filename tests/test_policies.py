@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from coral_env.strategies import parse_strategy
 from policies import FixedRulePolicy, RandomPolicy
 from policies.llm import LLMPolicy, SamplingConfig
@@ -15,6 +17,20 @@ def test_random_policy_is_valid_and_seeded():
     policy = RandomPolicy(seed=0)
     families = {parse_strategy(policy.act(OBS)).strategy.family for _ in range(60)}
     assert families == {"TTL", "LORA", "TTS", "Latent"}
+
+
+def test_random_policy_over_a_catalogue_draws_its_entries_uniformly():
+    from collections import Counter
+
+    from coral_env.strategies import catalogue
+
+    entries = catalogue(4)
+    policy = RandomPolicy(seed=0, strategies=entries)
+    drawn = Counter(parse_strategy(policy.act(OBS)).strategy for _ in range(2500))
+    assert set(drawn) == set(entries)  # only catalogue entries, every one of them
+    assert max(drawn.values()) < 1.5 * 2500 / len(entries)  # none favoured
+    with pytest.raises(ValueError, match="at least one strategy"):
+        RandomPolicy(strategies=[])
 
 
 def test_fixed_rule_follows_the_paper():

@@ -219,6 +219,7 @@ def run_demo(config: DemoConfig) -> Path:
     """Run (or resume) the demo; returns the path of ``report.md``."""
     import torch
 
+    from coral_env.allocator import release_free_memory
     from coral_env.backend.io import atomic_write_json
     from coral_env.tasks import get_task, resolve_tasks
 
@@ -247,6 +248,7 @@ def run_demo(config: DemoConfig) -> Path:
 
     def done(name: str):
         timings[name] = round(time.perf_counter() - timings[name], 1)
+        release_free_memory()  # what the stage dropped does not stay under the next stage's peak
 
     # ----- 1. stage 1/2: collection, generator, CVAE (trained on the setup tasks only) ---------
     stage("setup")
@@ -359,7 +361,7 @@ def _notes(config: DemoConfig, timings: dict) -> list[str]:
         "two-level paired bootstrap CI (episodes, then questions; trainers/paired.py). Stage and baseline rows: "
         "gain with a paired bootstrap over the same questions.",
         "Oracle: per task, the catalogue entry with the best validation metric (the ceiling of a catalogue "
-        "policy, chosen without reading test).",
+        "policy, chosen without reading test). Random: uniform over the same catalogue (PPO's action set).",
         "MAML-en-LLM and ABMLL are first-order variants (no second derivatives; ABMLL keeps its Gaussian prior "
         "over LoRA weights but not its amortised variational objective); see coral_env/setup/baselines.py.",
         f"Stage times (s): {json.dumps(timings)}.",

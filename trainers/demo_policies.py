@@ -84,12 +84,12 @@ def other_policies(config, adapter: str | None) -> list[dict]:
             folder / f"{name}.json", make_env, tasks, policy, episodes, name, config.seed, config.progress, **env_kwargs
         )
 
+    entries = catalogue(4 if config.preset != "paper" else None)  # the cpu catalogue of the SB3 agents
     if "oracle" in config.policies:
-        entries = catalogue(4 if config.preset != "paper" else None)  # the cpu catalogue of the SB3 agents
         rules = oracle_rules(folder / "oracle_scan", make_env, tasks, entries, config.progress)
         rows += evaluate("oracle", FixedRulePolicy(rules=rules), 1)
     if "random" in config.policies:
-        rows += evaluate("random", RandomPolicy(seed=config.seed), n)
+        rows += evaluate("random", RandomPolicy(seed=config.seed, strategies=entries), n)  # PPO's action set
     if "fixed_rule" in config.policies:
         rows += evaluate("fixed_rule", FixedRulePolicy(), 1)
     if "ppo" in config.policies:

@@ -20,7 +20,7 @@ import numpy as np
 
 POLICY_LABELS = {
     "oracle": "Policy: oracle (best catalogue entry on validation)",
-    "random": "Policy: random",
+    "random": "Policy: random (uniform over the catalogue)",
     "fixed_rule": "Policy: fixed rule (the papers' table)",
     "zero_shot": "Policy: zero-shot LLM",
     "ppo": "Policy: PPO (SB3)",

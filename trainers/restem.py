@@ -115,10 +115,10 @@ def train_restem(
         make_policy: ``adapter folder | None -> policy`` with ``sample(context, task, n)`` and
             ``act(observation, info)`` (default: ``LLMPolicy`` on ``config.policy_model``).
     """
-    import gc
 
     from tqdm.auto import tqdm
 
+    from coral_env.allocator import release_free_memory
     from coral_env.backend.io import append_jsonl, atomic_write_json, read_json
 
     from .evaluation import evaluate_policy_on_tasks, summarize
@@ -145,7 +145,7 @@ def train_restem(
     def policy_for(adapter: str | None):
         if adapter not in loaded:
             loaded.clear()
-            gc.collect()
+            release_free_memory()
             loaded[adapter] = make_policy(adapter)
         return loaded[adapter]
 
@@ -235,8 +235,10 @@ def train_restem(
             sft = read_json(target / "coral_policy.json", _redo(target))["sft"]
         else:
             loaded.clear()  # free the sampling model before training
+            release_free_memory()
             start = adapter if not config.restart_from_base else None
             sft = finetune(config, records, target, start, iteration)
+            release_free_memory()  # the trainer's model and optimizer, before the evaluation loads the policy
         if records:
             log("sft", iteration=iteration, **sft)
         if records:

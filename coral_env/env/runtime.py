@@ -409,7 +409,11 @@ class CoralRuntime:
         """Free a separately loaded context model: descriptions are cached on disk, so it is
         needed once per task, and keeping it would double the memory of a run whose policy
         loads the same model."""
-        self._context_writer = None
+        from ..allocator import release_free_memory
+
+        if self._context_writer is not None:
+            self._context_writer = None
+            release_free_memory()
 
     def strategy_context(self, state: TaskState) -> StrategyContext:
         generator = self.generator_for(state.name)
