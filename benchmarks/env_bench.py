@@ -56,9 +56,9 @@ def main() -> None:
     strategy = parse_strategy(ACTION).strategy
     step_s, direct_s = [], []
     for _ in range(args.runs):
-        runtime.memo.clear()
+        runtime.clear_memo()
         env.reset(options={"task": tasks[0]})
-        runtime.memo.clear()
+        runtime.clear_memo()
         t = time.perf_counter()
         env.step(ACTION)
         step_s.append(time.perf_counter() - t)

@@ -45,6 +45,7 @@ def test_demo_runs_every_stage_and_writes_the_report(demo_run):
     rows = [json.loads(line) for line in (out / "methods.jsonl").read_text().splitlines()]
     assert {r["task"] for r in rows} == set(config.eval_tasks + config.stage_tasks)
     assert {r["task"] for r in rows if r["group"] == "policy"} == set(config.eval_tasks)
+    assert {r["task"] for r in rows if r["group"] == "baseline"} == set(config.stage_tasks)  # the generator control
     assert all(0 <= r["ci95"][0] <= r["accuracy"] <= r["ci95"][1] <= 1 for r in rows)
     assert all(r["gain_ci"][0] <= r["gain"] <= r["gain_ci"][1] for r in rows if r["method"] != "mean_adapter")
     start = {r["task"]: r["accuracy"] for r in rows if r["method"] == "coral_aligned"}
@@ -121,7 +122,7 @@ def test_table_layout_groups_and_averages():
     mean, half = group_average(rows[:2])
     assert mean == pytest.approx(0.6) and half == pytest.approx(1.96 * ((0.25 / 100 + 0.21 / 100) ** 0.5) / 2)
     assert task_group("arc_challenge") == "in-domain" and task_group("jama") == "out-of-domain"
-    assert task_group("syn_add") == task_group("ctl_sub_3") == "synthetic"
+    assert task_group("syn_add") == task_group("ctl_sub_3") == task_group("ctl_key_3") == "synthetic"
 
 
 def test_policy_rows_average_test_correctness_and_pair_the_gain():

@@ -219,9 +219,9 @@ def test_test_split_reuses_the_adapter_a_strategy_left_on_validation(make, monke
     runs = []
     real_execute = runtime_module.execute
     monkeypatch.setattr(runtime_module, "execute", lambda *a: runs.append(a[0].family) or real_execute(*a))
-    runtime.memo.clear()
+    runtime.clear_memo()
     fresh, _ = runtime.evaluate(state, state.start_adapter, ttl, split="test")  # no validation run yet: runs it
-    runtime.memo.clear()
+    runtime.clear_memo()
     on_validation, _ = runtime.evaluate(state, state.start_adapter, ttl)
     reused, hit = runtime.evaluate(state, state.start_adapter, ttl, split="test")
     assert runs == ["TTL", "TTL"] and not hit and reused.cost["reused_validation_adapter"]
@@ -350,7 +350,7 @@ def test_validation_size_scores_the_reward_on_a_prefix_and_reuses_the_adapter(ma
 
     full = make(task="syn_add")
     runtime = full.unwrapped.runtime
-    runtime.memo.clear()  # the runtime is shared with earlier tests
+    runtime.clear_memo()  # the runtime is shared with earlier tests
     state = runtime.task("syn_add")
     n_val = len(state.splits.validation)
     small = make(task="syn_add", validation_size=5)
@@ -399,3 +399,24 @@ def test_adapters_for_the_same_prompts_are_generated_once(make, monkeypatch):
     assert calls == [5, 4] and again is first and other is not first
     description[:] = 0  # a caller's copy: the cached description is not changed
     assert runtime.adapter_for_prompts("syn_add", prompts)[1].any()
+
+
+def test_memo_keeps_a_bounded_number_of_strategy_adapters(make, monkeypatch):
+    import coral_env.env.runtime as runtime_module
+
+    monkeypatch.setattr(runtime_module, "MAX_MEMO_ADAPTERS", 2)
+    env = make(task="syn_add")
+    runtime = env.unwrapped.runtime
+    runtime.clear_memo()
+    actions = [f'{{"family": "LORA", "lambda": {x}}}' for x in (0.2, 0.4, 0.6)]
+    first = []
+    for action in actions:
+        env.reset(seed=0)
+        first.append(env.step(action)[4])
+    held = [k for k, v in runtime.memo.items() if k[3] and v.adapter is not None]
+    assert len(held) == 2 and all('"lambda": 0.2' not in k[3] for k in held)  # the oldest was forgotten
+    env.reset()
+    again = env.step(actions[0])[4]
+    assert not again["memo_hit"] and again["metric_after"] == first[0]["metric_after"]  # recomputed, same
+    env.reset()
+    assert env.step(actions[2])[4]["memo_hit"]  # the newest is still there

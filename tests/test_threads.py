@@ -39,7 +39,7 @@ def test_two_threads_match_serial_results_bit_for_bit(tiny_artifacts):
     runtime = first.unwrapped.runtime
     assert second.unwrapped.runtime is runtime  # the shared state under test
 
-    runtime.memo.clear()
+    runtime.clear_memo()
     serial = {
         "syn_add": _episodes(first, "syn_add", ACTIONS),
         "syn_parity": _episodes(second, "syn_parity", ACTIONS[::-1]),
@@ -47,7 +47,7 @@ def test_two_threads_match_serial_results_bit_for_bit(tiny_artifacts):
     assert [row[3] for rows in serial.values() for row in rows] == [None] * 2 * len(ACTIONS)
 
     for _ in range(2):  # two rounds: the race, when there is one, shows up within them
-        runtime.memo.clear()
+        runtime.clear_memo()
         results, errors = {}, []
         barrier = threading.Barrier(2)
 

@@ -114,8 +114,9 @@ class DemoConfig(Presets):
     stage_tasks: list[str] | None = field(
         default=None,
         metadata={
-            "help": "more held-out tasks for the stage and baseline rows only (default: the generator "
-            "control's held-out members ctl_add_3,ctl_sub_3; with --data-dir: none)"
+            "help": "more held-out tasks for the stage rows, and the tasks of the baseline rows (default: the "
+            "generator control's held-out members ctl_add_3,ctl_sub_3; with --data-dir: none, and the baselines "
+            "run on --eval-tasks)"
         },
     )
     skip_setup: bool = field(
@@ -275,7 +276,7 @@ def run_demo(config: DemoConfig) -> Path:
     done("stages")
     if config.baselines:
         stage("baselines")
-        rows += baseline_rows(runtime, config, held_out)
+        rows += baseline_rows(runtime, config, config.stage_tasks or config.eval_tasks)
         done("baselines")
 
     # ----- 5. report ---------------------------------------------------------------------------
@@ -362,8 +363,12 @@ def _notes(config: DemoConfig, timings: dict) -> list[str]:
         "gain with a paired bootstrap over the same questions.",
         "Oracle: per task, the catalogue entry with the best validation metric (the ceiling of a catalogue "
         "policy, chosen without reading test). Random: uniform over the same catalogue (PPO's action set).",
-        "MAML-en-LLM and ABMLL are first-order variants (no second derivatives; ABMLL keeps its Gaussian prior "
-        "over LoRA weights but not its amortised variational objective); see coral_env/setup/baselines.py.",
+        "Baselines (the papers' LoRA methods, rows on "
+        f"{', '.join(config.stage_tasks or config.eval_tasks)}): meta-trained on the setup tasks, then fine-tuned "
+        "on the held-out task's labeled support examples, which CORAL's stages never read (they see its "
+        "unlabeled questions only). MAML-en-LLM and ABMLL are first-order variants (no second derivatives; "
+        "ABMLL keeps its Gaussian prior over LoRA weights but not its amortised variational objective); see "
+        "coral_env/setup/baselines.py.",
         f"Stage times (s): {json.dumps(timings)}.",
     ]
 

@@ -63,13 +63,14 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def task_group(task: str) -> str:
-    """``in-domain``, ``out-of-domain`` or ``synthetic`` (built-in syn_* and ctl_* tasks; user
-    tasks count as out-of-domain)."""
+    """``in-domain``, ``out-of-domain`` or ``synthetic`` (built-in syn_* and ctl_* tasks, the
+    policy controls included; user tasks count as out-of-domain)."""
     from coral_env.tasks import CONTROL_TASKS, IN_DOMAIN, SYNTHETIC_TASKS
+    from coral_env.tasks.policy_controls import POLICY_CONTROL_TASKS
 
     if task in IN_DOMAIN:
         return "in-domain"
-    built_in = {spec.name for spec in (*SYNTHETIC_TASKS, *CONTROL_TASKS)}
+    built_in = {spec.name for spec in (*SYNTHETIC_TASKS, *CONTROL_TASKS, *POLICY_CONTROL_TASKS)}
     return "synthetic" if task in built_in else "out-of-domain"
 
 

@@ -119,6 +119,8 @@ class TaskState:
 
 MAX_GENERATED = 48
 """Generated adapters the runtime keeps (3.7 MB each at the cpu preset; TTS asks for up to 20 per task)."""
+MAX_MEMO_ADAPTERS = 64
+"""Memo entries holding a TTL or LORA adapter the runtime keeps (the oldest are forgotten first)."""
 
 
 class _GeneratedAdapters:
@@ -188,6 +190,7 @@ class CoralRuntime:
         self._descriptions: dict[tuple, np.ndarray] = {}
         self._generated: dict[tuple, tuple] = {}  # (task, prompts) -> adapter_for_prompts's result
         self._scores: dict[tuple, object] = {}  # TTS's per-adapter evaluations, shared by its methods
+        self._adapter_keys: list[tuple] = []  # memo keys whose outcome holds a strategy's adapter, oldest first
 
     # ----- artifacts ---------------------------------------------------------------------
     def setup_command(self, holdout: str | None = None) -> str:
@@ -436,6 +439,7 @@ class CoralRuntime:
         """Forget every memoised evaluation, generated TTS adapter and TTS score (a benchmark's
         first visit); the tasks, their starting adapters and contexts stay."""
         self.memo.clear()
+        self._adapter_keys.clear()
         self._scores.clear()
         self._generated.clear()
 
@@ -479,7 +483,7 @@ class CoralRuntime:
             scored, _ = self.evaluate(state, done.adapter, None, split.split("[")[0], limit)
             cost = done.cost | {"seconds": scored.cost["seconds"], "reused_validation_adapter": True}
             evaluation = StrategyOutcome(scored.result, done.adapter, cost)
-            self.memo[key] = evaluation
+            self._remember(key, evaluation)
             return evaluation, False
         snapshot = self.layout.get_flat()
         start = time.perf_counter()
@@ -493,8 +497,17 @@ class CoralRuntime:
         finally:
             self.layout.set_flat(snapshot)
         evaluation.cost.setdefault("seconds", time.perf_counter() - start)
-        self.memo[key] = evaluation
+        self._remember(key, evaluation)
         return evaluation, False
+
+    def _remember(self, key: tuple, evaluation: StrategyOutcome) -> None:
+        """Memoise ``evaluation``; past ``MAX_MEMO_ADAPTERS`` entries holding an adapter (TTL, LORA),
+        the oldest of them is forgotten (evaluations are deterministic: a repeat recomputes it)."""
+        self.memo[key] = evaluation
+        if evaluation.adapter is not None and key[3]:  # a strategy's own adapter (3.7 MB at the cpu preset)
+            self._adapter_keys.append(key)
+            while len(self._adapter_keys) > MAX_MEMO_ADAPTERS:
+                self.memo.pop(self._adapter_keys.pop(0), None)
 
     def _adapter_left(self, task: str, adapter_key: str, strategy_json: str) -> StrategyOutcome | None:
         """A memoised run of ``strategy_json`` on this adapter, on any split, that left an adapter."""
