@@ -49,7 +49,7 @@ def _fake_evaluate(monkeypatch, runtime, before: np.ndarray, after: np.ndarray) 
             "syn_add", "multiple_choice", correct, [0] * len(correct), [0] * len(correct), np.ones(len(correct))
         )
 
-    def evaluate(state, adapter, strategy, split="validation"):
+    def evaluate(state, adapter, strategy, split="validation", limit=None):
         return StrategyOutcome(result(before if strategy is None else after), None, {}), False
 
     monkeypatch.setattr(runtime, "evaluate", evaluate)
