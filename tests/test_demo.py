@@ -169,3 +169,22 @@ def test_oracle_picks_the_best_validation_entry_and_resumes(tmp_path):
     assert rules["b"] == next(s for s in entries if s.family == "Latent")  # the first of equal ones
     assert made == [{"strict_heldout": True, "eval_test": False}]  # validation only, strict held out
     assert oracle_rules(tmp_path, make_env, ["a", "b"], entries, progress=False) == rules and len(made) == 1
+
+
+def test_demo_converts_every_model_before_any_stage(tmp_path, monkeypatch):
+    # a conversion's memory peak must not add to a loaded model's, and a missing package fails first
+    import coral_env.backend.models as models
+    from coral_env.backend.models import ModelNotFoundError
+
+    asked = []
+
+    def missing(name):
+        asked.append(name)
+        raise ModelNotFoundError(f"{name} is not installed")
+
+    monkeypatch.setattr(models, "resolve_model_path", missing)
+    config = DemoConfig.from_preset("cpu", out=str(tmp_path / "run"), policy_model="qwen2.5-coder-0.5b-instruct")
+    with pytest.raises(ModelNotFoundError, match="smollm2-135m-instruct"):
+        run_demo(config)
+    assert asked == ["smollm2-135m-instruct"]
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["demo_config.json"]  # no stage started

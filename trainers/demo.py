@@ -216,6 +216,22 @@ class DemoConfig(Presets):
         return self.artifacts or str(Path(self.out) / "artifacts")
 
 
+def _convert_models(config: DemoConfig) -> None:
+    """Convert every packaged model the run loads (adapted model, context writer, policy) into
+    the model cache, unless already there; a missing model package fails here, before any work."""
+    from coral_env.backend.config import BackendConfig
+    from coral_env.backend.models import resolve_model_path
+    from coral_env.env.runtime import default_context_model
+
+    from .demo_policies import restem_config
+
+    env_model = BackendConfig.from_preset(config.preset).model
+    policy_model = restem_config(config).policy_model
+    for name in dict.fromkeys([env_model, default_context_model(config.preset, env_model), policy_model]):
+        if name:
+            resolve_model_path(name)
+
+
 def run_demo(config: DemoConfig) -> Path:
     """Run (or resume) the demo; returns the path of ``report.md``."""
     import torch
@@ -250,6 +266,8 @@ def run_demo(config: DemoConfig) -> Path:
     def done(name: str):
         timings[name] = round(time.perf_counter() - timings[name], 1)
         release_free_memory()  # what the stage dropped does not stay under the next stage's peak
+
+    _convert_models(config)  # first, while no model is loaded: a conversion's peak adds to none
 
     # ----- 1. stage 1/2: collection, generator, CVAE (trained on the setup tasks only) ---------
     stage("setup")
