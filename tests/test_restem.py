@@ -60,7 +60,7 @@ class StubPolicy:
         return LORA if self.trained else TTS
 
 
-def run(tmp_path, calls, steps, replies=REPLIES, fail_on=None, **overrides):
+def run(tmp_path, calls, steps, replies=REPLIES, fail_on=None, on_env=None, on_policy=None, **overrides):
     settings = dict(
         out=str(tmp_path / "run"),
         train_tasks=["syn_a", "syn_b"],
@@ -83,10 +83,14 @@ def run(tmp_path, calls, steps, replies=REPLIES, fail_on=None, **overrides):
             return original(action)
 
         env.step = counted
+        if on_env:
+            on_env(env, tasks)
         return env
 
     def make_policy(adapter):
         calls["make_policy"] += 1
+        if on_policy:
+            on_policy(adapter)
         return StubPolicy(calls, replies, fail_on, adapter)
 
     return config, train_restem(config, make_env=make_env, make_policy=make_policy)
@@ -246,3 +250,16 @@ def test_lora_layers_trains_only_the_top_layers(tmp_path):
     assert RestemConfig.from_preset("cpu").lora_layers == 4 and RestemConfig.from_preset("paper").lora_layers == 0
     with pytest.raises(ValueError, match="lora_layers must be an int >= 0"):
         RestemConfig.from_preset("tiny", lora_layers=-1)
+
+
+
+def test_every_context_is_written_before_a_policy_model_loads(tmp_path):
+    # the context writer (Qwen at cpu) and the policy (Qwen) must never be in memory together
+    order = []
+
+    def on_env(env, tasks):
+        env.prepare_contexts = lambda: order.append(("contexts", tuple(tasks)))
+
+    run(tmp_path, Counter(), Counter(), on_env=on_env, on_policy=lambda adapter: order.append(("policy", adapter)))
+    first_policy = next(i for i, event in enumerate(order) if event[0] == "policy")
+    assert set(order[:first_policy]) == {("contexts", ("held_1", "held_2")), ("contexts", ("syn_a", "syn_b"))}

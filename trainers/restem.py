@@ -145,6 +145,10 @@ def train_restem(
     def policy_for(adapter: str | None):
         if adapter not in loaded:
             loaded.clear()
+            for kind in ("eval", "train"):  # the contexts first: their writer is freed before a policy loads
+                prepare = getattr(getattr(env_for(kind), "unwrapped", None), "prepare_contexts", None)
+                if prepare is not None:
+                    prepare()
             release_free_memory()
             loaded[adapter] = make_policy(adapter)
         return loaded[adapter]

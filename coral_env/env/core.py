@@ -254,9 +254,7 @@ class CoralEnv(gym.Env[dict, str]):
         elif name not in self.tasks:
             raise ValueError(f"options['task'] = {name!r} is not one of this env's tasks {self.tasks}")
         start = time.perf_counter()
-        if not self._contexts_ready:  # the first reset writes every task's missing description at once
-            self.runtime.prepare_contexts([t for t in self.tasks if t not in self.user_contexts])
-            self._contexts_ready = True
+        self.prepare_contexts()
         task = self.runtime.task(name)
         evaluation, _ = self.runtime.evaluate(task, task.start_adapter, None, limit=self.validation_size)
         metric = self._metric_name(evaluation.result)
@@ -366,6 +364,14 @@ class CoralEnv(gym.Env[dict, str]):
             info["test_accuracy_before"] = start.result.accuracy
             info["test_correct"] = test.result.correct.astype(int).tolist()
             info["test_correct_before"] = start.result.correct.astype(int).tolist()
+
+    def prepare_contexts(self) -> None:
+        """Write every task's missing context description in one batch (the first ``reset`` does
+        it otherwise). Trainers call it before loading a policy model, so that the context writer
+        and the policy are never in memory together."""
+        if not self._contexts_ready:
+            self.runtime.prepare_contexts([t for t in self.tasks if t not in self.user_contexts])
+            self._contexts_ready = True
 
     def save_adapter(self, directory) -> "Path":
         """Write the current episode's adapter (after the strategies applied so far; TTS and
