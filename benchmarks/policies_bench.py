@@ -49,6 +49,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         choices=["binary", "significant"],
         help="env reward for training and success (significant: McNemar p < 0.05 on validation)",
     )
+    p.add_argument(
+        "--validation-size",
+        type=int,
+        default=None,
+        help="score rewards on the first N validation questions (Coral-v0 validation_size; default: all)",
+    )
     p.add_argument("--workers", type=int, default=1, help="Ray actors that score episodes (ReST^EM, evaluations)")
     p.add_argument(
         "--summary",
@@ -58,6 +64,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--policy-model", default=None, help="LLM policy (default: default_policy_model())")
     p.add_argument("--grpo-steps", type=int, default=None, help="GRPO optimizer steps (default: the preset's)")
     p.add_argument("--grpo-generations", type=int, default=None, help="GRPO completions per prompt")
+    p.add_argument("--grpo-lr", type=float, default=None, help="GRPO learning rate (default: the preset's)")
     p.add_argument("--sb3-timesteps", type=int, default=None)
     p.add_argument("--sb3-n-steps", type=int, default=None, help="PPO/A2C rollout length (default: the algo's)")
     p.add_argument("--sb3-batch-size", type=int, default=None, help="PPO/DQN minibatch (default: the preset's)")
@@ -115,6 +122,8 @@ def run(args: argparse.Namespace, make_env=None, encoder=None, make_policy=None)
     )
     eval_tasks, n = restem_cfg.eval_tasks, restem_cfg.eval_samples_per_task
     env_settings = dict(auto_setup=restem_cfg.auto_setup, reward_mode=args.reward_mode, eval_test=True)
+    if args.validation_size:
+        env_settings["validation_size"] = args.validation_size
     where = (args.preset, args.artifacts, args.data_dir, args.seed)
     sb3_make_env = make_env or env_factory(*where, **env_settings)
     if make_env is None and args.workers > 1:  # Ray actors score one-step episodes; SB3 steps a real env
@@ -148,6 +157,7 @@ def run(args: argparse.Namespace, make_env=None, encoder=None, make_policy=None)
         eval_base="restem" in skip,  # the zero-shot row is ReST^EM's iteration 0 otherwise
         max_steps=args.grpo_steps,
         num_generations=args.grpo_generations,
+        learning_rate=args.grpo_lr,
         **env_kw,
     )
     if "grpo" not in skip:
@@ -275,7 +285,9 @@ def _markdown(args, cfg, grpo_cfg, summaries, timings, paired) -> str:
         *_grpo_lines(grpo_cfg),
         f"- Sampling policies (random, LLM) get {cfg.eval_samples_per_task} episodes per held-out task; "
         "deterministic ones (fixed rule, greedy SB3 agents) get one, so their CIs are wide.",
-        f"- Training reward `{args.reward_mode}`. Success = the validation metric improved (by any amount, "
+        f"- Training reward `{args.reward_mode}` on "
+        + (f"the first {args.validation_size} validation questions" if args.validation_size else "the validation split")
+        + ". Success = the validation metric improved (by any amount, "
         "whatever the reward mode). Gains are metric after - before on the validation split (balanced "
         "accuracy for two-answer tasks under `reward_metric=auto`).",
         f"- Machine: {platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}.",
