@@ -252,7 +252,6 @@ def test_lora_layers_trains_only_the_top_layers(tmp_path):
         RestemConfig.from_preset("tiny", lora_layers=-1)
 
 
-
 def test_every_context_is_written_before_a_policy_model_loads(tmp_path):
     # the context writer (Qwen at cpu) and the policy (Qwen) must never be in memory together
     order = []
