@@ -67,12 +67,22 @@ class LoraPolicy:
         return LORA
 
 
-def test_grpo_step_reward_comes_from_the_env_and_resumes(tmp_path) -> None:
-    steps, envs = Counter(), []
+def test_grpo_step_reward_comes_from_the_env_and_resumes(tmp_path, monkeypatch) -> None:
+    import coral_env.backend
+
+    steps, envs, order = Counter(), [], []
 
     def make_env(tasks, **_):
         envs.append(SpyEnv(tasks, steps))
+        envs[-1].prepare_contexts = lambda: order.append(("contexts", tuple(tasks)))
         return envs[-1]
+
+    def load_model(*args, **kwargs):
+        order.append(("model",))
+        return load(*args, **kwargs)
+
+    load = coral_env.backend.load_model
+    monkeypatch.setattr(coral_env.backend, "load_model", load_model)
 
     config = GrpoConfig.from_preset(
         "tiny",
@@ -83,7 +93,12 @@ def test_grpo_step_reward_comes_from_the_env_and_resumes(tmp_path) -> None:
         num_generations=4,
         progress=False,
     )
-    result = train_grpo(config, make_env=make_env, make_policy=lambda adapter: LoraPolicy())
+    result = train_grpo(
+        config, make_env=make_env, make_policy=lambda adapter: order.append(("policy",)) or LoraPolicy()
+    )
+    # each env's contexts are written before a policy model loads (the writer is gone by then)
+    assert order[:2] == [("contexts", ("syn_a", "syn_b")), ("model",)]
+    assert order[2:4] == [("contexts", ("held",)), ("policy",)]
     train = result["train"]
     assert train["steps"] == 1 and train["episodes"] == 4 == steps["env"] - 2 * 2  # + the eval episodes
     spy = envs[0]

@@ -171,7 +171,14 @@ def train_grpo(
     from coral_env.backend.io import append_jsonl, atomic_write_json
 
     from .evaluation import evaluate_policy_on_tasks, summarize
-    from .run_config import RESUMABLE_CHANGES, check_resume, llm_policy_factory, prepare_run, train_env_kwargs
+    from .run_config import (
+        RESUMABLE_CHANGES,
+        check_resume,
+        llm_policy_factory,
+        prepare_run,
+        train_env_kwargs,
+        write_contexts,
+    )
 
     config, make_env = prepare_run(config, make_env)
     out = Path(config.out)
@@ -188,6 +195,7 @@ def train_grpo(
         train = json.loads(done.read_text())["train"]
     else:  # a new run, a killed one, or a larger --max-steps: continue from TRL's last checkpoint
         env = make_env(config.train_tasks, eval_test=False, **train_env_kwargs(config))  # rewards need validation only
+        write_contexts(env)  # before the policy model loads
         train = _train(config, env, adapter)
         log("train", **{k: v for k, v in train.items() if k != "log_history"})
 
@@ -203,7 +211,9 @@ def train_grpo(
             continue
         stale = label == "grpo" and path.exists() and json.loads(path.read_text()).get("steps") != train["steps"]
         if not path.exists() or stale:
-            env = env or make_env(config.eval_tasks, strict_heldout=True)  # never trained on them
+            if env is None:
+                env = make_env(config.eval_tasks, strict_heldout=True)  # never trained on them
+                write_contexts(env)  # before the policy model loads
             found = evaluate_policy_on_tasks(
                 env,
                 make_policy(policy_adapter),

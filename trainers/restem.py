@@ -42,6 +42,7 @@ from .run_config import (
     llm_policy_factory,
     prepare_run,
     train_env_kwargs,
+    write_contexts,
 )
 
 # torch, transformers, TRL and PEFT are imported where used: `coral --help` imports this module.
@@ -145,10 +146,7 @@ def train_restem(
     def policy_for(adapter: str | None):
         if adapter not in loaded:
             loaded.clear()
-            for kind in ("eval", "train"):  # the contexts first: their writer is freed before a policy loads
-                prepare = getattr(getattr(env_for(kind), "unwrapped", None), "prepare_contexts", None)
-                if prepare is not None:
-                    prepare()
+            write_contexts(env_for("eval"), env_for("train"))  # the writer is freed before a policy loads
             release_free_memory()
             loaded[adapter] = make_policy(adapter)
         return loaded[adapter]

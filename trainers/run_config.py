@@ -224,6 +224,15 @@ def prepare_run(config, make_env: Callable[..., Any] | None = None) -> tuple[Any
     return config, make_env
 
 
+def write_contexts(*envs) -> None:
+    """Write each env's missing task contexts now, before a policy model loads, so that the
+    context writer and the policy are never in memory together (a Ray pool writes its own)."""
+    for env in envs:
+        prepare = getattr(getattr(env, "unwrapped", None), "prepare_contexts", None)
+        if prepare is not None:
+            prepare()
+
+
 def check_resume(path: Path, config, resumable: set[str]) -> None:
     """``ValueError`` when ``path`` (a run's ``config.json``) holds other settings than
     ``config``, apart from the ``resumable`` fields."""
