@@ -146,7 +146,8 @@ def train_restem(
     def policy_for(adapter: str | None):
         if adapter not in loaded:
             loaded.clear()
-            write_contexts(env_for("eval"), env_for("train"))  # the writer is freed before a policy loads
+            # every context first (the writer is freed before a policy loads)
+            write_contexts(env_for("eval"), *([env_for("train")] if config.iterations else []))
             release_free_memory()
             loaded[adapter] = make_policy(adapter)
         return loaded[adapter]
