@@ -31,19 +31,27 @@ def restem_config(config):
         config = dataclasses.replace(config, policy_model=default_policy_model())
     return RestemConfig.from_preset(
         config.preset,
-        out=str(Path(config.out) / "restem"),
-        train_tasks=config.train_tasks,
-        eval_tasks=config.eval_tasks,
+        **_run_settings(config, "restem"),
         policy_model=config.policy_model,
-        artifacts=config.artifacts_root,
-        data_dir=config.data_dir,
-        reward_mode=config.reward_mode,
         iterations=config.iterations,
         samples_per_task=config.samples_per_task,
         keep_per_task=config.keep_per_task,
         num_train_epochs=config.sft_epochs,
         learning_rate=config.sft_lr,
         eval_samples_per_task=config.eval_samples_per_task,
+    )
+
+
+def _run_settings(config, name: str) -> dict:
+    """What every trainer run of the demo shares (folder ``OUT/name``, tasks, artifacts, reward,
+    test scoring of the held-out episodes, seed, threads)."""
+    return dict(
+        out=str(Path(config.out) / name),
+        train_tasks=config.train_tasks,
+        eval_tasks=config.eval_tasks,
+        artifacts=config.artifacts_root,
+        data_dir=config.data_dir,
+        reward_mode=config.reward_mode,
         eval_test=True,
         seed=config.seed,
         threads=config.threads,
@@ -106,20 +114,11 @@ def _ppo(config) -> list[dict]:
 
     sb3 = SB3Config.from_preset(
         config.preset,
+        **_run_settings(config, "ppo"),
         algo="ppo",
-        out=str(Path(config.out) / "ppo"),
-        train_tasks=config.train_tasks,
-        eval_tasks=config.eval_tasks,
-        artifacts=config.artifacts_root,
-        data_dir=config.data_dir,
-        reward_mode=config.reward_mode,
         total_timesteps=config.ppo_timesteps,
         n_steps=min(16, config.ppo_timesteps),
         batch_size=min(16, config.ppo_timesteps),
-        eval_test=True,
-        seed=config.seed,
-        threads=config.threads,
-        progress=config.progress,
     )
     return train_sb3(sb3, make_env=make_demo_env(config))["rows"]
 

@@ -194,7 +194,7 @@ def train_grpo(
     if done.exists() and json.loads(done.read_text())["train"]["steps"] >= config.max_steps:
         train = json.loads(done.read_text())["train"]
     else:  # a new run, a killed one, or a larger --max-steps: continue from TRL's last checkpoint
-        env = make_env(config.train_tasks, eval_test=False, **train_env_kwargs(config))  # rewards need validation only
+        env = make_env(config.train_tasks, **train_env_kwargs(config))  # rewards need validation only
         write_contexts(env)  # before the policy model loads
         train = _train(config, env, adapter)
         log("train", **{k: v for k, v in train.items() if k != "log_history"})

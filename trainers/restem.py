@@ -155,7 +155,7 @@ def train_restem(
     def env_for(kind: str):
         if kind not in envs:
             envs[kind] = (
-                make_env(config.train_tasks, eval_test=False, **train_env_kwargs(config))  # scored on validation
+                make_env(config.train_tasks, **train_env_kwargs(config))  # scored on validation
                 if kind == "train"
                 else make_env(config.eval_tasks, strict_heldout=True)  # never trained on them
             )

@@ -177,9 +177,10 @@ def check_train_validation_size(size: int | None) -> None:
 
 
 def train_env_kwargs(config) -> dict[str, Any]:
-    """Env arguments of a run's training env (``Coral-v0``'s ``validation_size`` when the config sets one)."""
+    """Env arguments of a run's training env: rewards need validation only, so test is not
+    scored (``eval_test=False``); ``Coral-v0``'s ``validation_size`` when the config sets one."""
     size = getattr(config, "train_validation_size", None)
-    return {} if size is None else {"validation_size": size}
+    return {"eval_test": False} | ({} if size is None else {"validation_size": size})
 
 
 def prepare_run(config, make_env: Callable[..., Any] | None = None) -> tuple[Any, Callable[..., Any]]:

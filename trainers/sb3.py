@@ -241,9 +241,9 @@ def train_sb3(config: SB3Config, make_env: Callable[[list[str]], Any] | None = N
 
     # ----- train (or reload a finished run) ----------------------------------------------------
     given_encoder = encoder  # workers get it too (None: each builds the env's own, the same artifact)
-    # training episodes are scored on validation only (eval_test would score every step on test too)
-    train_kwargs = {"eval_test": False, **train_env_kwargs(config)}
-    local_env = wrap_env(make_env(config.train_tasks, **train_kwargs), config.algo, encoder, config.max_prompt_batches)
+    local_env = wrap_env(
+        make_env(config.train_tasks, **train_env_kwargs(config)), config.algo, encoder, config.max_prompt_batches
+    )
     encoder = local_env.get_wrapper_attr("encoder")  # the held-out env must embed the same way
     policy_dir = out / "policy"
     started = time.perf_counter()
@@ -334,7 +334,7 @@ def worker_envs(config: SB3Config, make_env: Callable[[list[str]], Any], encoder
     make = functools.partial(
         _worker_env, make_env, list(config.train_tasks), config.algo, config.max_prompt_batches, threads, encoder
     )
-    make = functools.partial(make, eval_test=False, **train_env_kwargs(config))
+    make = functools.partial(make, **train_env_kwargs(config))
     method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
     return SubprocVecEnv([make] * config.n_envs, start_method=method)
 
