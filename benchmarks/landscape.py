@@ -13,7 +13,8 @@ oracle (best validation change) with its test change and CI, the random policy's
 change (mean over the strategies), the share of validation-positive strategies that are also
 test-positive, and the validation/test Spearman correlation. Over all cells: the false-reward
 rate (rewarded on validation, test change <= 0) of ``binary`` and ``significant``, also at
-validation prefixes of 50/100/200 questions.
+validation prefixes of 50/100/200 questions. Generative tasks (decoded, slow) are scored on the
+first ``--generative-limit`` questions of each split (default 50); the table's sizes say so.
 
 Resumable: one JSONL row per cell (``<out>/cells.jsonl``); a killed run skips finished cells.
 ``run_cell`` is a plain function of (runtime, task, label, strategy), so cells can be farmed out.
@@ -135,11 +136,18 @@ def paired_metric_ci(before, after, labels, metric: str, n_boot: int = 2000, see
     return (float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5)))
 
 
-def run_cell(runtime, task: str, name: str, strategy) -> dict:
-    """Evaluate one (task, strategy) cell on validation and test from the starting adapter."""
+def split_limit(state, generative_limit: int | None) -> int | None:
+    """Questions scored per split: all of them, or the first ``generative_limit`` of a generative task."""
+    return generative_limit if generative_limit and state.splits.kind == "generative" else None
+
+
+def run_cell(runtime, task: str, name: str, strategy, generative_limit: int | None = None) -> dict:
+    """Evaluate one (task, strategy) cell on validation and test from the starting adapter
+    (a generative task on the first ``generative_limit`` questions of each split)."""
     from coral_env.backend.metrics import mcnemar_improvement_pvalue
 
     state = runtime.task(task)
+    limit = split_limit(state, generative_limit)
     row: dict = {
         "task": task,
         "strategy": name,
@@ -148,10 +156,12 @@ def run_cell(runtime, task: str, name: str, strategy) -> dict:
     }
     seconds = 0.0
     for split in ("validation", "test"):
-        before, _ = runtime.evaluate(state, state.start_adapter, None, split=split)
+        before, _ = runtime.evaluate(state, state.start_adapter, None, split=split, limit=limit)
         start = time.perf_counter()
         after, hit = (
-            (before, True) if strategy is None else runtime.evaluate(state, state.start_adapter, strategy, split=split)
+            (before, True)
+            if strategy is None
+            else runtime.evaluate(state, state.start_adapter, strategy, split=split, limit=limit)
         )
         seconds += after.cost.get("seconds", time.perf_counter() - start) if strategy is not None else 0.0
         metric = "balanced_accuracy" if before.result.two_answer else "accuracy"
@@ -183,11 +193,12 @@ def run_cell(runtime, task: str, name: str, strategy) -> dict:
     return row
 
 
-def task_reference(runtime, task: str) -> dict:
+def task_reference(runtime, task: str, generative_limit: int | None = None) -> dict:
     """The base model (zero adapter) and the starting adapter on test, for the per-task table."""
     import torch
 
     state = runtime.task(task)
+    limit = split_limit(state, generative_limit)
     out = {
         "task": task,
         "strategy": "__reference__",
@@ -196,10 +207,10 @@ def task_reference(runtime, task: str) -> dict:
     }
     for label_, adapter in (("base", torch.zeros_like(state.start_adapter)), ("start", state.start_adapter)):
         for split in ("validation", "test"):
-            evaluation, _ = runtime.evaluate(state, adapter, None, split=split)
+            evaluation, _ = runtime.evaluate(state, adapter, None, split=split, limit=limit)
             metric = "balanced_accuracy" if evaluation.result.two_answer else "accuracy"
             out[f"{label_}_{'val' if split == 'validation' else 'test'}"] = evaluation.result.metric(metric)
-    out["n_val"], out["n_test"] = len(state.splits.validation), len(state.splits.test)
+    out["n_val"], out["n_test"] = (min(len(s), limit or len(s)) for s in (state.splits.validation, state.splits.test))
     out["kind"] = state.splits.kind
     return out
 
@@ -295,9 +306,9 @@ def run(args) -> Path:
         bar.set_postfix_str(f"{task} {name}"[:60])
         runtime.contexts.setdefault(task, "(landscape: no context needed)")  # skip the context writer
         row = (
-            task_reference(runtime, task)
+            task_reference(runtime, task, args.generative_limit)
             if name == "__reference__"
-            else run_cell(runtime, task, name, strategies[name])
+            else run_cell(runtime, task, name, strategies[name], args.generative_limit)
         )
         row["preset"] = args.preset
         append_row(cells_path, row)
@@ -515,6 +526,12 @@ def parse_args(argv: list[str] | None = None):
         help="JSON strategies run besides the chosen ones (probes outside the catalogue)",
     )
     p.add_argument("--max-prompt-batches", type=int, default=None, help="drop TTS entries with more batches")
+    p.add_argument(
+        "--generative-limit",
+        type=int,
+        default=50,
+        help="score a generative task on the first N validation and test questions (0: all; decoding is slow)",
+    )
     p.add_argument("--user-task", action="append", default=[], help="a user task config JSON to register")
     p.add_argument(
         "--allow-seen", action="store_true", help="run on tasks the generator/CVAE were trained on (default: refuse)"

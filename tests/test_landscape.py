@@ -143,3 +143,21 @@ def test_user_defined_task(artifacts, tmp_path):
     )
     cells = {r["strategy"]: r for r in landscape.read_rows(out / "cells.jsonl")}
     assert cells["LORA:lambda=1"]["test_n"] == 16 and cells["__reference__"]["kind"] == "multiple_choice"
+
+
+def test_generative_tasks_are_scored_on_the_first_questions_of_each_split(artifacts, tmp_path):
+    def run(limit: str, out):
+        argv = _args(artifacts, out, "--generative-limit", limit)
+        argv[argv.index("syn_sequence")] = "syn_sum"  # generative, not among the tiny setup tasks
+        argv[argv.index("--strategies") + 1 :] = ["noop", "LORA:lambda=0.5", "--generative-limit", limit]
+        assert landscape.main(argv) == 0
+        return {r["strategy"]: r for r in landscape.read_rows(out / "cells.jsonl")}
+
+    cut = run("5", tmp_path / "cut")
+    assert cut["LORA:lambda=0.5"]["val_n"] == cut["LORA:lambda=0.5"]["test_n"] == 5
+    assert (cut["__reference__"]["n_val"], cut["__reference__"]["n_test"]) == (5, 5)
+    assert "| syn_sum | 5 / 5 |" in (tmp_path / "cut" / "landscape.md").read_text()
+    whole = run("0", tmp_path / "whole")
+    assert whole["LORA:lambda=0.5"]["val_n"] == 16 and whole["__reference__"]["n_test"] == 16
+    # the same first five questions: the cut run's correctness is a prefix of the whole run's
+    assert whole["LORA:lambda=0.5"]["val_correct_after"].startswith(cut["LORA:lambda=0.5"]["val_correct_after"])
