@@ -17,7 +17,8 @@ validation prefixes of 50/100/200 questions. Generative tasks (decoded, slow) ar
 first ``--generative-limit`` questions of each split (default 50); the table's sizes say so.
 
 Resumable: one JSONL row per cell (``<out>/cells.jsonl``); a killed run skips finished cells.
-``run_cell`` is a plain function of (runtime, task, label, strategy), so cells can be farmed out.
+``run_cell`` is a plain function of (runtime, task, label, strategy): ``--workers N`` farms cells
+out to N Ray actors, one runtime each (``--ray-address`` joins a cluster); the rows are the same.
 
     python benchmarks/landscape.py --preset cpu --artifacts artifacts --data-dir ../shared/datasets \\
         --tasks syn_parity,arc_easy --out benchmarks/landscape_run
@@ -215,6 +216,59 @@ def task_reference(runtime, task: str, generative_limit: int | None = None) -> d
     return out
 
 
+def score_cell(runtime, task: str, name: str, strategy, generative_limit: int | None) -> dict:
+    """One row: the task's reference (``name == "__reference__"``) or a (task, strategy) cell."""
+    runtime.contexts.setdefault(task, "(landscape: no context needed)")  # skip the context writer
+    if name == "__reference__":
+        return task_reference(runtime, task, generative_limit)
+    return run_cell(runtime, task, name, strategy, generative_limit)
+
+
+class CellWorker:
+    """The body of one Ray actor (``--workers N``): its own runtime, whole cells scored on it.
+    Cells share nothing but the starting adapter's evaluation, which each actor makes once."""
+
+    def __init__(self, config_kwargs: dict, threads: int | None, user_tasks: list[str]) -> None:
+        import torch
+
+        from coral_env.env.runtime import CoralRuntime, EnvConfig
+        from coral_env.tasks.user import register_user_task
+
+        if threads:
+            torch.set_num_threads(threads)
+        for path in user_tasks:
+            register_user_task(path, overwrite=True)
+        self.runtime = CoralRuntime.get(EnvConfig(**config_kwargs))
+
+    def cell(self, task: str, name: str, strategy, generative_limit: int | None) -> dict:
+        return score_cell(self.runtime, task, name, strategy, generative_limit)
+
+
+def scored_cells(todo: list[tuple[str, str]], strategies: dict, args, runtime, config_kwargs: dict):
+    """Rows of ``todo`` as they finish: in this process, or on ``--workers`` Ray actors (a local
+    Ray, or the cluster at ``--ray-address``), each cell sent to the next idle actor."""
+    if args.workers <= 1 and not args.ray_address:
+        for task, name in todo:
+            yield score_cell(runtime, task, name, strategies.get(name), args.generative_limit)
+        return
+    from coral_env.env.ray_pool import init_ray
+
+    threads = args.threads or 1
+    ray = init_ray(args.ray_address, args.workers, threads)
+    from ray import cloudpickle
+    from ray.util import ActorPool
+
+    if __name__ != "__main__":  # imported from a file path: the actors could not import it by name
+        cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    actor = ray.remote(num_cpus=threads)(CellWorker)
+    actors = [actor.remote(config_kwargs, threads, args.user_task) for _ in range(args.workers)]
+    yield from ActorPool(actors).map_unordered(
+        lambda a, item: a.cell.remote(item[0], item[1], strategies.get(item[1]), args.generative_limit), todo
+    )
+    for a in actors:
+        ray.kill(a)
+
+
 # ----- the run --------------------------------------------------------------------------------
 
 
@@ -289,9 +343,8 @@ def run(args) -> Path:
     )
     (out / "runs.json").write_text(json.dumps(runs, indent=2) + "\n")
     done = {(r["task"], r["strategy"]) for r in read_rows(cells_path)}
-    runtime = CoralRuntime.get(
-        EnvConfig(preset=args.preset, artifacts=args.artifacts, data_dir=args.data_dir, seed=args.seed)
-    )
+    config_kwargs = dict(preset=args.preset, artifacts=args.artifacts, data_dir=args.data_dir, seed=args.seed)
+    runtime = CoralRuntime.get(EnvConfig(**config_kwargs))
     for task in tasks:
         if args.allow_seen:
             continue
@@ -301,17 +354,13 @@ def run(args) -> Path:
         strategies, key=lambda n: FAMILY_ORDER.index("noop" if strategies[n] is None else strategies[n].family)
     )
     todo = [(t, n) for n in ["__reference__", *order] for t in tasks if (t, n) not in done]
-    bar = tqdm(todo, desc="landscape cells", disable=args.no_progress)
-    for task, name in bar:
-        bar.set_postfix_str(f"{task} {name}"[:60])
-        runtime.contexts.setdefault(task, "(landscape: no context needed)")  # skip the context writer
-        row = (
-            task_reference(runtime, task, args.generative_limit)
-            if name == "__reference__"
-            else run_cell(runtime, task, name, strategies[name], args.generative_limit)
-        )
+    bar = tqdm(total=len(todo), desc="landscape cells", disable=args.no_progress)
+    for row in scored_cells(todo, strategies, args, runtime, config_kwargs):
+        bar.set_postfix_str(f"{row['task']} {row['strategy']}"[:60])
         row["preset"] = args.preset
         append_row(cells_path, row)
+        bar.update()
+    bar.close()
     write_report(out, args)
     return out
 
@@ -537,7 +586,11 @@ def parse_args(argv: list[str] | None = None):
         "--allow-seen", action="store_true", help="run on tasks the generator/CVAE were trained on (default: refuse)"
     )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (per Ray actor with --workers)")
+    p.add_argument(
+        "--workers", type=int, default=1, help='Ray actors scoring cells in parallel (needs pip install -e ".[ray]")'
+    )
+    p.add_argument("--ray-address", default=None, help="join this Ray cluster (default: a local Ray)")
     p.add_argument("--out", default="runs/landscape")
     p.add_argument("--markdown", default=None, help="report path (default: <out>/landscape.md)")
     p.add_argument("--summary", default=None, help="JSON summary path (default: <out>/landscape_summary.json)")
@@ -545,7 +598,10 @@ def parse_args(argv: list[str] | None = None):
     p.add_argument("--context-id", default=None, help="context_id.json whose accuracy goes into the summary")
     p.add_argument("--report-only", action="store_true", help="rewrite the report from <out>/cells.jsonl")
     p.add_argument("--no-progress", action="store_true")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.workers < 1:
+        p.error(f"--workers must be >= 1, got {args.workers}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:

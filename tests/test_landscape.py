@@ -79,7 +79,10 @@ def test_cells_report_and_resume(artifacts, tmp_path, monkeypatch):
     assert len(landscape.read_rows(out / "cells.jsonl")) == 4
 
 
-def test_bad_input_names_the_fix(artifacts, tmp_path):
+def test_bad_input_names_the_fix(artifacts, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        landscape.main(["--preset", "tiny", "--tasks", "syn_sequence", "--out", str(tmp_path), "--workers", "0"])
+    assert "--workers must be >= 1, got 0" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="syn_sequence"):
         landscape.main(["--preset", "tiny", "--tasks", "syn_sequense", "--out", str(tmp_path)])
     with pytest.raises(SystemExit, match="unknown strategy 'LORA:lambda=0.3'.*catalogue labels"):
@@ -161,3 +164,21 @@ def test_generative_tasks_are_scored_on_the_first_questions_of_each_split(artifa
     assert whole["LORA:lambda=0.5"]["val_n"] == 16 and whole["__reference__"]["n_test"] == 16
     # the same first five questions: the cut run's correctness is a prefix of the whole run's
     assert whole["LORA:lambda=0.5"]["val_correct_after"].startswith(cut["LORA:lambda=0.5"]["val_correct_after"])
+
+
+def test_ray_actors_score_the_same_cells_as_one_process(artifacts, tmp_path):
+    ray = pytest.importorskip("ray")
+    try:
+        assert landscape.main(_args(artifacts, tmp_path / "one")) == 0
+        assert landscape.main(_args(artifacts, tmp_path / "two", "--workers", "2", "--threads", "1")) == 0
+    finally:
+        ray.shutdown()
+
+    def cells(folder):
+        rows = landscape.read_rows(tmp_path / folder / "cells.jsonl")
+        return {r["strategy"]: {k: v for k, v in r.items() if k != "seconds"} for r in rows}
+
+    one, two = cells("one"), cells("two")
+    assert set(two) == {"__reference__", "noop", "LORA:lambda=0.5", "Latent:steps=2,lr=0.5"}
+    assert two == one
+    assert two["Latent:steps=2,lr=0.5"]["test_flipped"] > 0  # a cell that changes predictions, not only no-ops

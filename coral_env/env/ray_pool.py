@@ -70,6 +70,37 @@ def _require_ray():
     return ray
 
 
+def init_ray(address: str | None, workers: int, threads: int | None):
+    """``ray`` itself, initialised unless it already is: a local Ray (``address=None``) declares
+    enough CPUs for ``workers`` actors of ``threads`` threads, and its workers import this code
+    (PYTHONPATH) and stay offline like the driver; otherwise it joins the cluster at ``address``."""
+    ray = _require_ray()
+    if not ray.is_initialized():
+        env_vars = {
+            k: os.environ[k]
+            for k in (
+                "PYTHONPATH",
+                "HF_HUB_OFFLINE",
+                "HF_DATASETS_OFFLINE",
+                "CORAL_TASKS",
+                "CORAL_DATA_DIR",
+                "CORAL_ARTIFACTS",
+                "OMP_WAIT_POLICY",
+                "TOKENIZERS_PARALLELISM",
+            )
+            if k in os.environ
+        }
+        kwargs: dict[str, Any] = {
+            "include_dashboard": False,
+            "log_to_driver": False,
+            "runtime_env": {"env_vars": env_vars},
+        }
+        if address is None:
+            kwargs["num_cpus"] = max(os.cpu_count() or 1, workers * (threads or 1))
+        ray.init(address=address, **kwargs)
+    return ray
+
+
 class EpisodePool:
     """N Ray actors, each with its own ``Coral-v0`` runtime; see the module docstring. One pool
     serves any tasks (an actor makes one env per task on its runtime), so a trainer's training
@@ -87,33 +118,8 @@ class EpisodePool:
     ) -> None:
         if not isinstance(workers, int) or workers < 1:
             raise ValueError(f"workers must be an int >= 1, got {workers!r}")
-        ray = _require_ray()
         threads = threads or (None if address else 1)
-        if not ray.is_initialized():
-            # local Ray: enough CPUs declared for every actor, and the workers import this code
-            # (PYTHONPATH) and stay offline like the driver
-            env_vars = {
-                k: os.environ[k]
-                for k in (
-                    "PYTHONPATH",
-                    "HF_HUB_OFFLINE",
-                    "HF_DATASETS_OFFLINE",
-                    "CORAL_TASKS",
-                    "CORAL_DATA_DIR",
-                    "CORAL_ARTIFACTS",
-                    "OMP_WAIT_POLICY",
-                    "TOKENIZERS_PARALLELISM",
-                )
-                if k in os.environ
-            }
-            kwargs: dict[str, Any] = {
-                "include_dashboard": False,
-                "log_to_driver": False,
-                "runtime_env": {"env_vars": env_vars},
-            }
-            if address is None:
-                kwargs["num_cpus"] = max(os.cpu_count() or 1, workers * (threads or 1))
-            ray.init(address=address, **kwargs)
+        ray = init_ray(address, workers, threads)
         actor = ray.remote(num_cpus=threads or 1)(_EnvActor)
         self.actors = [actor.remote(dict(env_kwargs), threads) for _ in range(workers)]
         self.memo: dict[tuple, tuple[float, dict]] = {}
