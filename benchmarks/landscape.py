@@ -465,16 +465,17 @@ def write_report(out: Path, args) -> None:
         "",
         "## Per task",
         "",
-        "| task | n val / test | held out | base (test) | start (test) | no-op | oracle (val) "
+        "| task | n val / test | strategies | held out | base (test) | start (test) | no-op | oracle (val) "
         "| oracle test change [CI] | signal | random policy | val+ also test+ | val/test Spearman |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for task, s in summary["tasks"].items():
         ref = s["reference"] or {}
         share = s["val_positive_share_test_positive"]
         rho = s["val_test_spearman"]
         lines.append(
-            f"| {task} | {ref.get('n_val', '?')} / {ref.get('n_test', '?')} | {ref.get('heldout', '?')} | "
+            f"| {task} | {ref.get('n_val', '?')} / {ref.get('n_test', '?')} | {s['strategies']} | "
+            f"{ref.get('heldout', '?')} | "
             f"{ref.get('base_test', float('nan')):.3f} | {ref.get('start_test', float('nan')):.3f} | 0 (reference) | "
             f"{s['oracle']} ({s['oracle_val_gain']:+.3f}) | {s['oracle_test_gain']:+.3f} {_fmt_ci(s['oracle_ci'])} | "
             f"{'yes' if s['signal'] else 'no'} | {s['random_test_gain']:+.3f} | "

@@ -67,7 +67,10 @@ def test_cells_report_and_resume(artifacts, tmp_path, monkeypatch):
     )
     assert task["oracle_test_gain"] == cells[oracle]["test_change"]
     assert set(summary["false_reward_rate"]) == {"binary", "significant"}
-    assert "| syn_sequence |" in (out / "landscape.md").read_text() and (out / "landscape.png").stat().st_size > 0
+    assert (
+        "| syn_sequence | 16 / 16 | 2 | True |" in (out / "landscape.md").read_text()
+        and (out / "landscape.png").stat().st_size > 0
+    )
 
     # a killed run resumes: finished cells are not recomputed, a torn last line is dropped
     with (out / "cells.jsonl").open("a") as f:
