@@ -216,6 +216,18 @@ def task_reference(runtime, task: str, generative_limit: int | None = None) -> d
     return out
 
 
+def prepare_process(threads: int | None, user_tasks: list[str]) -> None:
+    """What the driver and every Ray actor set up before scoring: torch threads, the user tasks."""
+    import torch
+
+    from coral_env.tasks.user import register_user_task
+
+    if threads:
+        torch.set_num_threads(threads)
+    for path in user_tasks:
+        register_user_task(path, overwrite=True)
+
+
 def score_cell(runtime, task: str, name: str, strategy, generative_limit: int | None) -> dict:
     """One row: the task's reference (``name == "__reference__"``) or a (task, strategy) cell."""
     runtime.contexts.setdefault(task, "(landscape: no context needed)")  # skip the context writer
@@ -229,15 +241,9 @@ class CellWorker:
     Cells share nothing but the starting adapter's evaluation, which each actor makes once."""
 
     def __init__(self, config_kwargs: dict, threads: int | None, user_tasks: list[str]) -> None:
-        import torch
-
         from coral_env.env.runtime import CoralRuntime, EnvConfig
-        from coral_env.tasks.user import register_user_task
 
-        if threads:
-            torch.set_num_threads(threads)
-        for path in user_tasks:
-            register_user_task(path, overwrite=True)
+        prepare_process(threads, user_tasks)
         self.runtime = CoralRuntime.get(EnvConfig(**config_kwargs))
 
     def cell(self, task: str, name: str, strategy, generative_limit: int | None) -> dict:
@@ -316,18 +322,11 @@ def check_tasks(names: list[str], data_dir: str | None) -> list[str]:
 
 
 def run(args) -> Path:
-    import torch
     from tqdm.auto import tqdm
 
     from coral_env.env.runtime import CoralRuntime, EnvConfig
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.user_task:
-        from coral_env.tasks.user import register_user_task
-
-        for path in args.user_task:
-            register_user_task(path, overwrite=True)
+    prepare_process(args.threads, args.user_task)
     tasks = check_tasks(args.tasks.split(","), args.data_dir)
     strategies = select_strategies(args.strategies, args.max_prompt_batches)
     strategies |= select_strategies(args.extra) if args.extra else {}
